@@ -1,6 +1,7 @@
 // The command line: one commander program, each command group registered from its own file.
 // Groups import their heavy modules inside their actions, so `status` and friends start fast.
 import { Command, CommanderError } from 'commander'
+import { register as registerDemo } from './demo.js'
 import { register as registerDisk } from './disk.js'
 import { register as registerMesh } from './mesh.js'
 import { formatError } from './output.js'
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerStore(program)
   registerMesh(program)
   registerVm(program)
+  registerDemo(program)
   return program
 }
 
