@@ -1,0 +1,12 @@
+// Named limits of the failover layer (STYLE.md §7).
+
+/** Longest syslog message we send over UDP (RFC 5426 §3.2: receivers must take 480, should 2048). */
+export const SYSLOG_UDP_MAX_BYTES = 8192
+/** Longest syslog message over a stream transport. */
+export const SYSLOG_STREAM_MAX_BYTES = 64 * 1024
+/** Longest text in one SNMP varbind (traps stay in one UDP datagram). */
+export const SNMP_VARBIND_MAX_CHARS = 900
+/** Longest webhook body we send. */
+export const WEBHOOK_MAX_BODY_BYTES = 64 * 1024
+/** A channel's send that takes longer than this is abandoned (webhooks retry on their own). */
+export const CHANNEL_SEND_TIMEOUT_MS = 20_000

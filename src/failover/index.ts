@@ -1,0 +1,21 @@
+// Front door of the failover layer (DESIGN.md §6): failure detection with quorum, per-tier
+// decisions, placement, epochs and fencing, network re-mapping, and operator notifications.
+export * from './errors.js'
+export * from './metrics.js'
+export * from './notify/config.js'
+export * as messages from './notify/messages.js'
+export type { Reporter } from './notify/messages.js'
+export { type ChannelEntry, type ChannelResult, createNotifier, Notifier, type NotifierComponents, type NotifyLogger } from './notify/notifier.js'
+export { formatRfc5424, SyslogChannel } from './notify/syslog.js'
+export { SnmpTrapChannel, TRAP_VARBINDS, trapOid } from './notify/snmp.js'
+export { EmailChannel } from './notify/email.js'
+export { EventLogChannel } from './notify/event-log.js'
+export {
+  DELIVERY_HEADER,
+  SIGNATURE_HEADER,
+  signWebhook,
+  verifyWebhookSignature,
+  WebhookChannel,
+  type WebhookEvents,
+} from './notify/webhook.js'
+export * from './notify/types.js'
