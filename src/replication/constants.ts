@@ -1,0 +1,44 @@
+// Every limit of the replication layer, named (STYLE.md §7). Wire limits bound what a peer may
+// make us allocate; engine limits bound memory and bytes in flight.
+
+/** Chunk ids on the wire: 32 raw bytes (BLAKE3-256 or SHA-256, per the manifest's algorithm). */
+export const CHUNK_ID_BYTES = 32
+/** Largest chunk a disk may use (DESIGN.md §3: 64 KiB to 4 MiB, default 256 KiB). */
+export const MAX_CHUNK_BYTES = 4 * 1024 * 1024
+/** JSON header of one frame. */
+export const MAX_HEADER_BYTES = 256 * 1024
+/** One frame: a header, a chunk and its id fit, with room to spare. */
+export const MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_HEADER_BYTES + 1024
+/** Ids in one QUERY / GET / STORED / MISSING frame. */
+export const MAX_IDS_PER_FRAME = 8192
+/** Manifest entries (chunk index + id) in one MANIFEST frame. */
+export const MAX_ENTRIES_PER_FRAME = 65_536
+/** Changed ranges in one sub-chunk delta. */
+export const MAX_DELTA_RANGES = 1024
+/** Disks of one VM in one point. */
+export const MAX_DISKS_PER_POINT = 64
+/** Hops a point may still be forwarded through. */
+export const MAX_FORWARD_HOPS = 16
+
+/**
+ * A delta is sent instead of the whole chunk when its payload is at most this fraction of the
+ * chunk: beyond it, the receiver's read of the base chunk costs more than the bytes saved.
+ */
+export const DELTA_MAX_FRACTION = 0.5
+/** Sector granularity of change tracking (RCT and the lab report 512-byte aligned ranges). */
+export const SECTOR_BYTES = 512
+
+/** Bytes of chunk frames sent but not yet acknowledged as stored, per target. */
+export const DEFAULT_BYTES_IN_FLIGHT = 16 * 1024 * 1024
+/** The receiver acknowledges stored chunks in batches of at most this many ids. */
+export const ACK_BATCH_IDS = 256
+
+/** Scheduler: never take points more often than this. */
+export const MIN_POINT_INTERVAL_MS = 200
+/** Scheduler: never wait longer than this between points, whatever the RPO. */
+export const MAX_POINT_INTERVAL_MS = 60_000
+/** Scheduler: the lag aimed at, as a fraction of the RPO (well under it). */
+export const POINT_TARGET_LAG_FRACTION = 0.15
+
+/** A chunk failing its hash is re-requested at most this many times before the point fails. */
+export const MAX_CHUNK_RETRIES = 3
