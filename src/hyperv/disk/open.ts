@@ -7,7 +7,6 @@ import { describeOpenError, readFull } from './file-io.js'
 import { RawDisk } from './raw.js'
 import type { CreateOptions, DiskFormat, OpenOptions, VirtualDisk } from './types.js'
 import { createVhd, openVhd } from './vhd/index.js'
-import { createVhdx, openVhdx } from './vhdx/index.js'
 
 /** Longest differencing chain we follow; deeper is taken as a loop. */
 export const MAX_CHAIN_DEPTH = 64
@@ -68,8 +67,11 @@ async function openAtDepth(
       return RawDisk.open(path, readOnly)
     case 'vhd':
       return openVhd(path, { readOnly, openParent })
-    case 'vhdx':
+    case 'vhdx': {
+      // Loaded on demand: raw and VHD users never pay for (or depend on) the VHDX module.
+      const { openVhdx } = await import('./vhdx/index.js')
       return openVhdx(path, { readOnly, openParent })
+    }
     default:
       throw new UnsupportedDiskError(`unknown format '${String(fmt)}'`, path)
   }
@@ -87,8 +89,10 @@ export async function createDisk(path: string, options: CreateOptions): Promise<
       return RawDisk.create(path, options)
     case 'vhd':
       return createVhd(path, options, openParent)
-    case 'vhdx':
+    case 'vhdx': {
+      const { createVhdx } = await import('./vhdx/index.js')
       return createVhdx(path, options, openParent)
+    }
     default:
       throw new UnsupportedDiskError(`unknown format '${String(options.format)}'`, path)
   }
