@@ -1,0 +1,46 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type MeshNode, NotMemberError } from '../../src/mesh/index.js'
+import { makeNode, waitFor } from './helpers.js'
+
+describe('MeshNode (in process, real sockets on loopback)', () => {
+  const nodes: MeshNode[] = []
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.stop()))
+  })
+
+  it('members prove membership, gossip state and see each other alive', async () => {
+    const meshKey = await generateKeyPair('Ed25519')
+    const a = await makeNode(meshKey, 'a')
+    nodes.push(a)
+    await a.start()
+    const b = await makeNode(meshKey, 'b', { bootstrap: a.addrs() })
+    const c = await makeNode(meshKey, 'c', { bootstrap: a.addrs() })
+    nodes.push(b, c)
+    await b.start()
+    await c.start()
+    for (const n of [a, b, c])
+      await waitFor(`${n.site} sees 2 alive peers with state`, () => {
+        const peers = n.peers()
+        return (
+          peers.length === 2 && peers.every((p) => p.state === 'alive' && p.nodeState?.capacity.cpus === 2)
+        )
+      })
+    // b and c found each other through gossip of addresses, not only through a.
+    await waitFor('b connected to c', () => b.peers().some((p) => p.peerId === c.peerId && p.connected))
+  })
+
+  it('a node of another mesh is refused and never listed', async () => {
+    const meshKey = await generateKeyPair('Ed25519')
+    const otherKey = await generateKeyPair('Ed25519')
+    const a = await makeNode(meshKey, 'a')
+    const x = await makeNode(otherKey, 'x')
+    nodes.push(a, x)
+    await a.start()
+    await x.start()
+    await expect(x.connect(a.addrs()[0])).rejects.toBeInstanceOf(NotMemberError)
+    await new Promise((r) => setTimeout(r, 500))
+    expect(a.peers()).toEqual([])
+    expect(x.peers()).toEqual([])
+  })
+})
