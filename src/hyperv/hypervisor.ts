@@ -130,3 +130,15 @@ export class VmNotFoundError extends Error {
 export class HypervisorError extends Error {
   override name = 'HypervisorError'
 }
+
+/** The VM is in the wrong state for the operation (a second start, unregistering a running VM). */
+export class VmStateError extends HypervisorError {
+  override name = 'VmStateError'
+  constructor(
+    readonly vm: string,
+    readonly state: VmState,
+    message: string,
+  ) {
+    super(`VM '${vm}' is ${state}: ${message}`)
+  }
+}

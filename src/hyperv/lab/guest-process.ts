@@ -1,0 +1,180 @@
+// The node's side of one guest: forks it, waits until it is ready, sends requests with ids and
+// deadlines, and notices when it exits. The fork shares the node's process group and has an IPC
+// channel; both make the guest die with its node.
+import { type ChildProcess, fork } from 'node:child_process'
+import { closeSync, existsSync, openSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import {
+  GUEST_LOG_FILE,
+  GUEST_READY_TIMEOUT_MS,
+  GUEST_REQUEST_TIMEOUT_MS,
+  GUEST_STOP_TIMEOUT_MS,
+} from './constants.js'
+import { GuestError, GuestWriteError, PointError } from './errors.js'
+import { GUEST_ARGV_MARKER, type GuestRequest, type GuestToNode } from './guest-protocol.js'
+import type { WorkloadOptions } from './vm-config.js'
+
+type Ready = Extract<GuestToNode, { type: 'ready' }>
+
+/**
+ * The compiled guest entry. Under the test runner this module is loaded from src/*.ts, which
+ * Node 20 cannot run: use the build in dist/ then.
+ */
+export function defaultGuestScript(): string {
+  const here = fileURLToPath(new URL('./guest-main.js', import.meta.url))
+  if (existsSync(here)) return here
+  const built = here.replace(/([\\/])src([\\/]hyperv[\\/]lab[\\/])/, '$1dist$1src$2')
+  if (existsSync(built)) return built
+  throw new GuestError('?', `the guest program is not built (${built} is missing; run: npx tsc -p .)`)
+}
+
+interface Pending {
+  resolve: (v: unknown) => void
+  reject: (e: Error) => void
+  timer: NodeJS.Timeout
+}
+
+export class GuestProcess {
+  private nextId = 1
+  private readonly pending = new Map<number, Pending>()
+  private exitCode: number | null | undefined = undefined
+  private lastFatal: string | null = null
+  readonly exited: Promise<number | null>
+  ready!: Ready
+
+  private constructor(
+    readonly vm: string,
+    private readonly child: ChildProcess,
+  ) {
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exitCode = code
+        const why = this.lastFatal ?? (signal ? `killed by ${signal}` : `exited with code ${code}`)
+        for (const p of this.pending.values()) {
+          clearTimeout(p.timer)
+          p.reject(new GuestError(vm, `the guest stopped (${why})`))
+        }
+        this.pending.clear()
+        resolve(code)
+      })
+    })
+    child.on('message', (m: GuestToNode) => this.onMessage(m))
+    child.on('error', () => {}) // exit follows; a failed send surfaces as that request's error
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined
+  }
+
+  /** Forks the guest and resolves when it reports ready (rejects with its reason otherwise). */
+  static async spawn(
+    vm: string,
+    vmDir: string,
+    options: { workload?: WorkloadOptions; script?: string; onExit?: (code: number | null) => void },
+  ): Promise<GuestProcess> {
+    const logFd = openSync(join(vmDir, GUEST_LOG_FILE), 'a')
+    let child: ChildProcess
+    try {
+      const args = [GUEST_ARGV_MARKER, vmDir, ...(options.workload ? [JSON.stringify(options.workload)] : [])]
+      child = fork(options.script ?? defaultGuestScript(), args, {
+        serialization: 'advanced',
+        stdio: ['ignore', logFd, logFd, 'ipc'],
+        execArgv: [],
+      })
+    } finally {
+      closeSync(logFd)
+    }
+    const guest = new GuestProcess(vm, child)
+    if (options.onExit) void guest.exited.then(options.onExit)
+    await guest.waitReady()
+    return guest
+  }
+
+  private waitReady(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.kill()
+        reject(new GuestError(this.vm, `the guest did not become ready within ${GUEST_READY_TIMEOUT_MS} ms`))
+      }, GUEST_READY_TIMEOUT_MS)
+      const onMessage = (m: GuestToNode) => {
+        if (m.type === 'ready') {
+          this.ready = m
+          done()
+          resolve()
+        }
+      }
+      const onExit = () => {
+        done()
+        reject(new GuestError(this.vm, this.lastFatal ?? 'the guest exited while starting'))
+      }
+      const done = () => {
+        clearTimeout(timer)
+        this.child.off('message', onMessage)
+        this.child.off('exit', onExit)
+      }
+      this.child.on('message', onMessage)
+      this.child.once('exit', onExit)
+    })
+  }
+
+  request<T>(request: GuestRequest, timeoutMs = GUEST_REQUEST_TIMEOUT_MS): Promise<T> {
+    if (!this.running || !this.child.connected)
+      return Promise.reject(new GuestError(this.vm, 'the guest is not running'))
+    const id = this.nextId++
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        reject(new GuestError(this.vm, `no answer to '${request.op}' within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+      this.child.send({ type: 'request', id, request }, (err) => {
+        if (!err) return
+        const p = this.pending.get(id)
+        if (!p) return
+        this.pending.delete(id)
+        clearTimeout(p.timer)
+        reject(new GuestError(this.vm, `cannot reach the guest (${err.message})`))
+      })
+    })
+  }
+
+  /** Asks for a clean stop; kills the guest if it has not exited by the deadline. */
+  async stop(timeoutMs = GUEST_STOP_TIMEOUT_MS): Promise<void> {
+    if (!this.running) return
+    await this.request({ op: 'stop' }, timeoutMs).catch(() => this.kill('SIGTERM'))
+    const timer = setTimeout(() => this.kill(), timeoutMs)
+    await this.exited
+    clearTimeout(timer)
+  }
+
+  /** Turns the VM off like pulling the plug: the disks are left as a crash leaves them. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.running) this.child.kill(signal)
+    await this.exited
+  }
+
+  private onMessage(m: GuestToNode): void {
+    if (m.type === 'fatal') this.lastFatal = m.error.message
+    if (m.type !== 'response') return
+    const p = this.pending.get(m.id)
+    if (!p) return
+    this.pending.delete(m.id)
+    clearTimeout(p.timer)
+    if (m.ok) p.resolve(m.result)
+    else {
+      p.reject(guestError(this.vm, m.error))
+    }
+  }
+}
+
+/** Rebuilds the guest's named error on the node's side, so callers can tell them apart. */
+function guestError(vm: string, e: { name: string; message: string }): Error {
+  if (e.name === 'GuestWriteError') return new GuestWriteError(`VM '${vm}': ${e.message}`)
+  if (e.name === 'PointError') return new PointError(e.message)
+  return new GuestError(vm, e.message)
+}

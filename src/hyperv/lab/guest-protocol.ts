@@ -1,0 +1,49 @@
+// Messages between a node and its guest processes over the Node IPC channel (advanced
+// serialization, so byte arrays travel as bytes). Requests carry an id; each gets one response.
+import type { ChangedRange } from '../hypervisor.js'
+import type { MapDistrust } from './dirty-map.js'
+import type { RecordSummary } from './records.js'
+import type { WorkloadOptions } from './vm-config.js'
+
+export type GuestRequest =
+  | { op: 'point'; sinceReference: string | null }
+  | { op: 'release' }
+  | { op: 'write'; disk: number; offset: number; data: Uint8Array }
+  | { op: 'workload'; workload: WorkloadOptions }
+  | { op: 'status' }
+  | { op: 'stop' }
+
+export interface GuestPointResult {
+  generation: number
+  time: number
+  disks: Array<{ index: number; virtualSize: number; changed: ChangedRange[] | null }>
+}
+
+export interface GuestStatus {
+  pid: number
+  frozen: boolean
+  journalBytes: number
+  pendingOps: number
+  seq: number
+  bytesWritten: number
+  records: RecordSummary
+}
+
+export type NodeToGuest = { type: 'request'; id: number; request: GuestRequest }
+
+export type GuestToNode =
+  | {
+      type: 'ready'
+      pid: number
+      /** The stream position this run started from (start* of `vm records`). */
+      startSeq: number
+      startTime: number
+      mapDistrust: MapDistrust[]
+      journalEntriesReplayed: number
+    }
+  | { type: 'response'; id: number; ok: true; result: unknown }
+  | { type: 'response'; id: number; ok: false; error: { name: string; message: string } }
+  | { type: 'fatal'; error: { name: string; message: string } }
+
+/** argv of the guest: <vmDir> [<workload options as JSON>] */
+export const GUEST_ARGV_MARKER = '--replimesh-lab-guest'

@@ -1,0 +1,235 @@
+// A lab VM's guest: the process a node forks to "run" a VM. It owns the VM's disks through a
+// GuestVolume, appends to the record stream every recordIntervalMs, writes the workload, and
+// answers the node's requests. It dies with its node: when the IPC channel disconnects (the
+// node exited, even by kill -9) it shuts down at once; it shares the node's process group.
+import { randomFillSync } from 'node:crypto'
+import { open, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { GUEST_PID_FILE, WORKLOAD_TICK_MS } from './constants.js'
+import type { GuestRequest, GuestStatus, GuestToNode, NodeToGuest } from './guest-protocol.js'
+import { GuestVolume } from './guest-volume.js'
+import { summarize } from './records.js'
+import { readVmConfig, type VmConfig, type WorkloadOptions, workloadSchema } from './vm-config.js'
+import { WorkloadPlanner } from './workload.js'
+
+const send = (m: GuestToNode) => {
+  if (process.connected) process.send?.(m)
+}
+const log = (msg: string) =>
+  process.stderr.write(`${new Date().toISOString()} guest[${process.pid}] ${msg}\n`)
+
+/** Is `pid` a live lab guest process (best effort off Linux: just alive)? */
+export async function isGuestAlive(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0)
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8')
+    return cmdline.includes('--replimesh-lab-guest')
+  } catch {
+    return process.platform !== 'linux'
+  }
+}
+
+/** Claims the VM folder for this process: refuses when a live guest already holds it. */
+async function claimPidFile(vmDir: string): Promise<string> {
+  const file = join(vmDir, GUEST_PID_FILE)
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(file, 'wx')
+      await fh.writeFile(JSON.stringify({ pid: process.pid, ppid: process.ppid, startedAt: Date.now() }))
+      await fh.close()
+      return file
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const other = await readPid(file)
+      if (other !== null && other !== process.pid && (await isGuestAlive(other)))
+        throw new Error(`already running (guest process ${other})`)
+      await rm(file, { force: true })
+    }
+  }
+  throw new Error(`cannot claim ${file}`)
+}
+
+export async function readPid(file: string): Promise<number | null> {
+  try {
+    const pid = JSON.parse(await readFile(file, 'utf8')).pid
+    return Number.isInteger(pid) ? pid : null
+  } catch {
+    return null
+  }
+}
+
+class Guest {
+  private seq = 0
+  private startSeq = 0
+  private startTime = 0
+  private bytesWritten = 0
+  private planner: WorkloadPlanner
+  private timers: NodeJS.Timeout[] = []
+  private lastTick = Date.now()
+  private stopping: Promise<void> | null = null
+
+  constructor(
+    private readonly config: VmConfig,
+    private readonly volume: GuestVolume,
+    private readonly pidFile: string,
+    workload: WorkloadOptions | undefined,
+  ) {
+    this.planner = this.makePlanner(workload)
+  }
+
+  async run(): Promise<void> {
+    const newest = await this.volume.readNewestRecord()
+    this.startSeq = newest?.seq ?? 0
+    this.startTime = newest?.timeMs ?? 0
+    this.seq = this.startSeq
+    await this.appendRecord()
+    this.timers.push(
+      setInterval(() => this.appendRecord().catch((e) => this.fail(e)), this.config.recordIntervalMs),
+    )
+    this.timers.push(setInterval(() => this.workloadTick(), WORKLOAD_TICK_MS))
+    process.on('message', (m: NodeToGuest) => this.onMessage(m))
+    process.on('disconnect', () => {
+      log('node disconnected: shutting down')
+      void this.shutdown(0)
+    })
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => void this.shutdown(0))
+    send({
+      type: 'ready',
+      pid: process.pid,
+      startSeq: this.startSeq,
+      startTime: this.startTime,
+      mapDistrust: this.volume.mapDistrust,
+      journalEntriesReplayed: this.volume.journalReplayedAtOpen,
+    })
+    log(`running ${this.config.name}: stream continues after seq ${this.startSeq}`)
+  }
+
+  private makePlanner(workload: WorkloadOptions | undefined): WorkloadPlanner {
+    const settings = workloadSchema.parse({ ...this.config.workload, ...workload })
+    const sizes = Array.from({ length: this.volume.diskCount }, (_, i) => this.volume.virtualSize(i))
+    return new WorkloadPlanner(settings, sizes)
+  }
+
+  private async appendRecord(): Promise<void> {
+    if (this.stopping) return
+    const seq = ++this.seq
+    await this.volume.writeRecord({
+      seq,
+      timeMs: Date.now(),
+      startSeq: this.startSeq,
+      startTime: this.startTime,
+    })
+  }
+
+  private workloadTick(): void {
+    const now = Date.now()
+    const elapsed = now - this.lastTick
+    this.lastTick = now
+    // Hold back while the disks lag or a frozen point's journal is full: writes are owed, not queued.
+    if (this.stopping || this.volume.pending > 64 || this.volume.journalBytes > 1024 ** 3) return
+    for (const w of this.planner.due(elapsed)) {
+      const data = Buffer.allocUnsafe(w.length)
+      randomFillSync(data)
+      this.volume.write(w.disk, w.offset, data).then(
+        () => {
+          this.bytesWritten += w.length
+        },
+        (e) => this.fail(e),
+      )
+    }
+  }
+
+  private async handle(request: GuestRequest): Promise<unknown> {
+    switch (request.op) {
+      case 'point':
+        return this.volume.freeze(request.sinceReference)
+      case 'release':
+        return this.volume.release()
+      case 'write':
+        await this.volume.write(request.disk, request.offset, request.data)
+        return { bytes: request.data.length }
+      case 'workload':
+        this.planner = this.makePlanner(request.workload)
+        return this.planner.settings
+      case 'status':
+        return this.status()
+      case 'stop':
+        setImmediate(() => void this.shutdown(0))
+        return { stopping: true }
+    }
+  }
+
+  private status(): GuestStatus {
+    return {
+      pid: process.pid,
+      frozen: this.volume.isFrozen,
+      journalBytes: this.volume.journalBytes,
+      pendingOps: this.volume.pending,
+      seq: this.seq,
+      bytesWritten: this.bytesWritten,
+      records: summarize({
+        seq: this.seq,
+        timeMs: Date.now(),
+        startSeq: this.startSeq,
+        startTime: this.startTime,
+      }),
+    }
+  }
+
+  private onMessage(m: NodeToGuest): void {
+    if (m?.type !== 'request') return
+    this.handle(m.request).then(
+      (result) => send({ type: 'response', id: m.id, ok: true, result }),
+      (err: Error) =>
+        send({ type: 'response', id: m.id, ok: false, error: { name: err.name, message: err.message } }),
+    )
+  }
+
+  private fail(err: Error): void {
+    if (this.stopping) return
+    log(`write failed: ${err.message}`)
+    send({ type: 'fatal', error: { name: err.name, message: err.message } })
+    void this.shutdown(1)
+  }
+
+  /** Stops writing, merges a frozen journal, saves clean maps, and exits. */
+  shutdown(code: number): Promise<void> {
+    if (this.stopping) return this.stopping
+    this.stopping = (async () => {
+      for (const t of this.timers) clearInterval(t)
+      try {
+        await this.volume.close()
+        await rm(this.pidFile, { force: true })
+        log(`stopped cleanly at seq ${this.seq}`)
+      } catch (err) {
+        log(`unclean stop: ${(err as Error).message}`)
+        code = code || 1
+      }
+      process.exit(code)
+    })()
+    return this.stopping
+  }
+}
+
+/** The guest's entry: argv = [vmDir, workload JSON?]. Never returns on error: reports and exits. */
+export async function runGuest(vmDir: string, workloadJson: string | undefined): Promise<void> {
+  let pidFile: string | null = null
+  try {
+    const config = await readVmConfig(vmDir)
+    const workload = workloadJson ? (JSON.parse(workloadJson) as WorkloadOptions) : undefined
+    pidFile = await claimPidFile(vmDir)
+    const volume = await GuestVolume.open(vmDir, config)
+    await new Guest(config, volume, pidFile, workload).run()
+  } catch (err) {
+    const e = err as Error
+    log(`cannot start: ${e.message}`)
+    send({ type: 'fatal', error: { name: e.name, message: e.message } })
+    if (pidFile) await rm(pidFile, { force: true })
+    process.exitCode = 1
+    process.disconnect?.()
+  }
+}
