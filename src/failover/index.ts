@@ -3,13 +3,21 @@
 export * from './errors.js'
 export * from './metrics.js'
 export * from './notify/config.js'
-export * as messages from './notify/messages.js'
-export type { Reporter } from './notify/messages.js'
-export { type ChannelEntry, type ChannelResult, createNotifier, Notifier, type NotifierComponents, type NotifyLogger } from './notify/notifier.js'
-export { formatRfc5424, SyslogChannel } from './notify/syslog.js'
-export { SnmpTrapChannel, TRAP_VARBINDS, trapOid } from './notify/snmp.js'
 export { EmailChannel } from './notify/email.js'
 export { EventLogChannel } from './notify/event-log.js'
+export type { Reporter } from './notify/messages.js'
+export * as messages from './notify/messages.js'
+export {
+  type ChannelEntry,
+  type ChannelResult,
+  createNotifier,
+  Notifier,
+  type NotifierComponents,
+  type NotifyLogger,
+} from './notify/notifier.js'
+export { SnmpTrapChannel, TRAP_VARBINDS, trapOid } from './notify/snmp.js'
+export { formatRfc5424, SyslogChannel } from './notify/syslog.js'
+export * from './notify/types.js'
 export {
   DELIVERY_HEADER,
   SIGNATURE_HEADER,
@@ -18,4 +26,3 @@ export {
   WebhookChannel,
   type WebhookEvents,
 } from './notify/webhook.js'
-export * from './notify/types.js'

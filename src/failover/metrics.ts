@@ -2,7 +2,7 @@
 // Counters are bumped by events as they happen (failovers, RPO breaches, bytes, points); gauges
 // that describe the present (peers by state, replication lag) are read from a snapshot the node
 // supplies at scrape time, so they can never go stale.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
 export type PeerState = 'alive' | 'suspect' | 'down'
 export const PEER_STATES: readonly PeerState[] = ['alive', 'suspect', 'down']
@@ -11,7 +11,12 @@ export type FailoverMode = 'automatic' | 'manual' | 'planned' | 'test' | 'failba
 /** The present state of the node, read at each scrape. */
 export interface MetricsSnapshot {
   peers: Array<{ state: PeerState }>
-  vms: Array<{ name: string; role: 'primary' | 'replica'; lagSeconds: number | null; rpoSeconds: number | null }>
+  vms: Array<{
+    name: string
+    role: 'primary' | 'replica'
+    lagSeconds: number | null
+    rpoSeconds: number | null
+  }>
 }
 
 export interface FailoverMetricsInit {
@@ -45,8 +50,18 @@ export class FailoverMetrics {
       labelNames: ['vm', 'role'],
       registers,
     })
-    this.rpo = new Gauge({ name: 'replimesh_rpo_seconds', help: 'RPO of each VM tier', labelNames: ['vm'], registers })
-    this.peers = new Gauge({ name: 'replimesh_peers', help: 'Peers by liveness state', labelNames: ['state'], registers })
+    this.rpo = new Gauge({
+      name: 'replimesh_rpo_seconds',
+      help: 'RPO of each VM tier',
+      labelNames: ['vm'],
+      registers,
+    })
+    this.peers = new Gauge({
+      name: 'replimesh_peers',
+      help: 'Peers by liveness state',
+      labelNames: ['state'],
+      registers,
+    })
     this.rpoBreaches = new Counter({
       name: 'replimesh_rpo_breaches_total',
       help: 'Times a VM went outside its RPO',
@@ -132,7 +147,8 @@ export class FailoverMetrics {
   async render(): Promise<string> {
     const s = await this.snapshot()
     this.peers.reset()
-    for (const state of PEER_STATES) this.peers.set({ state }, s.peers.filter((p) => p.state === state).length)
+    for (const state of PEER_STATES)
+      this.peers.set({ state }, s.peers.filter((p) => p.state === state).length)
     this.lag.reset()
     this.rpo.reset()
     for (const vm of s.vms) {

@@ -16,15 +16,19 @@ function make(
   r: Reporter,
   kind: NotificationKind,
   severity: Severity,
-  body: Omit<Notification, 'id' | 'kind' | 'severity' | 'time' | 'node'>,
+  body: Omit<Notification, 'id' | 'kind' | 'severity' | 'time' | 'node' | 'nodeSite'>,
 ): Notification {
-  return { id: r.id ?? randomUUID(), kind, severity, time: r.time ?? Date.now(), node: r.node, ...body }
+  const reporter = { id: r.id ?? randomUUID(), time: r.time ?? Date.now(), node: r.node }
+  return { ...reporter, ...(r.site ? { nodeSite: r.site } : {}), kind, severity, ...body }
 }
 
 const list = (xs: string[]) => (xs.length ? xs.join(', ') : 'none')
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`
 
-export function hostSuspected(r: Reporter, f: { peer: string; site: string; silentMs: number }): Notification {
+export function hostSuspected(
+  r: Reporter,
+  f: { peer: string; site: string; silentMs: number },
+): Notification {
   return make(r, 'host-suspected', 'warning', {
     peer: f.peer,
     site: f.site,
@@ -65,6 +69,24 @@ export function siteDown(
     done: `failing over ${f.vms.length} VM(s) by tier and boot order`,
     decide: `whether the site is lost for long; VMs waiting for you: replimesh failover --site ${f.site}`,
     details: { hosts: f.hosts.length, vms: f.vms.length },
+  })
+}
+
+export function failoverStarted(
+  r: Reporter,
+  f: { vm: string; from: string; to: string; mode: 'automatic' | 'manual' | 'planned'; pointSeq: number },
+): Notification {
+  return make(r, 'failover-started', 'warning', {
+    vm: f.vm,
+    peer: f.from,
+    title: `Failing over VM ${f.vm} to ${f.to}`,
+    failed:
+      f.mode === 'planned'
+        ? 'nothing: a planned failover'
+        : `VM ${f.vm} is not running: host ${f.from} is down`,
+    done: `${f.mode} failover started: raising the epoch and starting ${f.vm} on ${f.to} from point ${f.pointSeq}`,
+    decide: 'nothing now; a completion or failure notification follows',
+    details: { pointSeq: f.pointSeq },
   })
 }
 
@@ -126,7 +148,10 @@ export function awaitingOperator(
   })
 }
 
-export function fenced(r: Reporter, f: { vm: string; ownEpoch: number; seenEpoch: number; owner: string }): Notification {
+export function fenced(
+  r: Reporter,
+  f: { vm: string; ownEpoch: number; seenEpoch: number; owner: string },
+): Notification {
   return make(r, 'fenced', 'warning', {
     vm: f.vm,
     peer: f.owner,
@@ -138,7 +163,10 @@ export function fenced(r: Reporter, f: { vm: string; ownEpoch: number; seenEpoch
   })
 }
 
-export function quorumLost(r: Reporter, f: { reachableSites: string[]; neededSites: number; vms: string[] }): Notification {
+export function quorumLost(
+  r: Reporter,
+  f: { reachableSites: string[]; neededSites: number; vms: string[] },
+): Notification {
   return make(r, 'quorum-lost', 'critical', {
     title: `Node ${r.node} is cut off from the mesh`,
     failed: `only sites ${list(f.reachableSites)} are reachable; ${f.neededSites} are needed for quorum`,
@@ -148,14 +176,18 @@ export function quorumLost(r: Reporter, f: { reachableSites: string[]; neededSit
   })
 }
 
-export function rpoBreach(r: Reporter, f: { vm: string; lagMs: number; rpoMs: number; target?: string }): Notification {
+export function rpoBreach(
+  r: Reporter,
+  f: { vm: string; lagMs: number; rpoMs: number; target?: string },
+): Notification {
   return make(r, 'rpo-breach', 'error', {
     vm: f.vm,
     peer: f.target,
     title: `VM ${f.vm} is outside its RPO`,
     failed: `the newest committed point of ${f.vm}${f.target ? ` on ${f.target}` : ''} is ${secs(f.lagMs)} old; its RPO is ${secs(f.rpoMs)}`,
     done: 'replication keeps sending; nothing was failed over',
-    decide: 'whether to add bandwidth, choose a closer target, or relax the tier (replimesh plan shows the numbers)',
+    decide:
+      'whether to add bandwidth, choose a closer target, or relax the tier (replimesh plan shows the numbers)',
     details: { lagMs: f.lagMs, rpoMs: f.rpoMs },
   })
 }
@@ -176,7 +208,10 @@ export function overSubscribed(
   })
 }
 
-export function testFailover(r: Reporter, f: { vm: string; on: string; copy: string; pointSeq: number }): Notification {
+export function testFailover(
+  r: Reporter,
+  f: { vm: string; on: string; copy: string; pointSeq: number },
+): Notification {
   return make(r, 'test-failover', 'info', {
     vm: f.vm,
     title: `Test failover of ${f.vm} is running as ${f.copy}`,

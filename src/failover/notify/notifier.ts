@@ -9,7 +9,7 @@ import { EmailChannel } from './email.js'
 import { EventLogChannel } from './event-log.js'
 import { SnmpTrapChannel } from './snmp.js'
 import { SyslogChannel } from './syslog.js'
-import { type Notification, type NotificationChannel, type Severity, atLeast } from './types.js'
+import { atLeast, type Notification, type NotificationChannel, type Severity } from './types.js'
 import { WebhookChannel } from './webhook.js'
 
 /** The part of a pino logger we use. */
@@ -72,7 +72,10 @@ export class Notifier {
         } catch (err) {
           const error = (err as Error).message
           this.components.metrics?.notification(channel.name, 'failed')
-          this.log.warn({ channel: channel.name, notification: n.id, err: error }, 'notification not delivered')
+          this.log.warn(
+            { channel: channel.name, notification: n.id, err: error },
+            'notification not delivered',
+          )
           return { channel: channel.name, result: 'failed', error }
         }
       }),
@@ -96,10 +99,14 @@ export function createNotifier(config: NotifierConfig, components: NotifierCompo
   const entries: ChannelEntry[] = []
   const log = components.logger ?? silent
   const metrics = components.metrics
-  if (config.syslog) entries.push({ channel: new SyslogChannel(config.syslog), minLevel: config.syslog.minLevel })
+  if (config.syslog)
+    entries.push({ channel: new SyslogChannel(config.syslog), minLevel: config.syslog.minLevel })
   if (config.eventLog) {
     if (!components.hypervisor) throw new Error('the eventLog notification channel needs a hypervisor')
-    entries.push({ channel: new EventLogChannel(components.hypervisor, config.eventLog), minLevel: config.eventLog.minLevel })
+    entries.push({
+      channel: new EventLogChannel(components.hypervisor, config.eventLog),
+      minLevel: config.eventLog.minLevel,
+    })
   }
   if (config.snmp) entries.push({ channel: new SnmpTrapChannel(config.snmp), minLevel: config.snmp.minLevel })
   if (config.email) entries.push({ channel: new EmailChannel(config.email), minLevel: config.email.minLevel })
@@ -112,7 +119,10 @@ export function createNotifier(config: NotifierConfig, components: NotifierCompo
       },
       dropped: (n) => {
         metrics?.notification(channel.name, 'dropped')
-        log.warn({ channel: channel.name, notification: n.id }, 'webhook queue full: oldest notification dropped')
+        log.warn(
+          { channel: channel.name, notification: n.id },
+          'webhook queue full: oldest notification dropped',
+        )
       },
     })
     entries.push({ channel, minLevel: hook.minLevel })

@@ -19,6 +19,7 @@ export const TRAP_VARBINDS = {
   done: 9,
   decide: 10,
   id: 11,
+  nodeSite: 12,
 } as const
 
 export function trapOid(enterpriseOid: string, n: Notification): string {
@@ -56,11 +57,15 @@ export class SnmpTrapChannel implements NotificationChannel {
     const results = await Promise.allSettled(
       this.sessions.map(
         (s) =>
-          new Promise<void>((resolve, reject) => s.trap(oid, varbinds, (err: Error | null) => (err ? reject(err) : resolve()))),
+          new Promise<void>((resolve, reject) =>
+            s.trap(oid, varbinds, (err: Error | null) => (err ? reject(err) : resolve())),
+          ),
       ),
     )
     const failed = results.flatMap((r, i) =>
-      r.status === 'rejected' ? [`${this.config.targets[i].host}:${this.config.targets[i].port}: ${r.reason}`] : [],
+      r.status === 'rejected'
+        ? [`${this.config.targets[i].host}:${this.config.targets[i].port}: ${r.reason}`]
+        : [],
     )
     if (failed.length) throw new Error(failed.join('; '))
   }

@@ -2,8 +2,8 @@
 // octet-counting framing (RFC 6587 §3.4.1). Node's dgram has no unix datagram sockets, so a
 // local /dev/log (datagram) is reached through a UDP listener of the local syslog daemon instead.
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
-import { hostname } from 'node:os'
 import { connect, type Socket } from 'node:net'
+import { hostname } from 'node:os'
 import { SYSLOG_STREAM_MAX_BYTES, SYSLOG_UDP_MAX_BYTES } from '../constants.js'
 import { SYSLOG_FACILITIES, type SyslogConfig } from './config.js'
 import type { Notification, NotificationChannel, Severity } from './types.js'
@@ -39,7 +39,7 @@ export function formatRfc5424(n: Notification, h: SyslogHeader): string {
     ['kind', n.kind],
     ['node', n.node],
   ]
-  for (const key of ['site', 'vm', 'peer'] as const) {
+  for (const key of ['nodeSite', 'site', 'vm', 'peer'] as const) {
     const v = n[key]
     if (v) params.push([key, v])
   }
@@ -79,7 +79,9 @@ export class SyslogChannel implements NotificationChannel {
     const msg = truncateUtf8(text, SYSLOG_STREAM_MAX_BYTES)
     const framed = Buffer.concat([Buffer.from(`${msg.length} `), msg])
     const socket = await this.connectStream(options.signal)
-    await new Promise<void>((resolve, reject) => socket.write(framed, (err) => (err ? reject(err) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      socket.write(framed, (err) => (err ? reject(err) : resolve())),
+    )
   }
 
   private sendUdp(msg: Buffer): Promise<void> {
@@ -99,7 +101,8 @@ export class SyslogChannel implements NotificationChannel {
     if (this.stream && !this.stream.destroyed && this.stream.writable) return Promise.resolve(this.stream)
     const c = this.config
     return new Promise((resolve, reject) => {
-      const socket = c.transport === 'unix' ? connect({ path: c.path! }) : connect({ host: c.host, port: c.port })
+      const socket =
+        c.transport === 'unix' ? connect({ path: c.path! }) : connect({ host: c.host, port: c.port })
       const fail = (err: Error) => {
         signal?.removeEventListener('abort', onAbort)
         socket.destroy()

@@ -53,8 +53,10 @@ export interface Notification {
   severity: Severity
   /** ms since the epoch. */
   time: number
-  /** The node that reports it (name or peer id) and its site. */
+  /** The node that reports it (name or peer id) and that node's site. */
   node: string
+  nodeSite?: string
+  /** The site the notification is about (a failed host's site, a lost site), if any. */
   site?: string
   vm?: string
   /** The peer (host) the notification is about, if any. */
@@ -82,7 +84,7 @@ export function notificationText(n: Notification): string {
     `What failed: ${n.failed}`,
     `What was done: ${n.done}`,
     `What to decide: ${n.decide}`,
-    `Reported by ${n.node} at ${new Date(n.time).toISOString()} (${n.severity}, ${n.kind}, id ${n.id})`,
+    `Reported by ${n.node}${n.nodeSite ? ` (site ${n.nodeSite})` : ''} at ${new Date(n.time).toISOString()} (${n.severity}, ${n.kind}, id ${n.id})`,
   ]
     .filter((line): line is string => line !== null)
     .join('\n')

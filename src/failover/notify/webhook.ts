@@ -55,7 +55,9 @@ class RetryableError extends Error {
 
 export class WebhookChannel implements NotificationChannel {
   readonly name: string
+  /** Waiting notifications, oldest first; the one being delivered is `inFlight`. */
   private readonly queue: Notification[] = []
+  private inFlight: Notification | null = null
   private pumping: Promise<void> | null = null
   private readonly stopping = new AbortController()
   private closed = false
@@ -81,15 +83,16 @@ export class WebhookChannel implements NotificationChannel {
     })
   }
 
+  /** Notifications not yet delivered or given up, the one in flight included. */
   get pending(): number {
-    return this.queue.length
+    return this.queue.length + (this.inFlight ? 1 : 0)
   }
 
   private async pump(): Promise<void> {
     while (this.queue.length && !this.stopping.signal.aborted) {
-      const n = this.queue[0]
-      await this.deliver(n)
-      if (this.queue[0] === n) this.queue.shift()
+      this.inFlight = this.queue.shift()!
+      await this.deliver(this.inFlight)
+      this.inFlight = null
     }
   }
 
@@ -109,7 +112,10 @@ export class WebhookChannel implements NotificationChannel {
           return
         }
         const base = backoffMs(attempt, c.initialBackoffMs, c.maxBackoffMs)
-        const wait = err.retryAfterMs !== null ? Math.min(err.retryAfterMs, c.maxBackoffMs) : base / 2 + (this.random() * base) / 2
+        const wait =
+          err.retryAfterMs !== null
+            ? Math.min(err.retryAfterMs, c.maxBackoffMs)
+            : base / 2 + (this.random() * base) / 2
         if (!(await sleep(wait, this.stopping.signal))) {
           this.events.gaveUp?.(n, attempt, `${reason} (channel closed before retry)`)
           return
@@ -142,8 +148,10 @@ export class WebhookChannel implements NotificationChannel {
     if (res.ok) return
     const reason = `HTTP ${res.status} from ${c.url}`
     if (res.status === 408 || res.status === 429 || res.status >= 500) {
-      const after = Number(res.headers.get('retry-after'))
-      throw new RetryableError(reason, Number.isFinite(after) && after >= 0 ? after * 1000 : null)
+      // Retry-After in seconds (RFC 9110 §10.2.3); the HTTP-date form falls back to our backoff.
+      const header = res.headers.get('retry-after')
+      const after = header !== null && /^\d+$/.test(header.trim()) ? Number(header) * 1000 : null
+      throw new RetryableError(reason, after)
     }
     throw new Error(reason)
   }
