@@ -1,0 +1,36 @@
+// Every limit of the chunk store, named (STYLE.md practice 7). Sizes in bytes.
+
+/** Default chunk size; why it stands is recorded by `npm run bench -- --only store`. */
+export const DEFAULT_CHUNK_SIZE = 256 * 1024
+export const MIN_CHUNK_SIZE = 4 * 1024
+export const MAX_CHUNK_SIZE = 16 * 1024 * 1024
+
+/** Entries per Merkle node: 1024 ids of 32 bytes = a 32 KiB node. */
+export const MERKLE_FANOUT = 1024
+
+/** A pack file is sealed and a new one started once it reaches this size. */
+export const DEFAULT_PACK_SIZE_LIMIT = 256 * 1024 * 1024
+
+/** Ingest reads the disk in windows of this many bytes (rounded to whole chunks). */
+export const INGEST_WINDOW_BYTES = 8 * 1024 * 1024
+/** Windows read ahead of the one being hashed and written: memory = window x (depth + 1). */
+export const INGEST_READ_AHEAD = 2
+
+/** Ingest makes its new chunks durable and indexed every this many new chunks. */
+export const INGEST_FLUSH_CHUNKS = 8192
+
+/** Chunks fetched concurrently while materialising a point into a disk. */
+export const MATERIALISE_CONCURRENCY = 8
+
+/** GC deletes index entries and moves chunks in LevelDB batches of at most this many keys. */
+export const GC_BATCH_KEYS = 2048
+/** A sealed pack is rewritten when less than this fraction of its bytes is still live. */
+export const GC_COMPACT_LIVE_RATIO = 0.75
+
+/** Compression is kept only when it saves at least this fraction of the chunk. */
+export const COMPRESSION_MIN_SAVING = 0.1
+/** Bytes of a chunk compressed first to decide whether compressing the rest can pay. */
+export const COMPRESSION_PROBE_BYTES = 16 * 1024
+
+/** Largest point record (JSON) accepted: config blobs belong elsewhere. */
+export const MAX_POINT_JSON_BYTES = 1024 * 1024

@@ -1,0 +1,238 @@
+// Ingest: a disk's virtual content -> chunks in the store -> a manifest (Merkle root).
+//
+// Windows of consecutive chunks are read ahead (bounded by a buffer pool) while the current
+// window is zero-checked, hashed, looked up and appended to the pack, so disk reads, hashing and
+// pack writes overlap. Chunks lying wholly in `zero` extents of the disk map are never read.
+// With `previous` + `changedRanges`, only chunks touching a changed range are read; the rest
+// take their ids from the previous manifest, walked in lockstep.
+import type { VirtualDisk } from '../hyperv/index.js'
+import {
+  DEFAULT_CHUNK_SIZE,
+  INGEST_FLUSH_CHUNKS,
+  INGEST_READ_AHEAD,
+  INGEST_WINDOW_BYTES,
+  MAX_CHUNK_SIZE,
+  MERKLE_FANOUT,
+  MIN_CHUNK_SIZE,
+} from './constants.js'
+import { InvalidPointError } from './errors.js'
+import { isAllZero, ZERO_HEX, ZERO_ID } from './hash.js'
+import { TreeBuilder, treeShape } from './merkle.js'
+import type { ManifestRef } from './points.js'
+import type { ChunkLease, ChunkStore, NewChunk } from './store.js'
+
+export interface ByteRange {
+  start: number
+  length: number
+}
+
+export interface IngestOptions {
+  /** Power of two, 4 KiB-16 MiB (default 256 KiB). Must match `previous` when that is given. */
+  chunkSize?: number
+  /** This disk's manifest in an earlier point (same size and chunk size). */
+  previous?: ManifestRef
+  /** Ranges written since `previous` (change tracking): only these are read. Needs `previous`. */
+  changedRanges?: ByteRange[]
+  /** Holds every id the manifest names safe from GC; the caller releases it after commitPoint. */
+  lease: ChunkLease
+  signal?: AbortSignal
+  onProgress?: (doneBytes: number, totalBytes: number) => void
+}
+
+export interface IngestResult {
+  manifest: ManifestRef
+  /** Chunks in the manifest, zero ones included. */
+  chunks: number
+  zeroChunks: number
+  /** Chunks read from the disk and hashed. */
+  readChunks: number
+  /** Chunks (data and Merkle nodes) the store did not have. */
+  newChunks: number
+  /** Bytes those new chunks take in packs. */
+  newBytes: number
+}
+
+type Source = 'zero' | 'read' | 'prev'
+
+interface Window {
+  first: number
+  sources: Source[]
+  buffer: Buffer | null
+}
+
+/** Walks sorted, coalesced extents alongside ascending chunk ranges. */
+class RangeCursor {
+  private at = 0
+  constructor(private readonly ranges: ByteRange[]) {}
+  overlaps(start: number, end: number): boolean {
+    while (this.at < this.ranges.length && this.ranges[this.at].start + this.ranges[this.at].length <= start)
+      this.at++
+    return this.at < this.ranges.length && this.ranges[this.at].start < end
+  }
+}
+
+function sortedRanges(ranges: ByteRange[]): ByteRange[] {
+  return ranges.filter((r) => r.length > 0).sort((a, b) => a.start - b.start)
+}
+
+class BufferPool {
+  private readonly free: Buffer[] = []
+  private readonly waiters: ((b: Buffer) => void)[] = []
+  constructor(count: number, size: number) {
+    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafe(size))
+  }
+  acquire(): Promise<Buffer> {
+    const b = this.free.pop()
+    return b ? Promise.resolve(b) : new Promise((resolve) => this.waiters.push(resolve))
+  }
+  release(b: Buffer): void {
+    const w = this.waiters.shift()
+    if (w) w(b)
+    else this.free.push(b)
+  }
+}
+
+export async function ingestDisk(
+  store: ChunkStore,
+  disk: VirtualDisk,
+  options: IngestOptions,
+): Promise<IngestResult> {
+  const chunkSize = options.chunkSize ?? options.previous?.chunkSize ?? DEFAULT_CHUNK_SIZE
+  if ((chunkSize & (chunkSize - 1)) !== 0 || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE)
+    throw new InvalidPointError(`chunk size ${chunkSize} is not a power of two between 4 KiB and 16 MiB`)
+  const size = disk.virtualSize
+  const shape = treeShape(size, chunkSize, MERKLE_FANOUT)
+  const { previous, lease, signal } = options
+  if (options.changedRanges && !previous)
+    throw new InvalidPointError('changed ranges need the previous manifest')
+  if (previous && (previous.virtualSize !== size || previous.chunkSize !== chunkSize))
+    throw new InvalidPointError('the previous manifest has another disk size or chunk size')
+  const extents = await disk.map({ resolveParents: true, signal })
+  const data = new RangeCursor(extents.filter((e) => e.state !== 'zero'))
+  const changed = options.changedRanges ? new RangeCursor(sortedRanges(options.changedRanges)) : null
+  const prevIds = changed && previous ? store.readManifest(previous) : null
+
+  const result = { chunks: shape.chunkCount, zeroChunks: 0, readChunks: 0, newChunks: 0, newBytes: 0 }
+  const builder = new TreeBuilder(shape, store.hash, async (id, bytes) => {
+    const hex = id.toString('hex')
+    const [found] = await store.lookupProtected([hex], lease)
+    if (found) return
+    const { storedBytes } = await store.appendChunks([{ id, bytes, kind: 'node' }])
+    result.newChunks++
+    result.newBytes += storedBytes
+  })
+
+  const perWindow = Math.max(1, Math.floor(INGEST_WINDOW_BYTES / chunkSize))
+  const pool = new BufferPool(INGEST_READ_AHEAD + 2, perWindow * chunkSize)
+  const chunkLength = (i: number) => Math.min(chunkSize, size - i * chunkSize)
+
+  // Plans (synchronously, in order, so the cursors advance monotonically) and reads a window.
+  const load = (first: number): { plan: Source[]; loaded: Promise<Window> } => {
+    const plan: Source[] = []
+    const end = Math.min(shape.chunkCount, first + perWindow)
+    for (let i = first; i < end; i++) {
+      const s = i * chunkSize
+      const e = s + chunkLength(i)
+      if (changed && !changed.overlaps(s, e)) plan.push('prev')
+      else plan.push(data.overlaps(s, e) ? 'read' : 'zero')
+    }
+    const loaded = (async (): Promise<Window> => {
+      if (!plan.includes('read')) return { first, sources: plan, buffer: null }
+      const buffer = await pool.acquire()
+      try {
+        for (let i = 0; i < plan.length; ) {
+          if (plan[i] !== 'read') {
+            i++
+            continue
+          }
+          let j = i
+          while (j < plan.length && plan[j] === 'read') j++
+          const offset = (first + i) * chunkSize
+          const length = Math.min(size, (first + j) * chunkSize) - offset
+          await disk.read(buffer, offset, length, i * chunkSize)
+          i = j
+        }
+      } catch (err) {
+        pool.release(buffer)
+        throw err
+      }
+      return { first, sources: plan, buffer }
+    })()
+    loaded.catch(() => {})
+    return { plan, loaded }
+  }
+
+  const queue: Promise<Window>[] = []
+  let nextFirst = 0
+  const fill = () => {
+    while (queue.length <= INGEST_READ_AHEAD && nextFirst < shape.chunkCount) {
+      queue.push(load(nextFirst).loaded)
+      nextFirst += perWindow
+    }
+  }
+  fill()
+  while (queue.length > 0) {
+    signal?.throwIfAborted()
+    const w = await queue.shift()!
+    fill()
+    await processWindow(w)
+    options.onProgress?.(Math.min(size, (w.first + w.sources.length) * chunkSize), size)
+  }
+  const root = await builder.finish()
+  return {
+    manifest: { virtualSize: size, chunkSize, root: root.toString('hex'), hash: store.hashAlgorithm },
+    ...result,
+  }
+
+  async function processWindow(w: Window): Promise<void> {
+    const ids: Buffer[] = []
+    const fresh: NewChunk[] = []
+    for (let k = 0; k < w.sources.length; k++) {
+      const i = w.first + k
+      const prevId = prevIds ? (await prevIds.next()).value : undefined
+      const source = w.sources[k]
+      if (source === 'prev') {
+        if (prevId === undefined) throw new InvalidPointError('the previous manifest ended early')
+        ids.push(Buffer.from(prevId, 'hex'))
+        if (prevId === ZERO_HEX) result.zeroChunks++
+        continue
+      }
+      if (source === 'zero') {
+        ids.push(ZERO_ID)
+        result.zeroChunks++
+        continue
+      }
+      result.readChunks++
+      const bytes = w.buffer!.subarray(k * chunkSize, k * chunkSize + chunkLength(i))
+      if (isAllZero(bytes)) {
+        ids.push(ZERO_ID)
+        result.zeroChunks++
+        continue
+      }
+      const id = store.hash(bytes)
+      ids.push(id)
+      fresh.push({ id, bytes, kind: 'data' })
+    }
+    let written: Promise<void> = Promise.resolve()
+    if (fresh.length > 0) {
+      const hexes = fresh.map((c) => c.id.toString('hex'))
+      const found = await store.lookupProtected(hexes, lease)
+      const seen = new Set<string>()
+      const add = fresh.filter((_, k) => {
+        if (found[k] || seen.has(hexes[k])) return false
+        seen.add(hexes[k])
+        return true
+      })
+      const appended = await store.appendChunks(add)
+      result.newChunks += add.length
+      result.newBytes += appended.storedBytes
+      written = appended.written
+    }
+    if (w.buffer) {
+      const buffer = w.buffer
+      void written.finally(() => pool.release(buffer))
+    }
+    for (const id of ids) await builder.push(id)
+    if (store.pending.size >= INGEST_FLUSH_CHUNKS) await store.flush()
+  }
+}

@@ -1,0 +1,227 @@
+// Append-only pack files. A record is a 48-byte header (magic, flags, raw and stored length, id)
+// followed by the stored bytes; the index points at the header. Durability contract: the writer
+// hands out positions at once and writes in the background; `sync()` waits for every write,
+// fdatasyncs the touched packs and returns their durable lengths, which the caller commits to the
+// index in the same LevelDB batch as the entries that point into them. Bytes past a pack's
+// committed length are unreachable and are cut off when the store next opens.
+import { join } from 'node:path'
+import { ChunkVerifyError } from './errors.js'
+import type { StoreFile, StoreFs } from './fs.js'
+import { ID_BYTES } from './hash.js'
+
+export const RECORD_HEADER_BYTES = 48
+const RECORD_MAGIC = 0x31434d52 // 'RMC1' little-endian
+export const FLAG_DEFLATE = 1
+
+export interface PackRecord {
+  id: Buffer
+  /** Bytes as stored (compressed or not). */
+  stored: Uint8Array
+  rawLength: number
+  flags: number
+}
+
+export interface RecordLocation {
+  pack: number
+  /** Offset of the record header. */
+  offset: number
+  storedLength: number
+}
+
+export function packFileName(pack: number): string {
+  return `${String(pack).padStart(8, '0')}.pack`
+}
+
+export function parsePackFileName(name: string): number | null {
+  const m = /^(\d{8})\.pack$/.exec(name)
+  return m ? Number(m[1]) : null
+}
+
+function encodeHeader(record: PackRecord): Buffer {
+  const h = Buffer.alloc(RECORD_HEADER_BYTES)
+  h.writeUInt32LE(RECORD_MAGIC, 0)
+  h.writeUInt8(record.flags, 4)
+  h.writeUInt32LE(record.rawLength, 8)
+  h.writeUInt32LE(record.stored.byteLength, 12)
+  record.id.copy(h, 16)
+  return h
+}
+
+interface OpenPack {
+  pack: number
+  file: StoreFile
+  end: number
+  pending: Set<Promise<void>>
+  failed: unknown
+}
+
+/** Appends records to the active pack, rolling to a new pack at the size limit. */
+export class PackWriter {
+  private active: OpenPack | null = null
+  private readonly dirty = new Map<number, OpenPack>()
+
+  constructor(
+    private readonly fs: StoreFs,
+    private readonly dir: string,
+    private readonly sizeLimit: number,
+    /** Hands out unused pack numbers (shared by every writer of a store). */
+    private readonly allocatePack: () => number,
+    /** A pack to keep appending to (already repaired to its committed length), if any. */
+    private resume: { pack: number; length: number } | null,
+  ) {}
+
+  /**
+   * Reserves space and starts writing; returns where each record will be and a promise that
+   * settles once the bytes are handed to the file (callers may then reuse their buffers).
+   */
+  async append(records: PackRecord[]): Promise<{ locations: RecordLocation[]; written: Promise<void> }> {
+    const target = await this.target()
+    const buffers: Uint8Array[] = []
+    const locations: RecordLocation[] = []
+    let pos = target.end
+    for (const r of records) {
+      locations.push({ pack: target.pack, offset: pos, storedLength: r.stored.byteLength })
+      buffers.push(encodeHeader(r), r.stored)
+      pos += RECORD_HEADER_BYTES + r.stored.byteLength
+    }
+    const start = target.end
+    target.end = pos
+    this.dirty.set(target.pack, target)
+    const write = target.file.writev(buffers, start).catch((err) => {
+      target.failed ??= err
+    })
+    target.pending.add(write)
+    void write.finally(() => target.pending.delete(write))
+    return { locations, written: write }
+  }
+
+  /** Bytes in flight on the active pack (for callers bounding memory). */
+  get pendingWrites(): number {
+    return this.active?.pending.size ?? 0
+  }
+
+  async waitForOneWrite(): Promise<void> {
+    if (this.active && this.active.pending.size > 0) await Promise.race(this.active.pending)
+  }
+
+  /** Makes every appended record durable; returns the durable length of each touched pack. */
+  async sync(): Promise<{ pack: number; length: number }[]> {
+    const out: { pack: number; length: number }[] = []
+    for (const p of [...this.dirty.values()]) {
+      const end = p.end
+      while (p.pending.size > 0) await Promise.all([...p.pending])
+      if (p.failed) throw p.failed
+      await p.file.sync()
+      out.push({ pack: p.pack, length: end })
+      if (p.end === end) this.dirty.delete(p.pack)
+      if (p !== this.active && !this.dirty.has(p.pack)) await p.file.close()
+    }
+    return out
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.dirty.values()) await Promise.allSettled([...p.pending])
+    for (const p of new Set([...this.dirty.values(), ...(this.active ? [this.active] : [])]))
+      await p.file.close()
+    this.dirty.clear()
+    this.active = null
+  }
+
+  /** The pack currently appended to (GC never compacts it). */
+  get activePack(): number | null {
+    return this.active?.pack ?? this.resume?.pack ?? null
+  }
+
+  private opening: Promise<OpenPack> | null = null
+
+  private async target(): Promise<OpenPack> {
+    if (this.active && this.active.end < this.sizeLimit) return this.active
+    // Two appends arriving at a roll must not open two packs.
+    this.opening ??= this.roll().finally(() => {
+      this.opening = null
+    })
+    return this.opening
+  }
+
+  private async roll(): Promise<OpenPack> {
+    if (this.active && !this.dirty.has(this.active.pack)) await this.active.file.close()
+    if (!this.active && this.resume && this.resume.length < this.sizeLimit) {
+      const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+')
+      this.active = {
+        pack: this.resume.pack,
+        file,
+        end: this.resume.length,
+        pending: new Set(),
+        failed: null,
+      }
+      this.resume = null
+      return this.active
+    }
+    this.resume = null
+    const pack = this.allocatePack()
+    const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx')
+    await this.fs.syncDir(this.dir)
+    this.active = { pack, file, end: 0, pending: new Set(), failed: null }
+    return this.active
+  }
+}
+
+/** Reads records, keeping a few read handles open. */
+export class PackReader {
+  private readonly handles = new Map<number, Promise<StoreFile>>()
+
+  constructor(
+    private readonly fs: StoreFs,
+    private readonly dir: string,
+    private readonly maxOpen = 32,
+  ) {}
+
+  /** The record's stored bytes, after checking its header names `id`. */
+  async read(id: Buffer, loc: RecordLocation): Promise<{ stored: Buffer; flags: number; rawLength: number }> {
+    const file = await this.handle(loc.pack)
+    const total = RECORD_HEADER_BYTES + loc.storedLength
+    const buf = Buffer.allocUnsafe(total)
+    const got = await file.read(buf, 0, total, loc.offset)
+    const name = packFileName(loc.pack)
+    const hex = id.toString('hex')
+    if (got !== total) throw new ChunkVerifyError(hex, name, loc.offset, 'record is cut short')
+    if (buf.readUInt32LE(0) !== RECORD_MAGIC || !buf.subarray(16, 16 + ID_BYTES).equals(id))
+      throw new ChunkVerifyError(hex, name, loc.offset, 'record header is damaged')
+    if (buf.readUInt32LE(12) !== loc.storedLength)
+      throw new ChunkVerifyError(hex, name, loc.offset, 'record length is damaged')
+    return {
+      stored: buf.subarray(RECORD_HEADER_BYTES),
+      flags: buf.readUInt8(4),
+      rawLength: buf.readUInt32LE(8),
+    }
+  }
+
+  /** Closes the handle of a pack about to be deleted. */
+  async forget(pack: number): Promise<void> {
+    const h = this.handles.get(pack)
+    this.handles.delete(pack)
+    if (h) await (await h.catch(() => null))?.close()
+  }
+
+  async close(): Promise<void> {
+    for (const pack of [...this.handles.keys()]) await this.forget(pack)
+  }
+
+  private handle(pack: number): Promise<StoreFile> {
+    let h = this.handles.get(pack)
+    if (h) {
+      // Refresh LRU order.
+      this.handles.delete(pack)
+      this.handles.set(pack, h)
+      return h
+    }
+    if (this.handles.size >= this.maxOpen) {
+      const oldest = this.handles.keys().next().value as number
+      void this.forget(oldest)
+    }
+    h = this.fs.open(join(this.dir, packFileName(pack)), 'r')
+    h.catch(() => this.handles.delete(pack))
+    this.handles.set(pack, h)
+    return h
+  }
+}

@@ -1,0 +1,578 @@
+// The chunk store: chunk bytes in append-only packs, everything else in one LevelDB index.
+//
+// Write path: new chunks are appended to the active pack at once and held as *pending* entries
+// in memory. A commit (flush, or commitPoint) waits for the pack writes, fdatasyncs the packs,
+// then writes one LevelDB batch holding the pending entries, the packs' new committed lengths,
+// reference-count changes and (for commitPoint) the point itself. A crash before the batch leaves
+// only unreachable bytes past a pack's committed length, which open() cuts off.
+//
+// Garbage collection never removes a chunk that a running ingest or an uncommitted putChunk may
+// still need: those ids are *protected* by a lease until the caller commits or gives up.
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { deflateRaw as deflateRawCb, deflateRawSync, inflateRaw as inflateRawCb } from 'node:zlib'
+import {
+  COMPRESSION_MIN_SAVING,
+  COMPRESSION_PROBE_BYTES,
+  DEFAULT_PACK_SIZE_LIMIT,
+  INGEST_FLUSH_CHUNKS,
+  MERKLE_FANOUT,
+} from './constants.js'
+import {
+  ChunkHashMismatchError,
+  ChunkVerifyError,
+  IncompletePointError,
+  InvalidPointError,
+  MissingChunkError,
+  PointExistsError,
+  PointNotFoundError,
+  StoreOpenError,
+} from './errors.js'
+import { nodeStoreFs, type StoreFs } from './fs.js'
+import { DEFAULT_HASH, type HashAlgorithm, type HashFn, hashFunction, ZERO_HEX } from './hash.js'
+import {
+  type BatchOp,
+  type ChunkEntry,
+  type ChunkKind,
+  chunkKey,
+  decodeEntry,
+  encodeEntry,
+  type IndexDb,
+  jsonValue,
+  openIndexDb,
+  PACK_RANGE,
+  POINT_RANGE,
+  packKey,
+  parseJson,
+  pointKey,
+  vmPointRange,
+} from './index-db.js'
+import { Mutex } from './lock.js'
+import { type ChunkChange, decodeNode, diffTrees, leaves, treeShape } from './merkle.js'
+import { FLAG_DEFLATE, PackReader, PackWriter, packFileName, parsePackFileName } from './packs.js'
+import { type ManifestRef, parsePointName, pointName, type RecoveryPoint, validatePoint } from './points.js'
+
+const deflateRaw = promisify(deflateRawCb)
+const inflateRaw = promisify(inflateRawCb)
+
+export type Compression = 'off' | 'deflate'
+
+export interface ChunkStoreInit {
+  /** The store's directory (created if missing). */
+  dir: string
+  /** File access for pack files (default: the real file system). */
+  fs?: StoreFs
+  /** Hash of a new store (default blake3); an existing store keeps the one it was made with. */
+  hash?: HashAlgorithm
+  /** Pack size at which a new pack is started (default 256 MiB). */
+  packSizeLimit?: number
+  /** Per-chunk compression of new chunks (default off: worth it on WAN links, not local disks). */
+  compression?: Compression
+}
+
+interface StoreMeta {
+  version: 1
+  hash: HashAlgorithm
+  createdAt: number
+}
+
+/** Ids kept safe from GC until released (a running ingest, chunks received before their point). */
+export interface ChunkLease {
+  protect(hex: string): void
+  release(): void
+}
+
+export interface NewChunk {
+  id: Buffer
+  bytes: Uint8Array
+  kind: ChunkKind
+}
+
+type RefItem = { hex: string; level: number }
+
+export class ChunkStore {
+  /** Pending entries: appended to a pack, not yet in the index. */
+  readonly pending = new Map<string, ChunkEntry>()
+  private readonly protectedIds = new Map<string, number>()
+  readonly mutex = new Mutex()
+  readonly hashAlgorithm: HashAlgorithm
+  readonly hash: HashFn
+  readonly packsDir: string
+  readonly reader: PackReader
+  /** Packs whose committed length exceeds their file at open (verify reports their chunks). */
+  readonly shortPacks: number[] = []
+  readonly writer: PackWriter
+
+  private constructor(
+    readonly dir: string,
+    readonly db: IndexDb,
+    readonly fs: StoreFs,
+    meta: StoreMeta,
+    private nextPack: number,
+    resume: { pack: number; length: number } | null,
+    readonly packSizeLimit: number,
+    readonly compression: Compression,
+  ) {
+    this.hashAlgorithm = meta.hash
+    this.hash = hashFunction(meta.hash)
+    this.packsDir = join(dir, 'packs')
+    this.reader = new PackReader(fs, this.packsDir)
+    this.writer = this.newWriter(resume)
+  }
+
+  /** A pack writer drawing numbers from this store's sequence (GC uses its own). */
+  newWriter(resume: { pack: number; length: number } | null = null): PackWriter {
+    return new PackWriter(this.fs, this.packsDir, this.packSizeLimit, () => this.nextPack++, resume)
+  }
+
+  static async open(init: ChunkStoreInit): Promise<ChunkStore> {
+    const fs = init.fs ?? nodeStoreFs
+    const packsDir = join(init.dir, 'packs')
+    await fs.mkdir(packsDir)
+    const db = openIndexDb(join(init.dir, 'index'))
+    try {
+      await db.open()
+    } catch (err) {
+      const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message
+      throw new StoreOpenError(
+        init.dir,
+        /lock/i.test(cause) ? 'the store is in use by another process' : cause,
+      )
+    }
+    try {
+      let meta: StoreMeta
+      const metaBytes = await db.get('meta')
+      if (metaBytes) meta = parseJson<StoreMeta>(metaBytes)
+      else {
+        meta = { version: 1, hash: init.hash ?? DEFAULT_HASH, createdAt: Date.now() }
+        await db.put('meta', jsonValue(meta), { sync: true })
+      }
+      const { resume, nextPack, short } = await repairPacks(fs, packsDir, db)
+      const limit = init.packSizeLimit ?? DEFAULT_PACK_SIZE_LIMIT
+      const store = new ChunkStore(init.dir, db, fs, meta, nextPack, resume, limit, init.compression ?? 'off')
+      store.shortPacks.push(...short)
+      return store
+    } catch (err) {
+      await db.close()
+      throw err
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.writer.close()
+    await this.reader.close()
+    await this.db.close()
+  }
+
+  // ---- leases -------------------------------------------------------------------------------
+
+  lease(): ChunkLease {
+    const held = new Set<string>()
+    return {
+      protect: (hex) => {
+        if (held.has(hex) || hex === ZERO_HEX) return
+        held.add(hex)
+        this.protectedIds.set(hex, (this.protectedIds.get(hex) ?? 0) + 1)
+      },
+      release: () => {
+        for (const hex of held) {
+          const n = (this.protectedIds.get(hex) ?? 1) - 1
+          if (n <= 0) this.protectedIds.delete(hex)
+          else this.protectedIds.set(hex, n)
+        }
+        held.clear()
+      },
+    }
+  }
+
+  /** Bumped by GC after each batch of deletions; lookups that raced one are repeated. */
+  deletionGeneration = 0
+  deletionsInFlight = 0
+
+  /**
+   * Protects the ids, then looks them up. Protecting first means GC cannot delete them after
+   * this lookup; a GC deletion batch that overlapped the lookup makes it run again.
+   */
+  async lookupProtected(hexes: string[], lease: ChunkLease): Promise<(ChunkEntry | undefined)[]> {
+    for (const h of hexes) lease.protect(h)
+    for (;;) {
+      const generation = this.deletionGeneration
+      const found = await this.entries(hexes)
+      if (this.deletionsInFlight === 0 && generation === this.deletionGeneration) return found
+      await this.mutex.run(async () => {})
+    }
+  }
+
+  isProtected(hex: string): boolean {
+    return this.protectedIds.has(hex) || this.pending.has(hex)
+  }
+
+  // ---- chunks -------------------------------------------------------------------------------
+
+  /** The index entry of a chunk (pending ones included), or undefined. */
+  async entry(hex: string): Promise<ChunkEntry | undefined> {
+    const p = this.pending.get(hex)
+    if (p) return p
+    const v = await this.db.get(chunkKey(hex))
+    return v ? decodeEntry(v) : undefined
+  }
+
+  async entries(hexes: string[]): Promise<(ChunkEntry | undefined)[]> {
+    const out: (ChunkEntry | undefined)[] = hexes.map((h) => this.pending.get(h))
+    const ask = hexes.map((_, i) => (out[i] ? -1 : i)).filter((i) => i >= 0)
+    if (ask.length > 0) {
+      const got = await this.db.getMany(ask.map((i) => chunkKey(hexes[i])))
+      ask.forEach((i, k) => {
+        const v = got[k]
+        if (v) out[i] = decodeEntry(v)
+      })
+    }
+    return out
+  }
+
+  /** Of the given ids (hex), those the store lacks. The zero id is always present. */
+  async has(hexes: string[]): Promise<string[]> {
+    const want = hexes.filter((h) => h !== ZERO_HEX)
+    const found = await this.entries(want)
+    return want.filter((_, i) => !found[i])
+  }
+
+  /** A chunk's bytes, verified against its id; throws ChunkVerifyError or MissingChunkError. */
+  async getChunk(hex: string): Promise<Buffer> {
+    if (hex === ZERO_HEX) throw new InvalidPointError('the zero chunk is a flag, it has no bytes')
+    for (let attempt = 0; ; attempt++) {
+      const e = await this.entry(hex)
+      if (!e) throw new MissingChunkError(hex)
+      try {
+        return await this.readEntry(hex, e)
+      } catch (err) {
+        // GC may have moved the chunk to another pack between the lookup and the read.
+        const again = attempt === 0 ? await this.entry(hex) : undefined
+        if (again && (again.pack !== e.pack || again.offset !== e.offset)) continue
+        throw err
+      }
+    }
+  }
+
+  /** Reads and verifies the record an entry points at. */
+  async readEntry(hex: string, e: ChunkEntry): Promise<Buffer> {
+    const id = Buffer.from(hex, 'hex')
+    const where = packFileName(e.pack)
+    let rec: Awaited<ReturnType<PackReader['read']>>
+    try {
+      rec = await this.reader.read(id, e)
+    } catch (err) {
+      if (err instanceof ChunkVerifyError) throw err
+      const code = (err as NodeJS.ErrnoException).code
+      throw new ChunkVerifyError(
+        hex,
+        where,
+        e.offset,
+        code === 'ENOENT' ? 'pack file is missing' : String(err),
+      )
+    }
+    let raw = rec.stored
+    if (rec.flags & FLAG_DEFLATE) {
+      try {
+        raw = await inflateRaw(rec.stored)
+      } catch {
+        throw new ChunkVerifyError(hex, where, e.offset, 'compressed bytes cannot be decoded')
+      }
+    }
+    if (raw.length !== e.rawLength || !this.hash(raw).equals(id))
+      throw new ChunkVerifyError(hex, where, e.offset)
+    return raw
+  }
+
+  /**
+   * Stores a chunk received from elsewhere after checking its bytes hash to `hex`. Returns false
+   * when the store already had it. The chunk is durable and indexed at the next flush() or
+   * commitPoint(); until then (and until a point references it) a lease keeps it from GC.
+   */
+  async putChunk(hex: string, bytes: Uint8Array, lease?: ChunkLease): Promise<boolean> {
+    const actual = this.hash(bytes).toString('hex')
+    if (actual !== hex) throw new ChunkHashMismatchError(hex, actual)
+    lease?.protect(hex)
+    if (await this.entry(hex)) return false
+    const { written } = await this.appendChunks([{ id: Buffer.from(hex, 'hex'), bytes, kind: 'data' }])
+    await written
+    if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()
+    return true
+  }
+
+  /**
+   * Appends new chunks (the caller checked they are absent) to the active pack as pending
+   * entries. `written` settles when the callers' buffers may be reused.
+   */
+  async appendChunks(chunks: NewChunk[]): Promise<{ storedBytes: number; written: Promise<void> }> {
+    const fresh = chunks.filter((c) => !this.pending.has(c.id.toString('hex')))
+    const records = await Promise.all(
+      fresh.map(async (c) => {
+        const packed = this.compression === 'deflate' ? await compress(c.bytes) : null
+        return {
+          id: c.id,
+          stored: packed ?? c.bytes,
+          rawLength: c.bytes.byteLength,
+          flags: packed ? FLAG_DEFLATE : 0,
+        }
+      }),
+    )
+    if (records.length === 0) return { storedBytes: 0, written: Promise.resolve() }
+    const { locations, written } = await this.writer.append(records)
+    let storedBytes = 0
+    locations.forEach((loc, i) => {
+      const r = records[i]
+      storedBytes += r.stored.byteLength
+      this.pending.set(r.id.toString('hex'), {
+        ...loc,
+        rawLength: r.rawLength,
+        flags: r.flags,
+        refs: 0,
+        kind: fresh[i].kind,
+      })
+    })
+    return { storedBytes, written }
+  }
+
+  /** Makes every pending chunk durable and indexed (one batch). */
+  async flush(): Promise<void> {
+    await this.mutex.run(() => this.commitBatch([], new Map()))
+  }
+
+  /**
+   * Pack data durable first, then one batch: the pending entries (with ref changes from
+   * `overlay`), the packs' committed lengths, and `extra`. Call inside the mutex.
+   */
+  async commitBatch(extra: BatchOp[], overlay: Map<string, ChunkEntry>): Promise<void> {
+    const snapshot = [...this.pending.entries()]
+    const lengths = await this.writer.sync()
+    const entries = new Map<string, ChunkEntry>(snapshot)
+    for (const [hex, e] of overlay) entries.set(hex, e)
+    if (entries.size === 0 && lengths.length === 0 && extra.length === 0) return
+    const ops: BatchOp[] = []
+    for (const [hex, e] of entries) ops.push({ type: 'put', key: chunkKey(hex), value: encodeEntry(e) })
+    for (const { pack, length } of lengths)
+      ops.push({ type: 'put', key: packKey(pack), value: jsonValue({ length }) })
+    ops.push(...extra)
+    await this.db.batch(ops, { sync: true })
+    for (const [hex, e] of snapshot) if (this.pending.get(hex) === e) this.pending.delete(hex)
+  }
+
+  // ---- manifests ----------------------------------------------------------------------------
+
+  private nodeReader = (id: Buffer) => this.getChunk(id.toString('hex'))
+
+  private checkRef(ref: ManifestRef): void {
+    if (ref.hash !== this.hashAlgorithm)
+      throw new InvalidPointError(`manifest uses ${ref.hash}; this store uses ${this.hashAlgorithm}`)
+  }
+
+  /** Every chunk id of a manifest in disk order (ZERO_HEX for zero chunks), streaming. */
+  async *readManifest(ref: ManifestRef): AsyncGenerator<string> {
+    this.checkRef(ref)
+    const shape = treeShape(ref.virtualSize, ref.chunkSize, MERKLE_FANOUT)
+    for await (const id of leaves(shape, this.nodeReader, Buffer.from(ref.root, 'hex')))
+      yield id.toString('hex')
+  }
+
+  /** The chunks that differ between two manifests of one disk geometry, by ascending index. */
+  async *diffChanges(a: ManifestRef, b: ManifestRef): AsyncGenerator<ChunkChange> {
+    this.checkRef(a)
+    this.checkRef(b)
+    if (a.virtualSize !== b.virtualSize || a.chunkSize !== b.chunkSize)
+      throw new InvalidPointError('manifests of different disk sizes or chunk sizes cannot be diffed')
+    const shape = treeShape(a.virtualSize, a.chunkSize, MERKLE_FANOUT)
+    yield* diffTrees(shape, this.nodeReader, Buffer.from(a.root, 'hex'), Buffer.from(b.root, 'hex'))
+  }
+
+  /** Indexes of the chunks that differ between two manifests. */
+  async diffManifests(a: ManifestRef, b: ManifestRef): Promise<number[]> {
+    const out: number[] = []
+    for await (const c of this.diffChanges(a, b)) out.push(c.index)
+    return out
+  }
+
+  // ---- points -------------------------------------------------------------------------------
+
+  /**
+   * Commits a recovery point, only if every chunk and node it names is in the store (pending
+   * chunks included); they become durable in the same batch as the point.
+   */
+  async commitPoint(input: RecoveryPoint): Promise<void> {
+    const point = validatePoint(input)
+    for (const d of point.disks) this.checkRef(d)
+    const name = pointName(point)
+    await this.mutex.run(async () => {
+      if (await this.db.get(pointKey(point.vm, point.seq))) throw new PointExistsError(name)
+      const overlay = new Map<string, ChunkEntry>()
+      const missing: string[] = []
+      const roots = point.disks.map((d) => ({
+        hex: d.root,
+        level: treeShape(d.virtualSize, d.chunkSize, MERKLE_FANOUT).depth - 1,
+      }))
+      await this.addRefs(roots, overlay, missing)
+      if (missing.length > 0) throw new IncompletePointError(name, missing)
+      await this.commitBatch(
+        [{ type: 'put', key: pointKey(point.vm, point.seq), value: jsonValue(point) }],
+        overlay,
+      )
+    })
+  }
+
+  /** Raises refs; a node whose count rises from zero raises its children (checked level by level). */
+  private async addRefs(
+    start: RefItem[],
+    overlay: Map<string, ChunkEntry>,
+    missing: string[],
+  ): Promise<void> {
+    const queue = start.filter((r) => r.hex !== ZERO_HEX)
+    while (queue.length > 0) {
+      const items = queue.splice(0, 1024)
+      const fetched = await this.entries(items.map((r) => (overlay.has(r.hex) ? ZERO_HEX : r.hex)))
+      for (let i = 0; i < items.length; i++) {
+        const { hex, level } = items[i]
+        const e = overlay.get(hex) ?? fetched[i]
+        if (!e) {
+          missing.push(hex)
+          continue
+        }
+        overlay.set(hex, { ...e, refs: e.refs + 1, kind: level >= 0 ? 'node' : 'data' })
+        if (e.refs > 0 || level < 0) continue
+        const node = decodeNode(await this.readEntry(hex, e))
+        if (node.level !== level) throw new InvalidPointError(`manifest node ${hex} is at the wrong level`)
+        for (const id of node.ids) {
+          const child = id.toString('hex')
+          if (child !== ZERO_HEX) queue.push({ hex: child, level: level - 1 })
+        }
+      }
+    }
+  }
+
+  /** Lowers refs; a node whose count falls to zero lowers its children. Returns unreadable nodes. */
+  private async dropRefs(start: string[], overlay: Map<string, ChunkEntry>): Promise<string[]> {
+    const queue = start.filter((h) => h !== ZERO_HEX)
+    const unreadable: string[] = []
+    while (queue.length > 0) {
+      const hex = queue.shift()!
+      const e = overlay.get(hex) ?? (await this.entry(hex))
+      if (!e || e.refs === 0) continue
+      overlay.set(hex, { ...e, refs: e.refs - 1 })
+      if (e.refs !== 1 || e.kind !== 'node') continue
+      try {
+        for (const id of decodeNode(await this.readEntry(hex, e)).ids) {
+          const child = id.toString('hex')
+          if (child !== ZERO_HEX) queue.push(child)
+        }
+      } catch {
+        unreadable.push(hex)
+      }
+    }
+    return unreadable
+  }
+
+  async getPoint(name: string): Promise<RecoveryPoint> {
+    const { vm, seq } = parsePointName(name)
+    const v = await this.db.get(pointKey(vm, seq))
+    if (!v) throw new PointNotFoundError(name)
+    return parseJson<RecoveryPoint>(v)
+  }
+
+  /** Points of one VM (or all), oldest first per VM. */
+  async listPoints(vm?: string): Promise<RecoveryPoint[]> {
+    const out: RecoveryPoint[] = []
+    for await (const v of this.db.values(vm ? vmPointRange(vm) : POINT_RANGE))
+      out.push(parseJson<RecoveryPoint>(v))
+    return out
+  }
+
+  async lastPoint(vm: string): Promise<RecoveryPoint | undefined> {
+    for await (const v of this.db.values({ ...vmPointRange(vm), reverse: true, limit: 1 }))
+      return parseJson<RecoveryPoint>(v)
+    return undefined
+  }
+
+  /** Removes a point and lowers the refs of what it named; the chunks go at the next gc. */
+  async deletePoint(name: string): Promise<{ unreadableNodes: string[] }> {
+    const { vm, seq } = parsePointName(name)
+    return this.mutex.run(async () => {
+      const v = await this.db.get(pointKey(vm, seq))
+      if (!v) throw new PointNotFoundError(name)
+      const point = parseJson<RecoveryPoint>(v)
+      const overlay = new Map<string, ChunkEntry>()
+      const unreadableNodes = await this.dropRefs(
+        point.disks.map((d) => d.root),
+        overlay,
+      )
+      const ops: BatchOp[] = [{ type: 'del', key: pointKey(vm, seq) }]
+      for (const [hex, e] of overlay)
+        if (!this.pending.has(hex)) ops.push({ type: 'put', key: chunkKey(hex), value: encodeEntry(e) })
+      await this.db.batch(ops, { sync: true })
+      return { unreadableNodes }
+    })
+  }
+
+  /** Committed lengths of all packs. */
+  async packLengths(): Promise<Map<number, number>> {
+    const out = new Map<number, number>()
+    for await (const [k, v] of this.db.iterator(PACK_RANGE))
+      out.set(Number(k.slice(2)), parseJson<{ length: number }>(v).length)
+    return out
+  }
+}
+
+/** Compresses when a probe of the chunk's start suggests it pays, keeps it only if it did. */
+async function compress(bytes: Uint8Array): Promise<Buffer | null> {
+  const probe = bytes.subarray(0, COMPRESSION_PROBE_BYTES)
+  if (deflateRawSync(probe, { level: 1 }).length > probe.byteLength * (1 - COMPRESSION_MIN_SAVING))
+    return null
+  const out = await deflateRaw(bytes, { level: 1 })
+  return out.length <= bytes.byteLength * (1 - COMPRESSION_MIN_SAVING) ? out : null
+}
+
+/**
+ * Open-time repair: packs without a committed length were never indexed (deleted); bytes past a
+ * pack's committed length were never indexed (cut off).
+ */
+async function repairPacks(
+  fs: StoreFs,
+  dir: string,
+  db: IndexDb,
+): Promise<{ resume: { pack: number; length: number } | null; nextPack: number; short: number[] }> {
+  const committed = new Map<number, number>()
+  for await (const [k, v] of db.iterator(PACK_RANGE))
+    committed.set(Number(k.slice(2)), parseJson<{ length: number }>(v).length)
+  let max = 0
+  const short: number[] = []
+  let changed = false
+  for (const name of await fs.list(dir)) {
+    const pack = parsePackFileName(name)
+    if (pack === null) continue
+    max = Math.max(max, pack)
+    const length = committed.get(pack)
+    if (length === undefined) {
+      await fs.remove(join(dir, name))
+      changed = true
+      continue
+    }
+    const file = await fs.open(join(dir, name), 'r+')
+    try {
+      const size = await file.size()
+      if (size > length) {
+        await file.truncate(length)
+        await file.sync()
+      } else if (size < length) short.push(pack)
+    } finally {
+      await file.close()
+    }
+  }
+  if (changed) await fs.syncDir(dir)
+  const present = new Set((await fs.list(dir)).map(parsePackFileName))
+  for (const pack of committed.keys()) {
+    max = Math.max(max, pack)
+    if (!present.has(pack)) short.push(pack)
+  }
+  const last = [...committed.keys()].sort((a, b) => b - a)[0]
+  const resume =
+    last !== undefined && !short.includes(last) ? { pack: last, length: committed.get(last)! } : null
+  return { resume, nextPack: max + 1, short }
+}
