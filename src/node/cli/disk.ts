@@ -1,4 +1,257 @@
-import type { Command } from 'commander'
+// `replimesh disk …`: inspect, stream, write, convert and create disk images (DESIGN.md §7).
+// The disk layer is imported inside each action so other commands start without it.
+import { fstatSync } from 'node:fs'
+import { type Command, Option } from 'commander'
+import type { DiskInfo, Extent, VirtualDisk } from '../../hyperv/index.js'
+import { parseCount, parseSize, printJson, UsageError } from './output.js'
 
-/** Registers the `disk` commands. */
-export function register(_program: Command): void {}
+/** Bytes per read when streaming a disk to stdout. */
+const CAT_CHUNK_BYTES = 4 * 1024 * 1024
+
+const FORMATS = ['vhdx', 'vhd', 'raw']
+const SUBFORMATS = ['dynamic', 'fixed']
+
+async function diskLayer() {
+  return import('../../hyperv/index.js')
+}
+
+export function register(program: Command): void {
+  const disk = program
+    .command('disk')
+    .description('inspect, convert and create VHDX, VHD and raw disk images')
+
+  disk
+    .command('info <file>')
+    .description('format, sizes, parent and allocation of a disk image')
+    .option('--json', 'print JSON {format, subformat, virtualSize, blockSize, …}')
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const info = await withDisk(file, async (d) => d.info())
+      if (opts.json) printJson(info)
+      else process.stdout.write(infoTable(file, info))
+    })
+
+  disk
+    .command('map <file>')
+    .description('allocation map: extents of data, zero, or parent (differencing disks)')
+    .option('--json', 'print JSON [{start, length, state}]')
+    .option('--resolve', 'resolve parent extents through the differencing chain')
+    .action(async (file: string, opts: { json?: boolean; resolve?: boolean }) => {
+      const map = await withDisk(file, (d) => d.map({ resolveParents: opts.resolve }))
+      if (opts.json) printJson(map)
+      else process.stdout.write(mapTable(map))
+    })
+
+  disk
+    .command('cat <file>')
+    .description("write the virtual disk's bytes to stdout (parents resolved)")
+    .action(async (file: string) => {
+      await withDisk(file, catToStdout)
+    })
+
+  disk
+    .command('write <file>')
+    .description("write stdin's bytes into the disk at a virtual offset")
+    .requiredOption('--offset <n>', 'virtual byte offset', parseSize)
+    .option('--json', 'print JSON {offset, bytesWritten}')
+    .action(async (file: string, opts: { offset: number; json?: boolean }) => {
+      const { openDisk } = await diskLayer()
+      const d = await openDisk(file, { readOnly: false })
+      let written = 0
+      try {
+        written = await stdinToDisk(d, opts.offset)
+      } finally {
+        await d.close()
+      }
+      if (opts.json) printJson({ offset: opts.offset, bytesWritten: written })
+    })
+
+  disk
+    .command('convert <in> <out>')
+    .description('convert a disk image (streaming; zeros are not written)')
+    .addOption(new Option('--to <format>', 'output format').choices(FORMATS).makeOptionMandatory())
+    .addOption(new Option('--subformat <kind>', 'dynamic or fixed (default dynamic)').choices(SUBFORMATS))
+    .option('--block-size <n>', 'block size of the output (VHDX 1–256 MiB, VHD default 2 MiB)', parseSize)
+    .option('--json', 'print JSON {format, virtualSize, writtenBytes}')
+    .action(
+      async (
+        input: string,
+        output: string,
+        opts: { to: string; subformat?: string; blockSize?: number; json?: boolean },
+      ) => {
+        const { convertDisk } = await diskLayer()
+        const progress = terminalProgress(`converting ${input}`)
+        const result = await convertDisk(input, output, {
+          to: opts.to as 'vhdx' | 'vhd' | 'raw',
+          subformat: opts.subformat as 'dynamic' | 'fixed' | undefined,
+          blockSize: opts.blockSize,
+          onProgress: progress?.update,
+        })
+        progress?.done()
+        if (opts.json) printJson({ format: opts.to, ...result })
+      },
+    )
+
+  disk
+    .command('create <out>')
+    .description('create an empty disk image, or a differencing child of --parent')
+    .option('--size <n>', 'virtual size (512M, 2G, bytes); defaults to the parent’s', parseSize)
+    .addOption(new Option('--to <format>', "format (default vhdx, or the parent's format)").choices(FORMATS))
+    .addOption(new Option('--subformat <kind>', 'dynamic or fixed (default dynamic)').choices(SUBFORMATS))
+    .option('--parent <file>', 'make a differencing disk of this parent')
+    .option('--block-size <n>', 'block size (VHDX 1–256 MiB, VHD default 2 MiB)', parseSize)
+    .option('--logical-sector-size <n>', 'VHDX logical sector size: 512 or 4096', parseCount)
+    .option('--json', 'print the new disk’s info as JSON')
+    .action(async (out: string, opts: CreateFlags) => {
+      const { createDisk, detectFormat } = await diskLayer()
+      if (opts.size === undefined && !opts.parent)
+        throw new UsageError('disk create needs --size (or --parent)')
+      if (opts.parent && opts.subformat === 'fixed')
+        throw new UsageError('a differencing disk (--parent) cannot be --subformat fixed')
+      const format = (opts.to ?? (opts.parent ? await detectFormat(opts.parent) : 'vhdx')) as
+        | 'vhdx'
+        | 'vhd'
+        | 'raw'
+      const d = await createDisk(out, {
+        format,
+        subformat: opts.subformat as 'dynamic' | 'fixed' | undefined,
+        virtualSize: opts.size,
+        blockSize: opts.blockSize,
+        logicalSectorSize: opts.logicalSectorSize,
+        parent: opts.parent,
+      })
+      const info = d.info()
+      await d.close()
+      if (opts.json) printJson(info)
+      else process.stdout.write(infoTable(out, info))
+    })
+}
+
+interface CreateFlags {
+  size?: number
+  to?: string
+  subformat?: string
+  parent?: string
+  blockSize?: number
+  logicalSectorSize?: number
+  json?: boolean
+}
+
+async function withDisk<T>(file: string, fn: (d: VirtualDisk) => Promise<T> | T): Promise<T> {
+  const { openDisk } = await diskLayer()
+  const d = await openDisk(file)
+  try {
+    return await fn(d)
+  } finally {
+    await d.close()
+  }
+}
+
+/** Streams the disk to stdout, waiting for 'drain'; a closed reader (EPIPE) ends it quietly. */
+async function catToStdout(d: VirtualDisk): Promise<void> {
+  const out = process.stdout
+  let closed = false
+  let failure: Error | null = null
+  const onError = (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') closed = true
+    else failure = err
+  }
+  out.on('error', onError)
+  try {
+    const zeros = Buffer.alloc(CAT_CHUNK_BYTES)
+    for (const extent of await d.map({ resolveParents: true })) {
+      const end = extent.start + extent.length
+      for (let pos = extent.start; pos < end && !closed; ) {
+        if (failure) throw failure
+        const n = Math.min(CAT_CHUNK_BYTES, end - pos)
+        let chunk: Buffer
+        if (extent.state === 'data') {
+          chunk = Buffer.allocUnsafe(n) // stdout may hold it until written: never reused
+          await d.read(chunk, pos, n, 0)
+        } else chunk = zeros.subarray(0, n)
+        pos += n
+        if (!out.write(chunk)) await writable(out)
+      }
+      if (closed) return
+    }
+  } finally {
+    out.off('error', onError)
+    if (closed) out.on('error', () => {})
+  }
+}
+
+/** Resolves when the stream drains, closes or fails (the caller then checks which). */
+function writable(out: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      out.off('drain', done)
+      out.off('close', done)
+      out.off('error', done)
+      resolve()
+    }
+    out.on('drain', done)
+    out.on('close', done)
+    out.on('error', done)
+  })
+}
+
+/** Writes stdin at `offset`; refuses up front when stdin is a file too big for the disk. */
+async function stdinToDisk(d: VirtualDisk, offset: number): Promise<number> {
+  if (offset > d.virtualSize)
+    throw new UsageError(`--offset ${offset} is past the end of ${d.path} (${d.virtualSize} bytes)`)
+  const st = fstatSync(0)
+  if (st.isFile() && offset + st.size > d.virtualSize)
+    throw new UsageError(
+      `${st.size} bytes at offset ${offset} would run past the end of ${d.path} (${d.virtualSize} bytes)`,
+    )
+  let pos = offset
+  for await (const chunk of process.stdin) {
+    await d.write(chunk as Buffer, pos)
+    pos += (chunk as Buffer).length
+  }
+  return pos - offset
+}
+
+function terminalProgress(label: string) {
+  if (!process.stderr.isTTY) return null
+  let last = -1
+  return {
+    update: (done: number, total: number) => {
+      const pct = total > 0 ? Math.floor((done / total) * 100) : 100
+      if (pct === last) return
+      last = pct
+      process.stderr.write(`\r${label}: ${pct}% of ${human(total)}`)
+    },
+    done: () => process.stderr.write('\n'),
+  }
+}
+
+function human(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = bytes
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024
+    u++
+  }
+  return u === 0 ? `${bytes} bytes` : `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[u]}`
+}
+
+function infoTable(file: string, i: DiskInfo): string {
+  const rows: Array<[string, string]> = [
+    ['file', file],
+    ['format', `${i.format} (${i.subformat})`],
+    ['virtual size', `${human(i.virtualSize)}${i.virtualSize >= 1024 ? ` (${i.virtualSize} bytes)` : ''}`],
+    ['block size', i.blockSize ? human(i.blockSize) : '-'],
+    ['sector size', `${i.logicalSectorSize} logical, ${i.physicalSectorSize} physical`],
+    ['parent', i.parent ?? '-'],
+    ['allocated', human(i.allocatedBytes)],
+  ]
+  return rows.map(([k, v]) => `${k.padEnd(14)}${v}\n`).join('')
+}
+
+function mapTable(map: Extent[]): string {
+  const lines = [`${'start'.padStart(16)} ${'length'.padStart(16)}  state`]
+  for (const e of map)
+    lines.push(`${String(e.start).padStart(16)} ${String(e.length).padStart(16)}  ${e.state}`)
+  return lines.join('\n') + '\n'
+}

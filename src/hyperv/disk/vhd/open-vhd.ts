@@ -60,8 +60,15 @@ async function openHandle(fh: FileHandle, path: string, options: VhdOpenOptions)
   }
   // Dynamic disks carry two copies; either valid one will do (the one at 0 first, as qemu).
   const footer = typeof head !== 'string' && head.diskType !== DiskType.fixed ? head : tail
-  if (typeof footer === 'string')
-    throw new CorruptDiskError(path, `not a valid VHD: ${footer}`, fileSize - FOOTER_SIZE)
+  if (typeof footer === 'string') {
+    // Name the copy that looked like a footer: a bad checksum says more than a missing cookie.
+    const headLooked = typeof head === 'string' && !head.startsWith('no ')
+    throw new CorruptDiskError(
+      path,
+      `not a valid VHD: ${headLooked ? head : footer}`,
+      headLooked ? 0 : fileSize - FOOTER_SIZE,
+    )
+  }
   if (footer.version >>> 16 !== 1)
     throw new UnsupportedDiskError(`VHD version 0x${footer.version.toString(16)} is not 1.x`, path)
   const virtualSize = Math.floor(virtualSizeOf(footer) / SECTOR_SIZE) * SECTOR_SIZE
