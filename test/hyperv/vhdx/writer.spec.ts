@@ -127,10 +127,9 @@ describe('VHDX writer', () => {
     await w.write(Buffer.from('x'), 5)
     await w.close()
     const after = readFileSync(image)
-    const seq = (b: Buffer, at: number) => b.readBigUInt64LE(at + 8)
+    const seq = (b: Buffer, at: number) => Number(b.readBigUInt64LE(at + 8))
     const dataGuid = (b: Buffer, at: number) => b.subarray(at + 32, at + 48).toString('hex')
-    const maxBefore =
-      seq(before, 64 * 1024) > seq(before, 128 * 1024) ? seq(before, 64 * 1024) : seq(before, 128 * 1024)
+    const maxBefore = Math.max(seq(before, 64 * 1024), seq(before, 128 * 1024))
     expect(seq(after, 64 * 1024)).toBeGreaterThan(maxBefore)
     expect(seq(after, 128 * 1024)).toBeGreaterThan(maxBefore)
     expect(dataGuid(after, 64 * 1024)).toBe(dataGuid(after, 128 * 1024))

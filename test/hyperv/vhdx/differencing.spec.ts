@@ -1,0 +1,192 @@
+// Differencing chains made by our writer (base + child + grandchild, partial-block writes that
+// leave blocks PARTIALLY_PRESENT) read identically through our reader and through libvhdi
+// with set_parent, and match a model of the writes.
+import { createHash } from 'node:crypto'
+import { mkdirSync, readFileSync, renameSync } from 'node:fs'
+import { afterAll, describe, expect, it } from 'vitest'
+import { ParentMismatchError } from '../../../src/hyperv/disk/errors.js'
+import type { VirtualDisk } from '../../../src/hyperv/disk/types.js'
+import { createVhdx, openVhdx } from '../../../src/hyperv/disk/vhdx/index.js'
+import {
+  batEntry,
+  HAVE_PYVHDI,
+  MiB,
+  openParent,
+  openRead,
+  prng,
+  pyvhdiInfo,
+  pyvhdiRead,
+  randomBytes,
+  readAll,
+  tempDir,
+} from './fixtures.js'
+
+const tmp = tempDir('vhdx-diff')
+afterAll(() => tmp.remove())
+
+type Write = [offset: number, length: number]
+
+async function applyWrites(disk: VirtualDisk, model: Buffer, writes: Write[], seed: number): Promise<void> {
+  const rand = prng(seed)
+  for (const [offset, length] of writes) {
+    const data = randomBytes(rand, length)
+    await disk.write(data, offset)
+    data.copy(model, offset)
+  }
+}
+
+const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex')
+
+describe.each([512, 4096] as const)('differencing chain with %d-byte logical sectors', (lss) => {
+  const size = 24 * MiB
+  const base = tmp.path(`base-${lss}.vhdx`)
+  const child = tmp.path(`child-${lss}.vhdx`)
+  const grandchild = tmp.path(`grandchild-${lss}.vhdx`)
+  const model = Buffer.alloc(size)
+  let childModel: Buffer
+
+  it('builds base, child and grandchild with partial-block writes', async () => {
+    const b = await createVhdx(
+      base,
+      { format: 'vhdx', virtualSize: size, blockSize: 2 * MiB, logicalSectorSize: lss },
+      openParent,
+    )
+    await applyWrites(
+      b,
+      model,
+      [
+        [0, 5 * MiB + 3],
+        [9 * MiB - 7, 1000],
+        [20 * MiB, 4 * MiB],
+      ],
+      1,
+    )
+    await b.close()
+
+    const c = await createVhdx(child, { format: 'vhdx', parent: base, blockSize: MiB }, openParent)
+    expect(c.subformat).toBe('differencing')
+    expect(c.logicalSectorSize).toBe(lss)
+    await applyWrites(
+      c,
+      model,
+      [
+        [4097, 10], // inside one sector: read-modify-write of the sector from the parent
+        [MiB + 300, 5000], // unaligned, crosses sectors
+        [3 * MiB, MiB], // a whole block: FULLY_PRESENT
+        [6 * MiB - 4096, 12288], // spans a NOT_PRESENT block edge into the next
+        [MiB + 200_000, 70_000], // second write into an already partial block
+        [size - 513, 513], // the last sector(s)
+      ],
+      2,
+    )
+    await c.close()
+    childModel = Buffer.from(model)
+
+    const g = await createVhdx(grandchild, { format: 'vhdx', parent: child, blockSize: 4 * MiB }, openParent)
+    await applyWrites(
+      g,
+      model,
+      [
+        [4100, 3],
+        [MiB + 1000, 2 * MiB],
+        [17 * MiB + 5, 33_333],
+      ],
+      3,
+    )
+    await g.close()
+
+    // The child's block 1 is PARTIALLY_PRESENT (state 7) and its chunk's sector bitmap is
+    // present (state 6), as read by an independent parser of the BAT.
+    const file = readFileSync(child)
+    expect(batEntry(file, 1).state).toBe(7)
+    expect(batEntry(file, 3).state).toBe(6)
+    const chunkRatio = (2 ** 23 * lss) / MiB
+    expect(batEntry(file, chunkRatio).state).toBe(6)
+  })
+
+  it('our reader returns the writes through the chain', async () => {
+    const g = await openRead(grandchild)
+    try {
+      expect(g.info().parent).toBe(child)
+      expect(g.parent?.info().parent).toBe(base)
+      expect((await readAll(g)).equals(model)).toBe(true)
+      const c = await openRead(child)
+      expect((await readAll(c)).equals(childModel)).toBe(true)
+      await c.close()
+    } finally {
+      await g.close()
+    }
+  })
+
+  it.runIf(HAVE_PYVHDI)(
+    'libvhdi with set_parent reads the same bytes and the same parent identifier',
+    async () => {
+      expect(pyvhdiRead([grandchild, child, base]).equals(model)).toBe(true)
+      expect(pyvhdiRead([child, base]).equals(childModel)).toBe(true)
+      const b = await openRead(base)
+      const guid = (b as unknown as { vhdxDataWriteGuid: string }).vhdxDataWriteGuid
+      await b.close()
+      expect(pyvhdiInfo(child).parentIdentifier?.toLowerCase()).toBe(guid.slice(1, -1))
+      expect(pyvhdiInfo(child).bytesPerSector).toBe(lss)
+    },
+  )
+
+  it('map says data, parent and zero, and resolves parents to data or zero', async () => {
+    const c = await openRead(child)
+    try {
+      const own = await c.map()
+      expect(new Set(own.map((e) => e.state))).toEqual(new Set(['data', 'parent']))
+      const sector = own.find((e) => e.start <= 4097 && e.start + e.length > 4097)
+      expect(sector).toEqual({ start: 4096 - (4096 % lss), length: lss, state: 'data' })
+      const resolved = await c.map({ resolveParents: true })
+      let at = 0
+      for (const e of resolved) {
+        expect(e.start).toBe(at)
+        expect(e.state === 'data' || e.state === 'zero').toBe(true)
+        if (e.state === 'zero')
+          expect(childModel.subarray(e.start, e.start + e.length).every((x) => x === 0)).toBe(true)
+        at += e.length
+      }
+      expect(at).toBe(size)
+    } finally {
+      await c.close()
+    }
+  })
+})
+
+describe('differencing parents', () => {
+  it('finds a moved chain by relative_path, and refuses a parent that changed or is missing', async () => {
+    const size = 8 * MiB
+    const model = Buffer.alloc(size)
+    const base = tmp.path('p-base.vhdx')
+    const child = tmp.path('p-child.vhdx')
+    const b = await createVhdx(base, { format: 'vhdx', virtualSize: size, blockSize: MiB }, openParent)
+    await applyWrites(b, model, [[0, 3 * MiB]], 4)
+    await b.close()
+    const c = await createVhdx(child, { format: 'vhdx', parent: base }, openParent)
+    await applyWrites(c, model, [[MiB + 512, 1024]], 5)
+    await c.close()
+
+    const moved = tmp.path('moved')
+    mkdirSync(moved)
+    renameSync(base, `${moved}/p-base.vhdx`)
+    renameSync(child, `${moved}/p-child.vhdx`)
+    const before = sha(`${moved}/p-base.vhdx`)
+    const w = await openVhdx(`${moved}/p-child.vhdx`, { readOnly: false, openParent })
+    expect(w.info().parent).toBe(`${moved}/p-base.vhdx`)
+    await applyWrites(w, model, [[5 * MiB + 1, 2]], 6)
+    expect((await readAll(w)).equals(model)).toBe(true)
+    await w.close()
+    expect(sha(`${moved}/p-base.vhdx`)).toBe(before) // the parent is never written
+
+    // Writing to the parent gives it a new DataWriteGuid: the child no longer matches.
+    const pb = await openVhdx(`${moved}/p-base.vhdx`, { readOnly: false, openParent })
+    await pb.write(Buffer.from([1]), 0)
+    await pb.close()
+    await expect(openRead(`${moved}/p-child.vhdx`)).rejects.toBeInstanceOf(ParentMismatchError)
+    await expect(openRead(`${moved}/p-child.vhdx`)).rejects.toThrow(/DataWriteGuid/)
+
+    renameSync(`${moved}/p-base.vhdx`, `${moved}/elsewhere.vhdx`)
+    await expect(openRead(`${moved}/p-child.vhdx`)).rejects.toThrow(/parent not found/)
+  })
+})
