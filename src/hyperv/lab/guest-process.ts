@@ -3,6 +3,7 @@
 // channel; both make the guest die with its node.
 import { type ChildProcess, fork } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
@@ -46,6 +47,7 @@ export class GuestProcess {
   private constructor(
     readonly vm: string,
     private readonly child: ChildProcess,
+    private readonly logFile: string,
   ) {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
@@ -89,7 +91,7 @@ export class GuestProcess {
     } finally {
       closeSync(logFd)
     }
-    const guest = new GuestProcess(vm, child)
+    const guest = new GuestProcess(vm, child, join(vmDir, GUEST_LOG_FILE))
     if (options.onExit) void guest.exited.then(options.onExit)
     await guest.waitReady()
     return guest
@@ -108,9 +110,14 @@ export class GuestProcess {
           resolve()
         }
       }
-      const onExit = () => {
+      const onExit = async (code: number | null, signal: string | null) => {
         done()
-        reject(new GuestError(this.vm, this.lastFatal ?? 'the guest exited while starting'))
+        // The exit can overtake the guest's last IPC message: its log has the reason too.
+        const reason = this.lastFatal ?? (await lastStartError(this.logFile))
+        const how = signal ? `killed by ${signal}` : `exit code ${code}`
+        reject(
+          new GuestError(this.vm, reason ?? `the guest exited while starting (${how}; see ${this.logFile})`),
+        )
       }
       const done = () => {
         clearTimeout(timer)
@@ -177,4 +184,11 @@ function guestError(vm: string, e: { name: string; message: string }): Error {
   if (e.name === 'GuestWriteError') return new GuestWriteError(`VM '${vm}': ${e.message}`)
   if (e.name === 'PointError') return new PointError(e.message)
   return new GuestError(vm, e.message)
+}
+
+async function lastStartError(logFile: string): Promise<string | null> {
+  const text = await readFile(logFile, 'utf8').catch(() => '')
+  const lines = text.trimEnd().split('\n').slice(-20).reverse()
+  const hit = lines.find((l) => l.includes(' cannot start: '))
+  return hit ? hit.slice(hit.indexOf(' cannot start: ') + ' cannot start: '.length) : null
 }

@@ -129,7 +129,7 @@ export class LabHypervisor implements Hypervisor {
         workload: options.workload,
         script: this.init.guestScript,
         onExit: (code) => {
-          if (this.guests.get(id) === guest) this.guests.delete(id)
+          if (this.guests.get(id)?.running === false) this.guests.delete(id)
           this.log.info({ vm: entry.config.name, code }, 'guest exited')
         },
       })
