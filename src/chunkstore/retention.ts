@@ -16,7 +16,8 @@ const HOUR_MS = 3_600_000
 const DAY_MS = 24 * HOUR_MS
 
 /**
- * The names of the points to keep. The newest point of every VM is always kept; a point is kept
+ * The names of the points to keep. Windows are open at their old end (a 4-hour window keeps
+ * points younger than 4 h); a 2-day hourly window touches 49 hour buckets, the first partly. The newest point of every VM is always kept; a point is kept
  * when any rule keeps it. An empty policy keeps everything.
  */
 export function selectRetained(
@@ -41,11 +42,11 @@ export function selectRetained(
     keep.add(pointName(newestFirst[0]))
     for (const p of newestFirst.slice(0, policy.keepLast ?? 0)) keep.add(pointName(p))
     if (policy.keepAllHours !== undefined)
-      for (const p of list) if (p.time >= nowMs - policy.keepAllHours * HOUR_MS) keep.add(pointName(p))
+      for (const p of list) if (p.time > nowMs - policy.keepAllHours * HOUR_MS) keep.add(pointName(p))
     const bucketed = (windowMs: number, bucketMs: number) => {
       const seen = new Set<number>()
       for (const p of newestFirst) {
-        if (p.time < nowMs - windowMs) break
+        if (p.time <= nowMs - windowMs) break
         const bucket = Math.floor(p.time / bucketMs)
         if (seen.has(bucket)) continue
         seen.add(bucket)

@@ -94,6 +94,8 @@ export class ChunkStore {
   /** Pending entries: appended to a pack, not yet in the index. */
   readonly pending = new Map<string, ChunkEntry>()
   private readonly protectedIds = new Map<string, number>()
+  /** Pack writes still in progress, by chunk: a read of such a chunk waits for its write. */
+  private readonly writing = new Map<string, Promise<void>>()
   readonly mutex = new Mutex()
   readonly hashAlgorithm: HashAlgorithm
   readonly hash: HashFn
@@ -256,6 +258,8 @@ export class ChunkStore {
 
   /** Reads and verifies the record an entry points at. */
   async readEntry(hex: string, e: ChunkEntry): Promise<Buffer> {
+    const inFlight = this.writing.get(hex)
+    if (inFlight) await inFlight
     const id = Buffer.from(hex, 'hex')
     const where = packFileName(e.pack)
     let rec: Awaited<ReturnType<PackReader['read']>>
@@ -322,8 +326,13 @@ export class ChunkStore {
     let storedBytes = 0
     locations.forEach((loc, i) => {
       const r = records[i]
+      const hex = r.id.toString('hex')
+      this.writing.set(hex, written)
+      void written.finally(() => {
+        if (this.writing.get(hex) === written) this.writing.delete(hex)
+      })
       storedBytes += r.stored.byteLength
-      this.pending.set(r.id.toString('hex'), {
+      this.pending.set(hex, {
         ...loc,
         rawLength: r.rawLength,
         flags: r.flags,
@@ -373,6 +382,36 @@ export class ChunkStore {
     const shape = treeShape(ref.virtualSize, ref.chunkSize, MERKLE_FANOUT)
     for await (const id of leaves(shape, this.nodeReader, Buffer.from(ref.root, 'hex')))
       yield id.toString('hex')
+  }
+
+  /**
+   * Every distinct id a manifest needs (Merkle nodes before the chunks below them, zero chunks
+   * left out): what a replica must hold before it can commit a point naming this manifest.
+   * `skipSubtree(hex)` returning true for a node (e.g. the receiver has it) skips its subtree.
+   */
+  async *manifestIds(
+    ref: ManifestRef,
+    skipSubtree?: (hex: string) => Promise<boolean>,
+  ): AsyncGenerator<{ hex: string; kind: ChunkKind }> {
+    this.checkRef(ref)
+    const seen = new Set<string>()
+    const visit = async function* (
+      store: ChunkStore,
+      hex: string,
+      level: number,
+    ): AsyncGenerator<{ hex: string; kind: ChunkKind }> {
+      if (hex === ZERO_HEX || seen.has(hex)) return
+      seen.add(hex)
+      if (level < 0) {
+        yield { hex, kind: 'data' }
+        return
+      }
+      yield { hex, kind: 'node' }
+      if (skipSubtree && (await skipSubtree(hex))) return
+      for (const id of decodeNode(await store.getChunk(hex)).ids)
+        yield* visit(store, id.toString('hex'), level - 1)
+    }
+    yield* visit(this, ref.root, treeShape(ref.virtualSize, ref.chunkSize, MERKLE_FANOUT).depth - 1)
   }
 
   /** The chunks that differ between two manifests of one disk geometry, by ascending index. */

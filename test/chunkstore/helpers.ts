@@ -1,0 +1,55 @@
+// Test data for the chunk store tests: made at test time under os.tmpdir(), removed afterwards.
+import { spawnSync } from 'node:child_process'
+import { randomFillSync } from 'node:crypto'
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+
+export const REPO = resolve(import.meta.dirname, '..', '..')
+export const BIN = join(REPO, 'bin', 'replimesh.js')
+export const MiB = 1024 * 1024
+
+export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `replimesh-${prefix}-`))
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) }
+}
+
+/**
+ * A raw disk of `size` bytes: random data in `dataBytes` at the start (in 1 MiB pieces, every
+ * fourth left as a hole so the disk has zero chunks too), the rest sparse.
+ */
+export function makeRawDisk(path: string, size: number, dataBytes: number, holes = true): void {
+  const fd = openSync(path, 'w')
+  try {
+    ftruncateSync(fd, size)
+    const piece = Buffer.alloc(MiB)
+    for (let at = 0, i = 0; at < dataBytes; at += MiB, i++) {
+      if (holes && i % 4 === 3) continue
+      randomFillSync(piece)
+      writeSync(fd, piece, 0, Math.min(MiB, dataBytes - at), at)
+    }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Writes random bytes at the given offsets of a raw file. */
+export function scribble(path: string, offsets: number[], length = 4096): void {
+  const fd = openSync(path, 'r+')
+  try {
+    for (const at of offsets) writeSync(fd, randomFillSync(Buffer.alloc(length)), 0, length, at)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+export function run(command: string, args: string[], timeoutMs = 60_000) {
+  const r = spawnSync(command, args, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 * MiB })
+  if (r.error) throw r.error
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** Runs the built CLI (`npx tsc -p .` first). */
+export function cli(args: string[], timeoutMs = 60_000) {
+  return run(process.execPath, [BIN, ...args], timeoutMs)
+}
