@@ -36,7 +36,7 @@ interface Fixture {
   clean: Buffer
   /** Entry 1: a data sector and a zeroed range inside block 0. */
   entry1: LogUpdate[]
-  /** Entry 2: allocates block 5 past the end of the file (a BAT page) and fills one sector. */
+  /** Entry 2: allocates block 5 past the end of the file (a BAT page) and fills two sectors. */
   entry2: LogUpdate[]
   /** The file size once the log is applied: the new block is wholly inside. */
   lastFileOffset: number
@@ -69,6 +69,9 @@ async function makeDisk(path: string): Promise<Fixture> {
     entry2: [
       { fileOffset: page, data: batPage },
       { fileOffset: newBlock + 4096, data: Buffer.alloc(4096, 0x77) },
+      // qemu's replay extends the file only as far as the logged sectors reach, not to
+      // LastFileOffset: log the block's last sector too, so both replays agree.
+      { fileOffset: newBlock + MiB - 4096, data: Buffer.alloc(4096, 0x78) },
     ],
   }
 }
@@ -83,6 +86,7 @@ function afterEntry1(clean: Buffer): Buffer {
 function afterBoth(clean: Buffer): Buffer {
   const m = afterEntry1(clean)
   m.fill(0x77, 5 * MiB + 4096, 5 * MiB + 8192)
+  m.fill(0x78, 6 * MiB - 4096, 6 * MiB)
   return m
 }
 

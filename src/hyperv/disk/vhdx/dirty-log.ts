@@ -16,6 +16,8 @@ export interface DirtyLogOptions {
   firstSequence?: bigint
   /** Where in the log ring the first entry goes (a multiple of 4 KiB, default 0). */
   startPosition?: number
+  /** LastFileOffset of the entries (default: the file's size, or the end of the last update past it). */
+  lastFileOffset?: number
 }
 
 export async function writeVhdxDirtyLog(
@@ -35,10 +37,12 @@ export async function writeVhdxDirtyLog(
     let position = start
     let sequence = options.firstSequence ?? 1000n
     let used = 0
-    const lastFileOffset = Math.max(
-      file.size,
-      ...updates.map((u) => u.fileOffset + (u.data ? LOG_SECTOR_SIZE : (u.zeroLength ?? 0))),
-    )
+    const lastFileOffset =
+      options.lastFileOffset ??
+      Math.max(
+        file.size,
+        ...updates.map((u) => u.fileOffset + (u.data ? LOG_SECTOR_SIZE : (u.zeroLength ?? 0))),
+      )
     for (let i = 0; i < count; i++) {
       const entry = serializeLogEntry(
         { logGuid, sequence, tail: start, flushedFileOffset: file.size, lastFileOffset },
