@@ -111,7 +111,14 @@ export class PackWriter {
       const end = p.end
       while (p.pending.size > 0) await Promise.all([...p.pending])
       if (p.failed) throw p.failed
-      await p.file.sync()
+      try {
+        await p.file.sync()
+      } catch (err) {
+        // After a failed fsync the kernel may have dropped the dirty pages: never commit this
+        // pack's data again in this process; reopening the store cuts it back to its last commit.
+        p.failed = err
+        throw err
+      }
       out.push({ pack: p.pack, length: end })
       if (p.end === end) this.dirty.delete(p.pack)
       if (p !== this.active && !this.dirty.has(p.pack)) await p.file.close()
