@@ -25,3 +25,8 @@ export class FailoverConfigError extends Error {
     super(`bad failover config: ${problems.join('; ')}`)
   }
 }
+
+/** A re-IP rule cannot be applied to a VM's addresses. */
+export class NetworkMappingError extends Error {
+  override name = 'NetworkMappingError'
+}

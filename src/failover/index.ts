@@ -1,7 +1,10 @@
 // Front door of the failover layer (DESIGN.md §6): failure detection with quorum, per-tier
 // decisions, placement, epochs and fencing, network re-mapping, and operator notifications.
+export * from './config.js'
+export * from './epoch.js'
 export * from './errors.js'
 export * from './metrics.js'
+export * from './network-map.js'
 export * from './notify/config.js'
 export { EmailChannel } from './notify/email.js'
 export { EventLogChannel } from './notify/event-log.js'
@@ -26,3 +29,6 @@ export {
   WebhookChannel,
   type WebhookEvents,
 } from './notify/webhook.js'
+export * from './placement.js'
+export * from './policy.js'
+export * from './quorum.js'

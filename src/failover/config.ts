@@ -1,0 +1,102 @@
+// Failover settings, checked once at the edge (STYLE.md §13), every default written here.
+import { z } from 'zod'
+import { FailoverConfigError } from './errors.js'
+import { parseCidr } from './network-map.js'
+import { NotifierConfig } from './notify/config.js'
+
+const cidr = z.string().refine((s) => parseCidr(s) !== null, 'a network in CIDR form, e.g. 10.2.0.0/24')
+const hostCidr = z
+  .string()
+  .refine((s) => parseCidr(s, true) !== null, 'an address in CIDR form, e.g. 10.2.0.15/24')
+const ip = z.string().refine((s) => parseCidr(`${s}/${s.includes(':') ? 128 : 32}`) !== null, 'an IP address')
+
+export const TierConfig = z.object({
+  rpoMs: z.number().int().positive(),
+  rtoMs: z.number().int().positive(),
+  /** `automatic`: fail over when the host is confirmed down; `alert`: notify and wait. */
+  mode: z.enum(['automatic', 'alert']),
+})
+
+/** Tiers every mesh has unless it overrides them. */
+export const DEFAULT_TIERS = {
+  gold: { rpoMs: 5_000, rtoMs: 120_000, mode: 'automatic' },
+  silver: { rpoMs: 60_000, rtoMs: 900_000, mode: 'automatic' },
+  bronze: { rpoMs: 900_000, rtoMs: 14_400_000, mode: 'alert' },
+} as const
+
+export const VmFailoverConfig = z.object({
+  /** Default "silver". */
+  tier: z.string().default('silver'),
+  /** Boot priority, lower first. Default 100. */
+  priority: z.number().int().min(0).max(10_000).default(100),
+  preferPeers: z.array(z.string()).optional(),
+  preferSites: z.array(z.string()).optional(),
+  avoidSites: z.array(z.string()).optional(),
+})
+
+const nicMapping = z.object({
+  nic: z.string().min(1),
+  addresses: z.array(hostCidr),
+  gateway: ip.nullable().optional(),
+  dns: z.array(ip).optional(),
+  switch: z.string().nullable().optional(),
+})
+
+export const FailoverConfig = z
+  .object({
+    tiers: z.record(z.string(), TierConfig).default({ ...DEFAULT_TIERS }),
+    vms: z.record(z.string(), VmFailoverConfig).default({}),
+    /** A witness for meshes of fewer than three sites: the peer id of a small node at a third place. */
+    witness: z
+      .object({ peerId: z.string().min(1) })
+      .nullable()
+      .default(null),
+    /** Sites that may be over-subscribed, with the memory ratio they may reach. */
+    hubs: z
+      .record(z.string(), z.object({ maxOversubscription: z.number().min(1).max(4).default(1.5) }))
+      .default({}),
+    network: z
+      .object({
+        sites: z
+          .record(
+            z.string(),
+            z.object({
+              subnets: z.array(
+                z.object({
+                  from: cidr,
+                  to: cidr,
+                  gateway: ip.nullable().optional(),
+                  dns: z.array(ip).optional(),
+                }),
+              ),
+              switch: z.string().optional(),
+            }),
+          )
+          .default({}),
+        vms: z.record(z.string(), z.record(z.string(), z.array(nicMapping))).default({}),
+      })
+      .default({ sites: {}, vms: {} }),
+    /** VMs started at once on one host during a whole-host or site failover. Default 4. */
+    maxStartsPerHost: z.number().int().min(1).max(64).default(4),
+    /**
+     * What an owner cut off from quorum does with its running VMs: `keep-running` (default; it
+     * only stops producing points, the quorum side may start a copy at a higher epoch and this one
+     * is stopped when the links return) or `stop`.
+     */
+    isolationResponse: z.enum(['keep-running', 'stop']).default('keep-running'),
+    notifications: NotifierConfig.default({ webhooks: [] }),
+  })
+  .superRefine((c, ctx) => {
+    for (const [vm, v] of Object.entries(c.vms))
+      if (!c.tiers[v.tier])
+        ctx.addIssue({ code: 'custom', path: ['vms', vm, 'tier'], message: `unknown tier '${v.tier}'` })
+  })
+
+export type FailoverConfig = z.infer<typeof FailoverConfig>
+export type FailoverConfigInput = z.input<typeof FailoverConfig>
+
+export function parseFailoverConfig(input: unknown): FailoverConfig {
+  const r = FailoverConfig.safeParse(input ?? {})
+  if (r.success) return r.data
+  throw new FailoverConfigError(r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`))
+}
