@@ -99,7 +99,11 @@ describe('malformed VHDX', () => {
   it.each([64 * 1024, 128 * 1024])(
     'a bad checksum in one header (at %d) falls back to the other',
     async (at) => {
-      const d = await openRead(damaged(`hdr-${at}`, (b) => void (b[at + 200] ^= 1)))
+      const d = await openRead(
+        damaged(`hdr-${at}`, (b) => {
+          b[at + 200] ^= 1
+        }),
+      )
       expect((await readAll(d)).equals(content)).toBe(true)
       await d.close()
     },
@@ -117,7 +121,11 @@ describe('malformed VHDX', () => {
   })
 
   it('a bad region table copy falls back; both bad are refused', async () => {
-    const d = await openRead(damaged('rt-1', (b) => void (b[192 * 1024 + 20] ^= 1)))
+    const d = await openRead(
+      damaged('rt-1', (b) => {
+        b[192 * 1024 + 20] ^= 1
+      }),
+    )
     expect((await readAll(d)).equals(content)).toBe(true)
     await d.close()
     const err = await openError(

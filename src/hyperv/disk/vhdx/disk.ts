@@ -254,7 +254,14 @@ export class VhdxDisk implements VirtualDisk {
     if (marks.length > 0 || batUpdates.length > 0) await this.file.sync()
     for (const m of marks) await this.bitmaps.markPresent(m.block, m.first, m.count, m.fresh)
     if (marks.some((m) => m.fresh)) await this.file.sync()
-    if (batUpdates.length > 0) await this.writeBatEntries(batUpdates)
+    // A sector bitmap's BAT entry must be durable before a payload entry that relies on it.
+    const bitmapEntries = batUpdates.filter((u) => u.state === SB_BLOCK_PRESENT && g.isBitmapIndex(u.index))
+    if (bitmapEntries.length > 0) {
+      await this.writeBatEntries(bitmapEntries)
+      await this.file.sync()
+    }
+    const payloadEntries = batUpdates.filter((u) => !bitmapEntries.includes(u))
+    if (payloadEntries.length > 0) await this.writeBatEntries(payloadEntries)
     this.dirty = true
   }
 

@@ -211,6 +211,10 @@ export class BatGeometry {
     return chunk * (this.chunkRatio + 1) + this.chunkRatio
   }
 
+  isBitmapIndex(index: number): boolean {
+    return index % (this.chunkRatio + 1) === this.chunkRatio
+  }
+
   /** Sectors per payload block. */
   get sectorsPerBlock(): number {
     return this.blockSize / this.logicalSectorSize
