@@ -329,7 +329,7 @@ export class HyperVHypervisor implements Hypervisor {
   }
 
   async applyNetworkMapping(vm: string, mappings: NicMapping[]): Promise<void> {
-    if (mappings.length === 0) return
+    // Runs even with no mappings: an unknown VM is still a VmNotFoundError.
     await this.run('apply-network', ops.APPLY_NETWORK, { vm, mappings: mappings.map(planFailover) })
   }
 
