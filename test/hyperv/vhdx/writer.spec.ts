@@ -163,6 +163,34 @@ describe('VHDX writer', () => {
     if (HAVE_QEMU) expect(run('qemu-img', ['check', image])).toMatch(/No errors were found/)
   })
 
+  it
+    .runIf(HAVE_QEMU)
+    .each([
+      'subformat=dynamic,block_size=1M,block_state_zero=on',
+      'subformat=dynamic,block_size=8M,block_state_zero=off',
+      'subformat=fixed,block_size=2M,block_state_zero=off',
+      'subformat=fixed,block_size=1M,block_state_zero=on',
+    ])('writes into a file qemu-img made (%s) stay valid for qemu-img', async (opts) => {
+    const size = 20 * MiB + 512
+    const image = tmp.path(`q-${opts.replace(/\W+/g, '-')}.vhdx`)
+    run('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', opts, image, String(size)])
+    run('qemu-io', ['-f', 'vhdx', '-c', `write -P 0x61 ${3 * MiB - 512} ${MiB}`, image])
+    const model = Buffer.alloc(size)
+    model.fill(0x61, 3 * MiB - 512, 4 * MiB - 512)
+    const w = await openVhdx(image, { readOnly: false, openParent })
+    for (const { offset, data } of scatteredWrites(11, size)) {
+      await w.write(data, offset)
+      data.copy(model, offset)
+    }
+    await w.close()
+    const rawPath = tmp.path('q-model.raw')
+    writeFileSync(rawPath, model)
+    expect(run('qemu-img', ['check', '-f', 'vhdx', image])).toMatch(/No errors were found/)
+    expect(run('qemu-img', ['compare', '-f', 'vhdx', '-F', 'raw', image, rawPath])).toMatch(
+      /Images are identical/,
+    )
+  })
+
   it('refuses block sizes that are not a power of two from 1 to 256 MiB', async () => {
     for (const blockSize of [3 * MiB, 512 * 1024, 512 * MiB]) {
       await expect(
