@@ -1,11 +1,12 @@
 // Test data for the chunk store tests: made at test time under os.tmpdir(), removed afterwards.
 import { spawnSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
-export const REPO = resolve(import.meta.dirname, '..', '..')
+export const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..')
 export const BIN = join(REPO, 'bin', 'replimesh.js')
 export const MiB = 1024 * 1024
 
@@ -52,4 +53,13 @@ export function run(command: string, args: string[], timeoutMs = 60_000) {
 /** Runs the built CLI (`npx tsc -p .` first). */
 export function cli(args: string[], timeoutMs = 60_000) {
   return run(process.execPath, [BIN, ...args], timeoutMs)
+}
+
+/** The CLI tests run dist/ (`npx tsc -p .` or `npm test` builds it). */
+export function assertBuilt(): void {
+  try {
+    statSync(join(REPO, 'dist', 'src', 'node', 'cli', 'store.js'))
+  } catch {
+    throw new Error('dist/ is missing: run `npx tsc -p .` first')
+  }
 }
