@@ -10,3 +10,5 @@ export const SNMP_VARBIND_MAX_CHARS = 900
 export const WEBHOOK_MAX_BODY_BYTES = 64 * 1024
 /** A channel's send that takes longer than this is abandoned (webhooks retry on their own). */
 export const CHANNEL_SEND_TIMEOUT_MS = 20_000
+/** One control request (dial, request, reply). */
+export const CONTROL_REQUEST_TIMEOUT_MS = 5_000

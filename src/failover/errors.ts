@@ -30,3 +30,27 @@ export class FailoverConfigError extends Error {
 export class NetworkMappingError extends Error {
   override name = 'NetworkMappingError'
 }
+
+/** A promotion did not gather a quorum of promises for its epoch. */
+export class EpochQuorumError extends Error {
+  override name = 'EpochQuorumError'
+  constructor(
+    readonly claim: { vm: string; epoch: number; owner: string },
+    readonly quorum: { votes: number; needed: number; agreeingSites: string[] },
+    readonly refused: Array<{ peerId: string; current: { epoch: number; owner: string } }>,
+    readonly unreachable: Array<{ peerId: string; reason: string }>,
+  ) {
+    const why = [
+      refused.length
+        ? `refused by ${refused.map((r) => `${r.peerId} (epoch ${r.current.epoch} is ${r.current.owner}'s)`).join(', ')}`
+        : '',
+      unreachable.length ? `no answer from ${unreachable.map((u) => u.peerId).join(', ')}` : '',
+    ]
+      .filter(Boolean)
+      .join('; ')
+    super(
+      `no quorum to make ${claim.owner} the owner of ${claim.vm} at epoch ${claim.epoch}: ` +
+        `${quorum.votes} of ${quorum.needed} site votes${why ? `; ${why}` : ''}`,
+    )
+  }
+}

@@ -1,6 +1,17 @@
 // Front door of the failover layer (DESIGN.md §6): failure detection with quorum, per-tier
 // decisions, placement, epochs and fencing, network re-mapping, and operator notifications.
 export * from './config.js'
+export {
+  CONTROL_PROTOCOL,
+  type ControlPeer,
+  type ControlReply,
+  type ControlRequest,
+  type ControlTransport,
+  controlReplySchema,
+  controlRequestSchema,
+  meshControlTransport,
+} from './control.js'
+export { type ClaimResult, type CoordinatorComponents, EpochCoordinator } from './coordinator.js'
 export * from './epoch.js'
 export * from './errors.js'
 export * from './metrics.js'

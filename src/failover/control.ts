@@ -1,0 +1,81 @@
+// The control protocol, /replimesh/control/1.0.0 (DESIGN.md §4): one request and one reply per
+// stream, each a length-prefixed JSON frame checked against its schema before use. The stream's
+// peer is authenticated by the mesh (Noise, then the membership proof), so a vote is the voter's.
+// Requests: `promise` (will you promise epoch E of VM V to owner O?), `announce` (O won epoch E),
+// `query` (what do you know of V?).
+import type { Stream } from '@libp2p/interface'
+import { z } from 'zod'
+import { ByteReader, MAX_CONTROL_FRAME_BYTES, type MeshNode, writeJsonFrame } from '../mesh/index.js'
+import { CONTROL_REQUEST_TIMEOUT_MS } from './constants.js'
+
+export const CONTROL_PROTOCOL = '/replimesh/control/1.0.0'
+
+const claimSchema = z.object({
+  vm: z.string().min(1).max(256),
+  epoch: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  owner: z.string().min(1).max(128),
+})
+
+export const controlRequestSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('promise'), claim: claimSchema }),
+  z.object({ type: z.literal('announce'), claim: claimSchema }),
+  z.object({ type: z.literal('query'), vm: z.string().min(1).max(256) }),
+])
+export type ControlRequest = z.infer<typeof controlRequestSchema>
+
+export const controlReplySchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('granted'), claim: claimSchema }),
+  z.object({ type: z.literal('refused'), current: claimSchema }),
+  z.object({ type: z.literal('learned'), result: z.enum(['newer', 'same', 'stale', 'conflict']) }),
+  z.object({
+    type: z.literal('known'),
+    highest: z.number().int().nonnegative(),
+    current: claimSchema.nullable(),
+  }),
+  z.object({ type: z.literal('error'), message: z.string().max(1024) }),
+])
+export type ControlReply = z.infer<typeof controlReplySchema>
+
+export interface ControlPeer {
+  peerId: string
+  site: string
+}
+
+/** How the coordinator talks to other members; the mesh implements it, tests use a fake. */
+export interface ControlTransport {
+  request(peerId: string, req: ControlRequest, options?: { signal?: AbortSignal }): Promise<ControlReply>
+  serve(handler: (from: ControlPeer, req: ControlRequest) => Promise<ControlReply>): void
+  close(): Promise<void>
+}
+
+/** The control protocol over the mesh's authenticated streams. */
+export function meshControlTransport(
+  mesh: Pick<MeshNode, 'handle' | 'unhandle' | 'dialProtocol'>,
+): ControlTransport {
+  return {
+    async request(peerId, req, options = {}) {
+      const signal = options.signal ?? AbortSignal.timeout(CONTROL_REQUEST_TIMEOUT_MS)
+      const stream = await mesh.dialProtocol(peerId, CONTROL_PROTOCOL, { signal })
+      try {
+        await writeJsonFrame(stream, req, { signal, maxBytes: MAX_CONTROL_FRAME_BYTES })
+        await stream.close({ signal })
+        const reply = await new ByteReader(stream).expectJson(controlReplySchema, MAX_CONTROL_FRAME_BYTES)
+        return reply
+      } catch (err) {
+        stream.abort(err as Error)
+        throw err
+      }
+    },
+    serve(handler) {
+      mesh.handle(CONTROL_PROTOCOL, async (stream: Stream, ctx) => {
+        const req = await new ByteReader(stream).expectJson(controlRequestSchema, MAX_CONTROL_FRAME_BYTES)
+        const reply = await handler({ peerId: ctx.peerId, site: ctx.site }, req)
+        await writeJsonFrame(stream, reply, { maxBytes: MAX_CONTROL_FRAME_BYTES })
+        await stream.close()
+      })
+    },
+    async close() {
+      await mesh.unhandle(CONTROL_PROTOCOL)
+    },
+  }
+}
