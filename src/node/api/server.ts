@@ -1,0 +1,49 @@
+// The daemon's local HTTP API (fastify on 127.0.0.1, port 0). Every route needs the bearer token
+// kept in api.token (0600). Route modules are composed here from one components object; a module
+// that is not present in this build (another layer not written yet) is skipped.
+import { timingSafeEqual } from 'node:crypto'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { NodeComponents, RouteModule } from './components.js'
+import { statusRoutes } from './status.js'
+
+export interface ApiServerInit {
+  components: NodeComponents
+  token: string
+  /** Extra route modules (later layers). */
+  modules?: RouteModule[]
+}
+
+export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 })
+  const expected = Buffer.from(`Bearer ${init.token}`)
+  app.addHook('onRequest', async (request, reply) => {
+    const given = Buffer.from(request.headers.authorization ?? '')
+    if (given.length !== expected.length || !timingSafeEqual(given, expected))
+      return reply.code(401).send({ error: 'missing or wrong API token (see api.token in the node folder)' })
+  })
+  app.setErrorHandler((err, request, reply) => {
+    const message = err instanceof Error ? err.message : String(err)
+    init.components.logger.warn({ route: request.url, reason: message }, 'API request failed')
+    const status = (err as { statusCode?: number }).statusCode ?? 500
+    reply.code(status >= 400 ? status : 500).send({ error: message.split('\n')[0] })
+  })
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ error: `no route ${request.method} ${request.url}` }),
+  )
+  await statusRoutes(app, init.components)
+  for (const module of init.modules ?? []) await module(app, init.components)
+  return app
+}
+
+/** Loads an optional route module by path relative to this folder; null when absent. */
+export async function loadOptionalRoutes(file: string, exportName: string): Promise<RouteModule | null> {
+  let mod: Record<string, unknown>
+  try {
+    mod = await import(new URL(file, import.meta.url).href)
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND') return null
+    throw err
+  }
+  const fn = mod[exportName]
+  return typeof fn === 'function' ? (fn as RouteModule) : null
+}
