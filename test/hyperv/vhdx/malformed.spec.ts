@@ -2,7 +2,7 @@
 // copy of a redundant structure (header, region table) falls back to the other copy.
 import { closeSync, openSync, readFileSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CorruptDiskError, DiskError } from '../../../src/hyperv/disk/errors.js'
+import { CorruptDiskError, DiskError, UnsupportedDiskError } from '../../../src/hyperv/disk/errors.js'
 import { crc32c, createVhdx } from '../../../src/hyperv/disk/vhdx/index.js'
 import { batOffsetOf, HAVE_QEMU, MiB, openParent, openRead, prng, readAll, run, tempDir } from './fixtures.js'
 
@@ -199,6 +199,35 @@ describe('malformed VHDX', () => {
     const path = tmp.path('random.bin')
     writeFileSync(path, Buffer.from(Array.from({ length: 2 * MiB }, () => (rand() * 256) | 0)))
     expect(await openError(path)).toBeInstanceOf(CorruptDiskError)
+  })
+
+  it('an unknown required region, or an unknown header version, is unsupported rather than corrupt', async () => {
+    const region = await openError(
+      damaged('unknown-region', (b) => {
+        for (const t of [192 * 1024, 256 * 1024]) {
+          const n = b.readUInt32LE(t + 8)
+          const e = t + 16 + n * 32
+          b.fill(0x42, e, e + 16)
+          b.writeBigUInt64LE(BigInt(10 * MiB), e + 16)
+          b.writeUInt32LE(MiB, e + 24)
+          b.writeUInt32LE(1, e + 28)
+          b.writeUInt32LE(n + 1, t + 8)
+          refixChecksum(b, t, 64 * 1024)
+        }
+      }),
+    )
+    expect(region).toBeInstanceOf(UnsupportedDiskError)
+    expect(region.message).toMatch(/unknown required region/)
+    const version = await openError(
+      damaged('header-v2', (b) => {
+        for (const h of [64 * 1024, 128 * 1024]) {
+          b.writeUInt16LE(2, h + 66)
+          refixChecksum(b, h, 4096)
+        }
+      }),
+    )
+    expect(version).toBeInstanceOf(UnsupportedDiskError)
+    expect(version.message).toMatch(/header version 2/)
   })
 
   it('seeded mutations of headers, region tables, metadata and BAT never crash or hang', async () => {
