@@ -7,8 +7,8 @@ export const CHUNK_ID_BYTES = 32
 export const MAX_CHUNK_BYTES = 4 * 1024 * 1024
 /** JSON header of one frame. */
 export const MAX_HEADER_BYTES = 256 * 1024
-/** One frame: a header, a chunk and its id fit, with room to spare. */
-export const MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_HEADER_BYTES + 1024
+/** One frame: the largest chunk with its id and framing fits (the mesh's credit streams carry 4 MiB + 1 KiB). */
+export const MAX_FRAME_BYTES = MAX_CHUNK_BYTES + 1024
 /** Ids in one QUERY / GET / STORED / MISSING frame. */
 export const MAX_IDS_PER_FRAME = 8192
 /** Manifest entries (chunk index + id) in one MANIFEST frame. */

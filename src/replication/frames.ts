@@ -87,7 +87,7 @@ export class FrameDecoder {
     if (this.buffered < this.need) return null
     const body = this.take(this.need)
     this.need = -1
-    return parseBody(body)
+    return decodeFrameBody(body)
   }
 
   /** Takes exactly n bytes from the front, copying only when they span several pieces. */
@@ -114,7 +114,12 @@ export class FrameDecoder {
   }
 }
 
-function parseBody(body: Uint8Array): RawFrame {
+/** Decodes one frame without its length prefix (a message of a credit stream). */
+export function decodeFrameBody(body: Uint8Array): RawFrame {
+  if (body.length < KIND_AND_HEADER_LEN_BYTES)
+    throw new FrameError(`frame of ${body.length} bytes is shorter than its fixed fields`)
+  if (body.length > MAX_FRAME_BYTES)
+    throw new FrameError(`frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`)
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
   const kind = body[0]
   const headerLength = view.getUint32(1)

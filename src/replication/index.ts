@@ -1,5 +1,7 @@
 // Front door of the replication layer (DESIGN.md §3-4): per-VM protection pipelines, the chunks
 // and points protocols, target selection, scheduling and RPO accounting.
+
+export { type ChannelStats, MessageChannel } from './channel.js'
 export * from './constants.js'
 export {
   applyDelta,
@@ -12,6 +14,7 @@ export {
   shouldSendDelta,
 } from './delta.js'
 export * from './errors.js'
+export { Forwarder } from './forwarder.js'
 export { encodeFrame, FrameDecoder, type RawFrame } from './frames.js'
 export { type ChunkId, idFromBytes, idToBytes, packIds, unpackIds } from './ids.js'
 export { type LagAlarm, LagTracker, lagSeconds } from './lag.js'
@@ -29,7 +32,27 @@ export {
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
+export { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
+export { PointReceiver, type ReceiverStats } from './receiver.js'
+export { ReplicaDisks, type ReplicaRecord, replicaDiskPath } from './replica-disk.js'
 export { PointScheduler, type PointSchedulerInit } from './scheduler.js'
+export {
+  type PointSummary,
+  type ProtectRequest,
+  type ReplicationMesh,
+  ReplicationService,
+  type ReplicationServiceInit,
+  type VmReplicationStatus,
+} from './service.js'
+export {
+  type DeltaPatch,
+  type OfferItem,
+  type ReplicationLogger,
+  type ReplicationNetwork,
+  type SessionStats,
+  TargetSession,
+} from './session.js'
+export { type Protection, ProtectionFiles, packManifest, unpackManifest } from './settings.js'
 export {
   type CandidateNode,
   nextHop,

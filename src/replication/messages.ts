@@ -231,7 +231,9 @@ export type PointsMessage =
 
 const POINTS_KIND = { hello: 1, state: 2, point: 3, manifest: 4, commit: 5, ack: 6, nack: 7 } as const
 
-const vmName = z.string().min(1).max(256)
+/** VM names as the chunk store accepts them (they name points: `<vm>@<seq>`). */
+export const VM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+const vmName = z.string().regex(VM_NAME_PATTERN)
 const seqSchema = z.number().int().nonnegative()
 const helloHeader = z.object({ vm: vmName, vmId: z.string().max(256) }).strict()
 const diskShape = z.object({

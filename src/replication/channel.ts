@@ -1,0 +1,60 @@
+// A typed message channel over one libp2p stream: the mesh's CreditStream bounds the bytes in
+// flight in both directions; each credit-stream message is one of our frames (without its length
+// prefix, which the credit stream already carries). Counts wire bytes for the figures.
+import { CreditStream, type DuplexByteStream } from '../mesh/index.js'
+import { FrameError } from './errors.js'
+import { decodeFrameBody, FRAME_PREFIX_BYTES, type RawFrame } from './frames.js'
+
+/** Framing the credit stream adds to every message. */
+const CREDIT_HEADER_BYTES = 5
+
+export interface ChannelStats {
+  bytesSent: number
+  bytesReceived: number
+}
+
+export class MessageChannel<M> {
+  readonly stats: ChannelStats = { bytesSent: 0, bytesReceived: 0 }
+  private readonly credit: CreditStream
+  private readonly iterator: AsyncIterator<Uint8Array>
+
+  constructor(
+    stream: DuplexByteStream,
+    private readonly encode: (m: M) => Uint8Array,
+    private readonly decode: (f: RawFrame) => M,
+    windowBytes?: number,
+  ) {
+    this.credit = new CreditStream(stream, { windowBytes, onError: () => {} })
+    this.iterator = this.credit[Symbol.asyncIterator]()
+  }
+
+  async send(m: M, signal?: AbortSignal): Promise<void> {
+    const frame = this.encode(m).subarray(FRAME_PREFIX_BYTES)
+    this.stats.bytesSent += frame.length + CREDIT_HEADER_BYTES
+    await this.credit.send(frame, { signal })
+  }
+
+  /** The next message, or null when the remote ended its half. Throws FrameError on a bad frame. */
+  async next(): Promise<M | null> {
+    const r = await this.iterator.next()
+    if (r.done) return null
+    this.stats.bytesReceived += r.value.length + CREDIT_HEADER_BYTES
+    return this.decode(decodeFrameBody(r.value))
+  }
+
+  /** The next message, which must exist and be of `type`. */
+  async expect<T extends M & { type: string }>(type: T['type'], what: string): Promise<T> {
+    const m = (await this.next()) as (M & { type: string }) | null
+    if (m === null) throw new FrameError(`stream ended while waiting for ${what}`)
+    if (m.type !== type) throw new FrameError(`expected ${what}, got a '${m.type}' frame`)
+    return m as T
+  }
+
+  async end(): Promise<void> {
+    await this.credit.end().catch(() => {})
+  }
+
+  abort(err: Error): void {
+    this.credit.abort(err)
+  }
+}

@@ -1,0 +1,468 @@
+// The protection pipeline of one VM on its source node. One cycle:
+//
+//   createPoint(sinceReference) ─▶ read only the changed chunks of the frozen disks ─▶ hash
+//   ─▶ per target: query what it lacks ─▶ send chunks, or sub-chunk deltas against the chunk it
+//   holds ─▶ commit the point once every chunk is stored there ─▶ releasePoint ─▶ save state.
+//
+// Each target is at some point already: the previous one (incremental, deltas allowed), a few
+// behind (the change log names what else changed), or none/unknown (full manifest; the query
+// still skips every chunk it holds, which is how an interrupted seed resumes and how VMs dedup).
+// A scheduler spaces cycles to keep the lag well under the RPO.
+import { hashFunction } from '../chunkstore/index.js'
+import type { ConsistencyPoint, Hypervisor, VirtualDisk } from '../hyperv/index.js'
+import { chunkLength, extractDelta, rangesByChunk, shouldSendDelta } from './delta.js'
+import type { ChunkId } from './ids.js'
+import type { LagTracker } from './lag.js'
+import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
+import { PointScheduler } from './scheduler.js'
+import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
+import { CHANGE_LOG_POINTS, type Protection, type ProtectionFiles, type SourceState } from './settings.js'
+import { planRoutes } from './targets.js'
+
+export const DEFAULT_CHUNK_BYTES = 256 * 1024
+/** Chunks read from the frozen disk per batch (bounded memory: batch x chunk size). */
+const READ_BATCH_CHUNKS = 32
+const RETRY_AFTER_FAILURE_MS = 1000
+
+export interface ProtectorComponents {
+  network: ReplicationNetwork
+  hypervisor: Hypervisor
+  files: ProtectionFiles
+  lag: LagTracker
+  logger: ReplicationLogger
+  /** Hash algorithm of chunk ids (the store's). */
+  hashAlgorithm: 'blake3' | 'sha256'
+  /** Fault injection for tests: corrupt this many first chunks sent to each target. */
+  corruptChunks?: number
+}
+
+export interface TargetProgress {
+  peer: string
+  seq: number | null
+  time: number | null
+  chunksSent: number
+  deltasSent: number
+  payloadBytes: number
+  wireBytes: number
+  resent: number
+  lastError: string | null
+}
+
+type Mode = 'delta' | 'log' | 'full'
+
+interface Live {
+  session: TargetSession
+  mode: Mode
+  forward: string[]
+  entries: ManifestEntry[][]
+  /** Indexes already offered this cycle, per disk. */
+  offered: Array<Set<number>>
+  /** Its stats were added to the target's progress. */
+  noted: boolean
+}
+
+export class VmProtector {
+  readonly progress = new Map<string, TargetProgress>()
+  private readonly scheduler: PointScheduler
+  private state!: SourceState
+  private manifests: Array<Array<ChunkId | null>> | null = null
+  private readonly hash: (b: Uint8Array) => Buffer
+  private loop: Promise<void> | null = null
+  private readonly abort = new AbortController()
+  private wake: (() => void) | null = null
+  cycles = 0
+
+  constructor(
+    readonly protection: Protection,
+    private readonly c: ProtectorComponents,
+  ) {
+    this.scheduler = new PointScheduler({ rpoMs: protection.rpoSeconds * 1000 })
+    this.hash = hashFunction(c.hashAlgorithm)
+    for (const hop of planRoutes(protection.targets, protection.chain))
+      this.progress.set(hop.to, emptyProgress(hop.to))
+  }
+
+  get lastSeq(): number | null {
+    return this.state?.seq ?? null
+  }
+
+  async start(): Promise<void> {
+    const { state, manifests } = await this.c.files.readState(this.protection.vm)
+    this.state = state
+    this.manifests = manifests
+    const now = Date.now()
+    for (const { to: peer } of planRoutes(this.protection.targets, this.protection.chain)) {
+      const t = state.targets[peer]
+      this.c.lag.track(this.protection.vm, peer, this.protection.rpoSeconds, now, t?.time ?? null)
+      const p = this.progress.get(peer)
+      if (p && t) Object.assign(p, { seq: t.seq, time: t.time })
+    }
+    this.loop = this.run()
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort(new Error('protection stopped'))
+    this.wake?.()
+    await this.loop?.catch(() => {})
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal
+    while (!signal.aborted) {
+      const started = Date.now()
+      let failed = false
+      try {
+        failed = !(await this.cycle())
+      } catch (err) {
+        failed = true
+        if (!signal.aborted)
+          this.c.logger.warn(
+            { vm: this.protection.vm, reason: (err as Error).message },
+            'replication cycle failed',
+          )
+      }
+      this.cycles++
+      const cycleMs = Date.now() - started
+      this.scheduler.observeCycle(cycleMs)
+      const lagMs = (this.c.lag.worstLag(this.protection.vm, Date.now()) ?? 0) * 1000
+      const delay = failed
+        ? Math.max(RETRY_AFTER_FAILURE_MS, this.scheduler.delayMs(cycleMs, lagMs))
+        : this.scheduler.delayMs(cycleMs, lagMs)
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay)
+        this.wake = () => {
+          clearTimeout(t)
+          resolve()
+        }
+      })
+    }
+  }
+
+  /** One point to every direct target. True when every target committed it. */
+  async cycle(): Promise<boolean> {
+    const { vm, vmId } = this.protection
+    const signal = this.abort.signal
+    const live: Live[] = []
+    for (const hop of planRoutes(this.protection.targets, this.protection.chain)) {
+      try {
+        const session = await TargetSession.open({
+          network: this.c.network,
+          peer: hop.to,
+          vm,
+          vmId,
+          logger: this.c.logger,
+          signal,
+          corruptChunks: this.c.corruptChunks,
+        })
+        live.push({ session, mode: 'full', forward: hop.forward, entries: [], offered: [], noted: false })
+      } catch (err) {
+        this.noteError(hop.to, err as Error)
+      }
+    }
+    if (live.length === 0) return false
+    const info = await this.c.hypervisor.getVm(vm)
+    const point = await this.c.hypervisor.createPoint(vm, { sinceReference: this.state.reference, signal })
+    let manifests: Array<Array<ChunkId | null>> | null = null
+    let reference: string | null = null
+    const seq = Math.max(this.state.seq ?? 0, ...live.map((l) => l.session.state.lastSeq ?? 0)) + 1
+    try {
+      const geometry = point.disks.map((d, i) => ({
+        virtualSize: d.virtualSize,
+        chunkSize:
+          this.state.disks[i]?.virtualSize === d.virtualSize
+            ? this.state.disks[i].chunkSize
+            : DEFAULT_CHUNK_BYTES,
+      }))
+      const sameGeometry =
+        this.manifests !== null &&
+        geometry.length === this.state.disks.length &&
+        geometry.every((g, i) => g.virtualSize === this.state.disks[i].virtualSize)
+      const prev = sameGeometry ? this.manifests : null
+      for (const l of live) l.mode = this.modeFor(l.session.state.lastSeq, prev !== null)
+      manifests = []
+      const changed: number[][] = []
+      for (let i = 0; i < point.disks.length; i++) {
+        const disk = await this.c.hypervisor.openPointDisk(point, i)
+        try {
+          const r = await this.readDisk(point, i, disk, geometry[i].chunkSize, prev?.[i] ?? null, live)
+          manifests.push(r.ids)
+          changed.push(r.changed)
+        } finally {
+          await disk.close()
+        }
+      }
+      const header: Omit<PointHeader, 'baseSeq' | 'forward' | 'disks'> = {
+        vm,
+        vmId,
+        seq,
+        epoch: this.state.epoch,
+        time: point.time,
+        consistency: point.consistency,
+        alg: this.c.hashAlgorithm,
+        source: this.c.network.peerId,
+        rpoSeconds: this.protection.rpoSeconds,
+        config: info as unknown as Record<string, unknown>,
+      }
+      await Promise.all(live.map((l) => this.commitTo(l, header, geometry, point)))
+      this.state = {
+        ...this.state,
+        seq,
+        time: point.time,
+        disks: geometry,
+        changeLog: [...this.state.changeLog, { seq, indexes: changed }].slice(-CHANGE_LOG_POINTS),
+      }
+    } finally {
+      for (const l of live) await l.session.close().catch(() => {})
+      try {
+        reference = await this.c.hypervisor.releasePoint(point)
+      } catch (err) {
+        this.c.logger.warn(
+          { vm, reason: (err as Error).message },
+          'releasing the point failed; the next point reads everything',
+        )
+      }
+      if (manifests && manifests.length === point.disks.length && this.state.seq === seq) {
+        this.manifests = manifests
+        this.state.reference = reference
+      } else {
+        this.state.reference = null
+      }
+      for (const l of live) if (!l.noted) this.noteStats(l.session)
+      await this.c.files.writeState(vm, this.state, this.state.seq === seq ? this.manifests : null)
+    }
+    const direct = planRoutes(this.protection.targets, this.protection.chain).length
+    return live.length === direct && live.every((l) => this.state.targets[l.session.peer]?.seq === seq)
+  }
+
+  private modeFor(lastSeq: number | null, havePrev: boolean): Mode {
+    if (lastSeq === null || !havePrev || this.state.seq === null) return 'full'
+    if (lastSeq === this.state.seq) return 'delta'
+    const needed = this.state.changeLog.filter((e) => e.seq > lastSeq)
+    const contiguous = needed.length === this.state.seq - lastSeq && lastSeq < this.state.seq
+    return contiguous ? 'log' : 'full'
+  }
+
+  /** Reads the chunks that may have changed, offers them to every target; returns the manifest. */
+  private async readDisk(
+    point: ConsistencyPoint,
+    diskIndex: number,
+    disk: VirtualDisk,
+    chunkSize: number,
+    prev: Array<ChunkId | null> | null,
+    live: Live[],
+  ): Promise<{ ids: Array<ChunkId | null>; changed: number[] }> {
+    const virtualSize = point.disks[diskIndex].virtualSize
+    const count = Math.ceil(virtualSize / chunkSize)
+    const ids: Array<ChunkId | null> = prev ? [...prev] : new Array(count).fill(null)
+    const tracked = point.disks[diskIndex].changed
+    const byChunk =
+      prev && tracked
+        ? rangesByChunk(
+            tracked.map((r) => ({ offset: r.offset, length: r.length })),
+            chunkSize,
+            virtualSize,
+          )
+        : null
+    const toRead = byChunk ? [...byChunk.keys()] : await dataChunks(disk, chunkSize, count)
+    const changed: number[] = []
+    const changedSet = new Set<number>()
+    for (const l of live) {
+      l.offered[diskIndex] = new Set()
+      l.entries[diskIndex] = []
+    }
+    for (let at = 0; at < toRead.length; at += READ_BATCH_CHUNKS) {
+      this.abort.signal.throwIfAborted()
+      const batch: OfferItem[] = []
+      const batchIndexes: number[] = []
+      const patches = new Map<ChunkId, { base: ChunkId | null; ranges: ByteRange[]; bytes: Uint8Array }>()
+      for (const index of toRead.slice(at, at + READ_BATCH_CHUNKS)) {
+        const length = chunkLength(index, chunkSize, virtualSize)
+        const bytes = Buffer.allocUnsafe(length)
+        await disk.read(bytes, index * chunkSize, length)
+        const id = isZero(bytes) ? null : this.hash(bytes).toString('hex')
+        const before = prev ? prev[index] : undefined
+        if (prev && id === before) continue
+        ids[index] = id
+        changed.push(index)
+        changedSet.add(index)
+        batchIndexes.push(index)
+        if (id === null) continue
+        const ranges = byChunk?.get(index)
+        if (before !== undefined && ranges && shouldSendDelta(ranges, length))
+          patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
+        batch.push({ id, length, load: async () => bytes, delta: async () => patches.get(id) ?? null })
+      }
+      await this.offerAll(live, diskIndex, batch, batchIndexes)
+    }
+    // With no tracking (first point, or the reference was lost) every chunk was read: `changed`
+    // then holds each chunk whose id differs from the previous manifest, zero ones included.
+    if (!prev) for (let i = 0; i < count; i++) if (ids[i] === null && !changedSet.has(i)) changed.push(i)
+    await this.offerExtras(live, diskIndex, disk, chunkSize, virtualSize, ids)
+    return { ids, changed: changed.sort((a, b) => a - b) }
+  }
+
+  private async offerAll(
+    live: Live[],
+    diskIndex: number,
+    batch: OfferItem[],
+    changed: number[],
+  ): Promise<void> {
+    await Promise.all(
+      live.map(async (l) => {
+        if (l.session.error) return
+        try {
+          await l.session.offer(l.mode === 'delta' ? batch : batch.map((b) => ({ ...b, delta: undefined })))
+        } catch (err) {
+          this.noteError(l.session.peer, err as Error)
+          l.session.abort(err as Error)
+        }
+      }),
+    )
+    for (const l of live) for (const index of changed) l.offered[diskIndex].add(index)
+  }
+
+  /** Chunks a lagging or new target needs beyond this point's changes, read on demand. */
+  private async offerExtras(
+    live: Live[],
+    diskIndex: number,
+    disk: VirtualDisk,
+    chunkSize: number,
+    virtualSize: number,
+    ids: Array<ChunkId | null>,
+  ): Promise<void> {
+    for (const l of live) {
+      const wanted = new Set<number>(l.offered[diskIndex])
+      if (l.mode === 'full') for (let i = 0; i < ids.length; i++) if (ids[i] !== null) wanted.add(i)
+      if (l.mode === 'log') {
+        const since = l.session.state.lastSeq ?? 0
+        for (const e of this.state.changeLog)
+          if (e.seq > since) for (const i of e.indexes[diskIndex] ?? []) wanted.add(i)
+      }
+      const sorted = [...wanted].sort((a, b) => a - b)
+      l.entries[diskIndex] = sorted
+        .filter((i) => l.mode !== 'full' || ids[i] !== null)
+        .map((index) => ({ index, id: ids[index] }))
+      if (l.session.error) continue
+      const extra = sorted.filter((i) => !l.offered[diskIndex].has(i) && ids[i] !== null)
+      try {
+        for (let at = 0; at < extra.length; at += READ_BATCH_CHUNKS * 8) {
+          const items: OfferItem[] = extra.slice(at, at + READ_BATCH_CHUNKS * 8).map((index) => {
+            const length = chunkLength(index, chunkSize, virtualSize)
+            return {
+              id: ids[index] as ChunkId,
+              length,
+              load: async () => {
+                const bytes = Buffer.allocUnsafe(length)
+                await disk.read(bytes, index * chunkSize, length)
+                return bytes
+              },
+            }
+          })
+          await l.session.offer(items)
+        }
+      } catch (err) {
+        this.noteError(l.session.peer, err as Error)
+        l.session.abort(err as Error)
+      }
+    }
+  }
+
+  private async commitTo(
+    l: Live,
+    header: Omit<PointHeader, 'baseSeq' | 'forward' | 'disks'>,
+    geometry: Array<{ virtualSize: number; chunkSize: number }>,
+    point: ConsistencyPoint,
+  ): Promise<void> {
+    if (l.session.error) return
+    const peer = l.session.peer
+    try {
+      await l.session.commit(
+        {
+          ...header,
+          baseSeq: l.mode === 'full' ? null : l.session.state.lastSeq,
+          forward: l.forward,
+          disks: geometry.map((g, index) => ({ index, ...g, entries: l.entries[index].length })),
+        },
+        l.entries,
+      )
+      l.noted = true
+      this.noteStats(l.session)
+      this.state.targets[peer] = { seq: header.seq, time: point.time }
+      this.c.lag.committed(this.protection.vm, peer, point.time)
+      const p = this.progress.get(peer)
+      if (p) Object.assign(p, { seq: header.seq, time: point.time, lastError: null })
+      this.c.logger.info(
+        {
+          vm: header.vm,
+          seq: header.seq,
+          peer,
+          mode: l.mode,
+          chunks: l.session.stats.chunksSent,
+          deltas: l.session.stats.deltasSent,
+          bytes: l.session.stats.payloadBytes,
+        },
+        `point ${header.vm}@${header.seq} committed on ${peer}`,
+      )
+    } catch (err) {
+      this.noteError(peer, err as Error)
+    }
+  }
+
+  private noteError(peer: string, err: Error): void {
+    const p = this.progress.get(peer) ?? emptyProgress(peer)
+    p.lastError = err.message
+    this.progress.set(peer, p)
+    this.c.logger.warn({ vm: this.protection.vm, peer, reason: err.message }, `replication to ${peer} failed`)
+  }
+
+  private noteStats(session: TargetSession): void {
+    const p = this.progress.get(session.peer) ?? emptyProgress(session.peer)
+    p.chunksSent += session.stats.chunksSent
+    p.deltasSent += session.stats.deltasSent
+    p.payloadBytes += session.stats.payloadBytes
+    p.wireBytes += session.stats.wireBytes
+    p.resent += session.stats.resent
+    this.progress.set(session.peer, p)
+  }
+}
+
+function emptyProgress(peer: string): TargetProgress {
+  return {
+    peer,
+    seq: null,
+    time: null,
+    chunksSent: 0,
+    deltasSent: 0,
+    payloadBytes: 0,
+    wireBytes: 0,
+    resent: 0,
+    lastError: null,
+  }
+}
+
+const ZERO_PAGE = Buffer.alloc(64 * 1024)
+function isZero(b: Buffer): boolean {
+  for (let at = 0; at < b.length; at += ZERO_PAGE.length) {
+    const n = Math.min(ZERO_PAGE.length, b.length - at)
+    if (b.compare(ZERO_PAGE, 0, n, at, at + n) !== 0) return false
+  }
+  return true
+}
+
+/** Indexes of chunks that hold any data (zero extents are skipped without reading). */
+async function dataChunks(disk: VirtualDisk, chunkSize: number, count: number): Promise<number[]> {
+  const out = new Set<number>()
+  let extents: Awaited<ReturnType<VirtualDisk['map']>>
+  try {
+    extents = await disk.map({ resolveParents: true })
+  } catch {
+    return Array.from({ length: count }, (_, i) => i)
+  }
+  for (const e of extents) {
+    if (e.state === 'zero') continue
+    const first = Math.floor(e.start / chunkSize)
+    const last = Math.min(count - 1, Math.floor((e.start + e.length - 1) / chunkSize))
+    for (let i = first; i <= last; i++) out.add(i)
+  }
+  return [...out].sort((a, b) => a - b)
+}

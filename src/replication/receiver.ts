@@ -1,0 +1,329 @@
+// The receiving side of the chunks and points protocols (see session.ts for the flow). Every
+// chunk is hashed before it is stored; one that fails is rejected (the sender sends it again) and
+// the sender is named in the log. A point is committed only when every chunk its manifests name
+// is in the store; then the replica VHDX is brought up to it and the point is forwarded.
+import {
+  type ChunkLease,
+  type ChunkStore,
+  IncompletePointError,
+  MissingChunkError,
+  type RecoveryPoint,
+  ChunkHashMismatchError as StoreHashMismatchError,
+} from '../chunkstore/index.js'
+import type { DuplexByteStream } from '../mesh/index.js'
+import { MessageChannel } from './channel.js'
+import { MAX_IDS_PER_FRAME } from './constants.js'
+import { rebuildChunk } from './delta.js'
+import { ChunkHashMismatchError, FrameError } from './errors.js'
+import type { ChunkId } from './ids.js'
+import {
+  type ChunksMessage,
+  decodeChunksMessage,
+  decodePointsMessage,
+  encodeChunksMessage,
+  encodePointsMessage,
+  type ManifestEntry,
+  type NackReason,
+  type PointHeader,
+  type PointsMessage,
+  VM_NAME_PATTERN,
+} from './messages.js'
+import { buildManifest, findPoint, hashHex, readManifestIds } from './replica-store.js'
+import type { ReplicationLogger } from './session.js'
+
+/** Received bytes after which the store is flushed, so a restarted seed resumes from them. */
+const FLUSH_EVERY_BYTES = 16 * 1024 * 1024
+const FLUSH_EVERY_MS = 1000
+
+export interface ReceiverStats {
+  chunksStored: number
+  deltasApplied: number
+  bytesStored: number
+  rejected: number
+}
+
+export interface ReceiverComponents {
+  store: ChunkStore
+  logger: ReplicationLogger
+  /** Called after a point is committed in the store (replica disk, forwarding, gossip). */
+  onCommitted(point: RecoveryPoint, header: PointHeader, fromPeer: string): void
+}
+
+export class PointReceiver {
+  readonly stats: ReceiverStats = { chunksStored: 0, deltasApplied: 0, bytesStored: 0, rejected: 0 }
+
+  constructor(private readonly c: ReceiverComponents) {}
+
+  async handleChunks(stream: DuplexByteStream, ctx: { peerId: string }): Promise<void> {
+    const ch = new MessageChannel(stream, encodeChunksMessage, decodeChunksMessage)
+    const lease = this.c.store.lease()
+    let unflushed = 0
+    const timer = setInterval(() => {
+      if (unflushed === 0) return
+      unflushed = 0
+      this.c.store.flush().catch(() => {})
+    }, FLUSH_EVERY_MS)
+    try {
+      for (;;) {
+        const m = await ch.next()
+        if (m === null) break
+        unflushed += await this.onChunksMessage(m, ch, lease, ctx.peerId)
+        if (unflushed >= FLUSH_EVERY_BYTES) {
+          unflushed = 0
+          await this.c.store.flush()
+        }
+      }
+      await ch.end()
+    } finally {
+      clearInterval(timer)
+      await this.c.store.flush().catch(() => {})
+      lease.release()
+    }
+  }
+
+  /** Handles one frame; returns the bytes it stored. */
+  private async onChunksMessage(
+    m: ChunksMessage,
+    ch: MessageChannel<ChunksMessage>,
+    lease: ChunkLease,
+    peer: string,
+  ): Promise<number> {
+    const store = this.c.store
+    switch (m.type) {
+      case 'query': {
+        const missing = new Set(await store.has(m.ids))
+        await ch.send({ type: 'lack', req: m.req, lacking: m.ids.map((id) => missing.has(id)) })
+        return 0
+      }
+      case 'chunk':
+        return this.store(m.id, m.bytes, ch, lease, peer, false)
+      case 'delta': {
+        let base: Uint8Array | null = null
+        if (m.base !== null) {
+          try {
+            base = await store.getChunk(m.base)
+          } catch (err) {
+            if (!(err instanceof MissingChunkError)) throw err
+            await ch.send({ type: 'reject', id: m.id, reason: 'base-missing' })
+            return 0
+          }
+        }
+        let rebuilt: Uint8Array
+        try {
+          rebuilt = rebuildChunk(base, m, (b) => hashHex(store, b), peer)
+        } catch (err) {
+          if (!(err instanceof ChunkHashMismatchError || err instanceof FrameError)) throw err
+          return this.reject(m.id, ch, peer, err.message)
+        }
+        return this.store(m.id, rebuilt, ch, lease, peer, true)
+      }
+      case 'get': {
+        const missing: ChunkId[] = []
+        for (const id of m.ids) {
+          try {
+            await ch.send({ type: 'chunk', id, bytes: await store.getChunk(id) })
+          } catch {
+            missing.push(id)
+          }
+        }
+        await ch.send({ type: 'missing', req: m.req, ids: missing.slice(0, MAX_IDS_PER_FRAME) })
+        return 0
+      }
+      default:
+        throw new FrameError(`unexpected '${m.type}' frame from ${peer}`, 'chunks', peer)
+    }
+  }
+
+  private async store(
+    id: ChunkId,
+    bytes: Uint8Array,
+    ch: MessageChannel<ChunksMessage>,
+    lease: ChunkLease,
+    peer: string,
+    delta: boolean,
+  ): Promise<number> {
+    try {
+      await this.c.store.putChunk(id, bytes, lease)
+    } catch (err) {
+      if (!(err instanceof StoreHashMismatchError)) throw err
+      return this.reject(id, ch, peer, err.message)
+    }
+    if (delta) this.stats.deltasApplied++
+    else this.stats.chunksStored++
+    this.stats.bytesStored += bytes.length
+    await ch.send({ type: 'stored', ids: [id] })
+    return bytes.length
+  }
+
+  private async reject(
+    id: ChunkId,
+    ch: MessageChannel<ChunksMessage>,
+    peer: string,
+    reason: string,
+  ): Promise<number> {
+    this.stats.rejected++
+    this.c.logger.warn(
+      { peer, chunk: id, reason },
+      `rejected chunk ${id.slice(0, 16)}… from ${peer}: it failed verification; asked again`,
+    )
+    await ch.send({ type: 'reject', id, reason: 'hash' })
+    return 0
+  }
+
+  async handlePoints(stream: DuplexByteStream, ctx: { peerId: string }): Promise<void> {
+    const ch = new MessageChannel(stream, encodePointsMessage, decodePointsMessage)
+    for (;;) {
+      const m = await ch.next()
+      if (m === null) break
+      if (m.type === 'hello') {
+        if (!VM_NAME_PATTERN.test(m.vm))
+          throw new FrameError(`'${m.vm}' is not a VM name`, 'points', ctx.peerId)
+        const last = await this.c.store.lastPoint(m.vm)
+        await ch.send({
+          type: 'state',
+          vm: m.vm,
+          lastSeq: last?.seq ?? null,
+          epoch: last?.epoch ?? null,
+          disks: (last?.disks ?? []).map((d, index) => ({
+            index,
+            chunkSize: d.chunkSize,
+            virtualSize: d.virtualSize,
+          })),
+        })
+      } else if (m.type === 'point') {
+        const entries = await collectManifests(ch, m.point)
+        const verdict = await this.commit(m.point, entries, ctx.peerId)
+        if (verdict === null) await ch.send({ type: 'ack', seq: m.point.seq })
+        else await ch.send({ type: 'nack', seq: m.point.seq, ...verdict })
+      } else {
+        throw new FrameError(`unexpected '${m.type}' frame from ${ctx.peerId}`, 'points', ctx.peerId)
+      }
+    }
+    await ch.end()
+  }
+
+  /** Commits a received point; null when committed (or already held), else why not. */
+  async commit(
+    header: PointHeader,
+    entries: ManifestEntry[][],
+    peer: string,
+  ): Promise<{ reason: NackReason; message: string; missing: ChunkId[] } | null> {
+    const store = this.c.store
+    if (!VM_NAME_PATTERN.test(header.vm))
+      return { reason: 'invalid', message: `'${header.vm}' is not a VM name`, missing: [] }
+    if (await findPoint(store, header.vm, header.seq)) return null
+    const last = await store.lastPoint(header.vm)
+    if (last && last.seq > header.seq)
+      return { reason: 'stale', message: `holds point ${last.seq}, newer than ${header.seq}`, missing: [] }
+    let base: RecoveryPoint | undefined
+    if (header.baseSeq !== null) {
+      base = await findPoint(store, header.vm, header.baseSeq)
+      if (!base)
+        return {
+          reason: 'base-unknown',
+          message: `no point ${header.baseSeq} of ${header.vm} here`,
+          missing: [],
+        }
+    }
+    const manifests: Array<Array<ChunkId | null>> = []
+    for (const [position, d] of header.disks.entries()) {
+      if (d.index !== position)
+        return { reason: 'invalid', message: 'disks must be listed in index order', missing: [] }
+      const count = Math.ceil(d.virtualSize / d.chunkSize)
+      const baseDisk = base?.disks[d.index]
+      let ids: Array<ChunkId | null>
+      if (base && baseDisk && baseDisk.virtualSize === d.virtualSize && baseDisk.chunkSize === d.chunkSize)
+        ids = await readManifestIds(store, base, d.index)
+      else if (base)
+        return {
+          reason: 'base-unknown',
+          message: `disk ${d.index} changed geometry since point ${header.baseSeq}`,
+          missing: [],
+        }
+      else ids = new Array(count).fill(null)
+      for (const e of entries[d.index] ?? []) {
+        if (e.index >= count)
+          return {
+            reason: 'invalid',
+            message: `entry for chunk ${e.index} past disk ${d.index}'s ${count} chunks`,
+            missing: [],
+          }
+        ids[e.index] = e.id
+      }
+      manifests[d.index] = ids
+    }
+    const named = [...new Set(manifests.flat().filter((id): id is ChunkId => id !== null))]
+    const missing = await store.has(named)
+    if (missing.length > 0)
+      return { reason: 'missing-chunks', message: `${missing.length} chunk(s) not stored here`, missing }
+    const lease = store.lease()
+    try {
+      const disks = []
+      for (const d of header.disks) {
+        const root = await buildManifest(store, lease, d.virtualSize, d.chunkSize, manifests[d.index])
+        disks.push({
+          disk: String(d.index),
+          virtualSize: d.virtualSize,
+          chunkSize: d.chunkSize,
+          root,
+          hash: store.hashAlgorithm,
+        })
+      }
+      const point: RecoveryPoint = {
+        vm: header.vm,
+        seq: header.seq,
+        epoch: header.epoch,
+        time: header.time,
+        consistency: header.consistency,
+        disks,
+        config: header.config,
+        source: header.source,
+      }
+      try {
+        await store.commitPoint(point)
+      } catch (err) {
+        if (err instanceof IncompletePointError)
+          return { reason: 'missing-chunks', message: err.message, missing: err.missing }
+        throw err
+      }
+      this.c.logger.info(
+        { vm: header.vm, seq: header.seq, from: peer },
+        `committed point ${header.vm}@${header.seq}`,
+      )
+      this.c.onCommitted(point, header, peer)
+      return null
+    } finally {
+      lease.release()
+    }
+  }
+}
+
+/** Reads the manifest frames of a point up to its commit frame. */
+async function collectManifests(
+  ch: MessageChannel<PointsMessage>,
+  header: PointHeader,
+): Promise<ManifestEntry[][]> {
+  const entries: ManifestEntry[][] = header.disks.map(() => [])
+  const expected = header.disks.map((d) => d.entries)
+  for (;;) {
+    const m = await ch.next()
+    if (m === null) throw new FrameError(`stream ended inside point ${header.seq}`, 'points')
+    if (m.type === 'commit') {
+      if (m.seq !== header.seq) throw new FrameError(`commit ${m.seq} inside point ${header.seq}`, 'points')
+      header.disks.forEach((d, i) => {
+        if (entries[i].length !== d.entries)
+          throw new FrameError(
+            `disk ${d.index}: ${entries[i].length} of ${d.entries} manifest entries`,
+            'points',
+          )
+      })
+      return entries
+    }
+    if (m.type !== 'manifest' || m.seq !== header.seq)
+      throw new FrameError(`unexpected '${m.type}' frame inside point ${header.seq}`, 'points')
+    const i = header.disks.findIndex((d) => d.index === m.disk)
+    if (i < 0 || entries[i].length + m.entries.length > expected[i])
+      throw new FrameError(`manifest frame for disk ${m.disk} overruns the point`, 'points')
+    for (const e of m.entries) entries[i].push(e)
+  }
+}

@@ -1,0 +1,162 @@
+// The materialised replica: per VM, <dir>/replicas/<vm>/disk<i>.vhdx kept equal to the newest
+// committed point, so failover never waits for a restore. Only chunks that differ from the point
+// already applied are written. replica.json records `appliedSeq` and, while an apply runs,
+// `applyingSeq`: an apply interrupted by a crash is rolled forward from the store at start.
+import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { type ChunkStore, materialise, type RecoveryPoint } from '../chunkstore/index.js'
+import { createDisk, openDisk } from '../hyperv/index.js'
+import { findPoint } from './replica-store.js'
+import type { ReplicationLogger } from './session.js'
+
+export interface ReplicaRecord {
+  vm: string
+  vmId: string
+  source: string
+  rpoSeconds: number
+  forward: string[]
+  appliedSeq: number | null
+  applyingSeq: number | null
+  /** Freeze time of the newest committed point (ms). */
+  lastPointTime: number | null
+  lastSeq: number | null
+}
+
+export function replicaDiskPath(replicasDir: string, vm: string, disk: number): string {
+  return join(replicasDir, vm, `disk${disk}.vhdx`)
+}
+
+export class ReplicaDisks {
+  private readonly running = new Map<string, Promise<void>>()
+  private readonly updating = new Map<string, Promise<unknown>>()
+  private readonly wanted = new Map<string, RecoveryPoint>()
+
+  constructor(
+    private readonly replicasDir: string,
+    private readonly store: ChunkStore,
+    private readonly logger: ReplicationLogger,
+  ) {}
+
+  async read(vm: string): Promise<ReplicaRecord | null> {
+    try {
+      return JSON.parse(await readFile(join(this.replicasDir, vm, 'replica.json'), 'utf8')) as ReplicaRecord
+    } catch {
+      return null
+    }
+  }
+
+  async write(record: ReplicaRecord): Promise<void> {
+    const dir = join(this.replicasDir, record.vm)
+    await mkdir(dir, { recursive: true })
+    const tmp = join(dir, 'replica.json.tmp')
+    await writeFile(tmp, JSON.stringify(record, null, 2), { flush: true })
+    await rename(tmp, join(dir, 'replica.json'))
+  }
+
+  /** Read-modify-write of a VM's record, serialised per VM. */
+  update(
+    vm: string,
+    mutate: (r: ReplicaRecord | null) => ReplicaRecord | null,
+  ): Promise<ReplicaRecord | null> {
+    const prev = this.updating.get(vm) ?? Promise.resolve()
+    const next = prev
+      .catch(() => {})
+      .then(async () => {
+        const r = mutate(await this.read(vm))
+        if (r) await this.write(r)
+        return r
+      })
+    this.updating.set(vm, next)
+    return next
+  }
+
+  async list(): Promise<ReplicaRecord[]> {
+    let names: string[]
+    try {
+      names = await readdir(this.replicasDir)
+    } catch {
+      return []
+    }
+    const out: ReplicaRecord[] = []
+    for (const n of names) {
+      const r = await this.read(n)
+      if (r) out.push(r)
+    }
+    return out
+  }
+
+  /** Queues the VHDX update to `point`; several queued points collapse to the newest. */
+  apply(point: RecoveryPoint): Promise<void> {
+    this.wanted.set(point.vm, point)
+    const running = this.running.get(point.vm)
+    if (running) return running.then(() => this.apply(point))
+    const run = this.drain(point.vm).finally(() => this.running.delete(point.vm))
+    this.running.set(point.vm, run)
+    return run
+  }
+
+  /** Rolls forward every apply a crash interrupted. */
+  async recover(): Promise<void> {
+    for (const r of await this.list()) {
+      if (r.applyingSeq === null) continue
+      const point = await findPoint(this.store, r.vm, r.applyingSeq)
+      if (!point) continue
+      this.logger.warn({ vm: r.vm, seq: r.applyingSeq }, 'rolling forward an interrupted replica apply')
+      await this.apply(point)
+    }
+  }
+
+  /** Waits for queued applies (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()])
+  }
+
+  private async drain(vm: string): Promise<void> {
+    for (;;) {
+      const point = this.wanted.get(vm)
+      if (!point) return
+      this.wanted.delete(vm)
+      try {
+        await this.applyNow(point)
+      } catch (err) {
+        this.logger.warn(
+          { vm, seq: point.seq, reason: (err as Error).message },
+          'replica disk update failed; the store keeps the point',
+        )
+      }
+    }
+  }
+
+  private async applyNow(point: RecoveryPoint): Promise<void> {
+    const record = await this.read(point.vm)
+    if (!record) return
+    if (record.appliedSeq !== null && record.appliedSeq >= point.seq && record.applyingSeq === null) return
+    const base =
+      record.appliedSeq === null ? undefined : await findPoint(this.store, point.vm, record.appliedSeq)
+    await this.update(point.vm, (r) => (r ? { ...r, applyingSeq: point.seq } : r))
+    for (let i = 0; i < point.disks.length; i++) {
+      const path = replicaDiskPath(this.replicasDir, point.vm, i)
+      const fresh =
+        !base || !(await exists(path)) || base.disks[i]?.virtualSize !== point.disks[i].virtualSize
+      if (fresh) await rm(path, { force: true })
+      const disk = fresh
+        ? await createDisk(path, { format: 'vhdx', virtualSize: point.disks[i].virtualSize })
+        : await openDisk(path, { readOnly: false })
+      try {
+        await materialise(this.store, point, i, disk, fresh ? { targetIsZero: true } : { base })
+      } finally {
+        await disk.close()
+      }
+    }
+    await this.update(point.vm, (r) => (r ? { ...r, appliedSeq: point.seq, applyingSeq: null } : r))
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path)
+    return true
+  } catch {
+    return false
+  }
+}

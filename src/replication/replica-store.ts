@@ -1,0 +1,73 @@
+// What the replication layer needs of the chunk store, in its terms: chunk ids as hex (null for
+// an all-zero chunk), manifests as id lists, points named by VM and sequence number.
+import {
+  type ChunkLease,
+  type ChunkStore,
+  MERKLE_FANOUT,
+  type RecoveryPoint,
+  TreeBuilder,
+  treeShape,
+  ZERO_HEX,
+} from '../chunkstore/index.js'
+import type { ChunkId } from './ids.js'
+
+export type { ChunkStore, RecoveryPoint }
+
+const ZERO_ID = Buffer.alloc(32)
+
+export function hashHex(store: ChunkStore, bytes: Uint8Array): ChunkId {
+  return store.hash(bytes).toString('hex')
+}
+
+/** null for the zero flag, the id otherwise. */
+export function fromStoreId(hex: string): ChunkId | null {
+  return hex === ZERO_HEX ? null : hex
+}
+
+/** Every chunk id of one disk of a point, in disk order (null: zero chunk). */
+export async function readManifestIds(
+  store: ChunkStore,
+  point: RecoveryPoint,
+  disk: number,
+): Promise<Array<ChunkId | null>> {
+  const out: Array<ChunkId | null> = []
+  for await (const hex of store.readManifest(point.disks[disk])) out.push(fromStoreId(hex))
+  return out
+}
+
+/**
+ * Builds a manifest tree from ids in disk order and appends its new nodes to the store (made
+ * durable by the commitPoint that follows). Returns the root id.
+ */
+export async function buildManifest(
+  store: ChunkStore,
+  lease: ChunkLease,
+  virtualSize: number,
+  chunkSize: number,
+  ids: ReadonlyArray<ChunkId | null>,
+): Promise<string> {
+  const shape = treeShape(virtualSize, chunkSize, MERKLE_FANOUT)
+  const builder = new TreeBuilder(shape, store.hash, async (id, bytes) => {
+    const [found] = await store.lookupProtected([id.toString('hex')], lease)
+    if (found) return
+    const { written } = await store.appendChunks([{ id, bytes, kind: 'node' }])
+    await written
+  })
+  for (let i = 0; i < shape.chunkCount; i++) {
+    const id = ids[i]
+    await builder.push(id ? Buffer.from(id, 'hex') : ZERO_ID)
+  }
+  return (await builder.finish()).toString('hex')
+}
+
+export async function findPoint(
+  store: ChunkStore,
+  vm: string,
+  seq: number,
+): Promise<RecoveryPoint | undefined> {
+  try {
+    return await store.getPoint(`${vm}@${seq}`)
+  } catch {
+    return undefined
+  }
+}

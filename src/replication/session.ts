@@ -1,0 +1,364 @@
+// The sending side of one point to one target. Request flow:
+//
+//   points:  hello {vm} ──────────────▶ state {lastSeq}        (what the target holds already)
+//   chunks:  query ids ───────────────▶ lack bitmap            (per batch of chunks)
+//            chunk | delta ───────────▶ stored id | reject id  (bounded bytes in flight)
+//   points:  point, manifest…, commit ▶ ack | nack             (only once every chunk is stored)
+//
+// A rejected chunk (its hash did not verify on the target, or a delta's base is missing there)
+// is sent again in full, a bounded number of times. The session never reads the disk itself: the
+// caller offers items that know how to load their bytes (from a frozen point or from the store).
+import type { DuplexByteStream } from '../mesh/index.js'
+import { MessageChannel } from './channel.js'
+import {
+  DEFAULT_BYTES_IN_FLIGHT,
+  MAX_CHUNK_RETRIES,
+  MAX_ENTRIES_PER_FRAME,
+  MAX_IDS_PER_FRAME,
+} from './constants.js'
+import { CommitRefusedError, ReplicationError } from './errors.js'
+import type { ChunkId } from './ids.js'
+import {
+  type ByteRange,
+  CHUNKS_PROTOCOL,
+  type ChunksMessage,
+  decodeChunksMessage,
+  decodePointsMessage,
+  encodeChunksMessage,
+  encodePointsMessage,
+  type ManifestEntry,
+  POINTS_PROTOCOL,
+  type PointHeader,
+  type PointsMessage,
+} from './messages.js'
+
+/** How a node reaches its peers: MeshNode satisfies it; tests use an in-memory network. */
+export interface ReplicationNetwork {
+  readonly peerId: string
+  handle(
+    protocol: string,
+    handler: (stream: DuplexByteStream, ctx: { peerId: string }) => Promise<void>,
+  ): void
+  unhandle?(protocol: string): Promise<void>
+  dialProtocol(
+    peerId: string,
+    protocol: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<DuplexByteStream>
+}
+
+export interface ReplicationLogger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+}
+
+export interface DeltaPatch {
+  base: ChunkId | null
+  ranges: ByteRange[]
+  bytes: Uint8Array
+}
+
+/** A chunk the target may lack. */
+export interface OfferItem {
+  id: ChunkId
+  load(): Promise<Uint8Array>
+  /** A patch against a chunk the target holds, when one pays; null to send the whole chunk. */
+  delta?(): Promise<DeltaPatch | null>
+  length: number
+}
+
+export interface SessionStats {
+  queried: number
+  chunksSent: number
+  deltasSent: number
+  /** Chunk and delta payload bytes sent (resends included). */
+  payloadBytes: number
+  resent: number
+  /** Every byte of both streams in both directions, framing included. */
+  wireBytes: number
+}
+
+export interface TargetState {
+  lastSeq: number | null
+  epoch: number | null
+}
+
+interface InFlight {
+  item: OfferItem
+  bytes: number
+  attempts: number
+}
+
+export interface SessionInit {
+  network: ReplicationNetwork
+  peer: string
+  vm: string
+  vmId: string
+  logger: ReplicationLogger
+  signal?: AbortSignal
+  maxBytesInFlight?: number
+  /** Fault injection for tests: corrupt the bytes of this many first full chunks sent. */
+  corruptChunks?: number
+}
+
+export class TargetSession {
+  readonly stats: SessionStats = {
+    queried: 0,
+    chunksSent: 0,
+    deltasSent: 0,
+    payloadBytes: 0,
+    resent: 0,
+    wireBytes: 0,
+  }
+  private failure: Error | null = null
+  private readonly inFlight = new Map<ChunkId, InFlight>()
+  private bytesInFlight = 0
+  private readonly sent = new Set<ChunkId>()
+  private readonly queries = new Map<
+    number,
+    { resolve: (lacking: boolean[]) => void; reject: (err: Error) => void }
+  >()
+  private nextReq = 0
+  private waiters: Array<() => void> = []
+  private corruptLeft: number
+
+  private constructor(
+    private readonly init: SessionInit,
+    private readonly chunks: MessageChannel<ChunksMessage>,
+    private readonly points: MessageChannel<PointsMessage>,
+    readonly state: TargetState,
+  ) {
+    this.corruptLeft = init.corruptChunks ?? 0
+    void this.pump()
+  }
+
+  static async open(init: SessionInit): Promise<TargetSession> {
+    const { network, peer, signal } = init
+    const pointsStream = await network.dialProtocol(peer, POINTS_PROTOCOL, { signal })
+    const points = new MessageChannel(pointsStream, encodePointsMessage, decodePointsMessage)
+    try {
+      await points.send({ type: 'hello', vm: init.vm, vmId: init.vmId }, signal)
+      const state = await points.expect<Extract<PointsMessage, { type: 'state' }>>(
+        'state',
+        'the target state',
+      )
+      const chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal })
+      const chunks = new MessageChannel(chunksStream, encodeChunksMessage, decodeChunksMessage)
+      return new TargetSession(init, chunks, points, { lastSeq: state.lastSeq, epoch: state.epoch })
+    } catch (err) {
+      points.abort(err as Error)
+      throw err
+    }
+  }
+
+  get peer(): string {
+    return this.init.peer
+  }
+
+  get error(): Error | null {
+    return this.failure
+  }
+
+  /** Asks which items the target lacks and sends those, waiting for room in the window. */
+  async offer(items: OfferItem[]): Promise<void> {
+    const fresh = items.filter((it) => !this.sent.has(it.id))
+    const unique = [...new Map(fresh.map((it) => [it.id, it])).values()]
+    for (let at = 0; at < unique.length; at += MAX_IDS_PER_FRAME) {
+      const batch = unique.slice(at, at + MAX_IDS_PER_FRAME)
+      const lacking = await this.query(batch.map((it) => it.id))
+      for (let i = 0; i < batch.length; i++) {
+        this.sent.add(batch[i].id)
+        if (lacking[i]) await this.sendItem(batch[i], 0, true)
+      }
+    }
+  }
+
+  /** Ids among `ids` the target lacks (not counting chunks sent in this session). */
+  async query(ids: ChunkId[]): Promise<boolean[]> {
+    this.check()
+    const req = this.nextReq++
+    const answer = new Promise<boolean[]>((resolve, reject) => this.queries.set(req, { resolve, reject }))
+    answer.catch(() => {})
+    await this.chunks.send({ type: 'query', req, ids }, this.init.signal)
+    this.stats.queried += ids.length
+    const lacking = await answer
+    if (lacking.length !== ids.length)
+      throw new ReplicationError(`target ${this.peer} answered ${lacking.length} of ${ids.length} ids`)
+    return lacking
+  }
+
+  /** Resolves once every chunk sent is stored on the target (or fails). */
+  async settle(): Promise<void> {
+    while (this.inFlight.size > 0) {
+      this.check()
+      await this.wait()
+    }
+    this.check()
+  }
+
+  /** Commits a point whose chunks are all stored; throws CommitRefusedError on a nack. */
+  async commit(point: PointHeader, entries: ManifestEntry[][]): Promise<void> {
+    await this.settle()
+    const signal = this.init.signal
+    await this.points.send({ type: 'point', point }, signal)
+    for (let disk = 0; disk < entries.length; disk++) {
+      const list = entries[disk]
+      for (let at = 0; at < list.length; at += MAX_ENTRIES_PER_FRAME)
+        await this.points.send(
+          { type: 'manifest', seq: point.seq, disk, entries: list.slice(at, at + MAX_ENTRIES_PER_FRAME) },
+          signal,
+        )
+    }
+    await this.points.send({ type: 'commit', seq: point.seq }, signal)
+    const reply = await this.points.next()
+    if (reply === null)
+      throw new CommitRefusedError(
+        `target ${this.peer} closed the stream before answering`,
+        this.peer,
+        'closed',
+      )
+    if (reply.type === 'nack') {
+      throw new CommitRefusedError(
+        `target ${this.peer} refused point ${point.seq}: ${reply.message}`,
+        this.peer,
+        reply.reason,
+      )
+    }
+    if (reply.type !== 'ack' || reply.seq !== point.seq)
+      throw new CommitRefusedError(
+        `target ${this.peer} answered a '${reply.type}' frame to commit ${point.seq}`,
+        this.peer,
+        'invalid',
+      )
+    this.stats.wireBytes = this.wire()
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.chunks.end(), this.points.end()])
+    this.stats.wireBytes = this.wire()
+  }
+
+  abort(err: Error): void {
+    this.fail(err)
+    this.chunks.abort(err)
+    this.points.abort(err)
+    this.stats.wireBytes = this.wire()
+  }
+
+  private wire(): number {
+    const c = this.chunks.stats
+    const p = this.points.stats
+    return c.bytesSent + c.bytesReceived + p.bytesSent + p.bytesReceived
+  }
+
+  private async sendItem(item: OfferItem, attempts: number, allowDelta: boolean): Promise<void> {
+    while (
+      this.bytesInFlight > 0 &&
+      this.bytesInFlight + item.length > (this.init.maxBytesInFlight ?? DEFAULT_BYTES_IN_FLIGHT)
+    ) {
+      this.check()
+      await this.wait()
+    }
+    this.check()
+    const patch = allowDelta && item.delta ? await item.delta() : null
+    let message: ChunksMessage
+    let bytes: number
+    if (patch) {
+      message = {
+        type: 'delta',
+        id: item.id,
+        base: patch.base,
+        length: item.length,
+        ranges: patch.ranges,
+        bytes: patch.bytes,
+      }
+      bytes = patch.bytes.length
+      this.stats.deltasSent++
+    } else {
+      let data = await item.load()
+      if (this.corruptLeft > 0) {
+        this.corruptLeft--
+        data = Uint8Array.from(data)
+        data[0] ^= 0xff
+        this.init.logger.warn(
+          { peer: this.peer, chunk: item.id },
+          'fault injection: sending a corrupted chunk',
+        )
+      }
+      message = { type: 'chunk', id: item.id, bytes: data }
+      bytes = data.length
+      this.stats.chunksSent++
+    }
+    this.inFlight.set(item.id, { item, bytes, attempts })
+    this.bytesInFlight += bytes
+    this.stats.payloadBytes += bytes
+    await this.chunks.send(message, this.init.signal)
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        const m = await this.chunks.next()
+        if (m === null) break
+        if (m.type === 'lack') {
+          this.queries.get(m.req)?.resolve(m.lacking)
+          this.queries.delete(m.req)
+        } else if (m.type === 'stored') {
+          for (const id of m.ids) this.landed(id)
+        } else if (m.type === 'reject') {
+          await this.rejected(m.id, m.reason)
+        } else {
+          throw new ReplicationError(`target ${this.peer} sent an unexpected '${m.type}' frame`)
+        }
+        this.wake()
+      }
+      if (this.inFlight.size > 0 || this.queries.size > 0)
+        this.fail(new ReplicationError(`target ${this.peer} ended the chunks stream early`))
+    } catch (err) {
+      this.fail(err as Error)
+    }
+  }
+
+  private landed(id: ChunkId): void {
+    const f = this.inFlight.get(id)
+    if (!f) return
+    this.inFlight.delete(id)
+    this.bytesInFlight -= f.bytes
+  }
+
+  private async rejected(id: ChunkId, reason: string): Promise<void> {
+    const f = this.inFlight.get(id)
+    if (!f) return
+    this.landed(id)
+    this.init.logger.warn(
+      { peer: this.peer, chunk: id, reason, attempt: f.attempts + 1 },
+      'target rejected a chunk; sending it again in full',
+    )
+    if (f.attempts + 1 > MAX_CHUNK_RETRIES)
+      throw new ReplicationError(`chunk ${id} rejected ${f.attempts + 1} times by ${this.peer} (${reason})`)
+    this.stats.resent++
+    // Resend without blocking the pump (it must keep reading acks to free the window).
+    this.sendItem(f.item, f.attempts + 1, false).catch((err) => this.fail(err as Error))
+  }
+
+  private wait(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w()
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure
+    this.init.signal?.throwIfAborted()
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return
+    this.failure = err
+    for (const q of this.queries.values()) q.reject(err)
+    this.queries.clear()
+    this.wake()
+  }
+}
