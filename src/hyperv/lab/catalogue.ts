@@ -1,7 +1,7 @@
 // The lab host's catalogue: VM folders under vmsDir. Creating, finding, registering and
 // unregistering VMs are plain file operations, so they work with or without a running node.
 import { mkdir, readdir, rm, rmdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { createDisk, type DiskFormat, openDisk } from '../disk/index.js'
 import {
   HypervisorError,
@@ -158,7 +158,8 @@ export class LabCatalogue {
     if (existing.some((e) => e.config.id === id))
       throw new HypervisorError(`a VM with id ${id} is already registered`)
     const disks: VmConfig['disks'] = []
-    for (const path of diskPaths) {
+    for (const given of diskPaths) {
+      const path = resolve(given)
       const disk = await openDisk(path, { readOnly: true })
       disks.push({ path, format: disk.format, virtualSize: disk.virtualSize })
       await disk.close()

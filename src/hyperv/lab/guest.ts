@@ -5,7 +5,7 @@
 import { randomFillSync } from 'node:crypto'
 import { open, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { GUEST_PID_FILE, WORKLOAD_TICK_MS } from './constants.js'
+import { GUEST_PID_FILE, MAX_JOURNAL_BYTES, MAX_WORKLOAD_PENDING_OPS, WORKLOAD_TICK_MS } from './constants.js'
 import type { GuestRequest, GuestStatus, GuestToNode, NodeToGuest } from './guest-protocol.js'
 import { GuestVolume } from './guest-volume.js'
 import { summarize } from './records.js'
@@ -130,7 +130,12 @@ class Guest {
     const elapsed = now - this.lastTick
     this.lastTick = now
     // Hold back while the disks lag or a frozen point's journal is full: writes are owed, not queued.
-    if (this.stopping || this.volume.pending > 64 || this.volume.journalBytes > 1024 ** 3) return
+    if (
+      this.stopping ||
+      this.volume.pending > MAX_WORKLOAD_PENDING_OPS ||
+      this.volume.journalBytes > MAX_JOURNAL_BYTES
+    )
+      return
     for (const w of this.planner.due(elapsed)) {
       const data = Buffer.allocUnsafe(w.length)
       randomFillSync(data)

@@ -130,7 +130,12 @@ export class LabHypervisor implements Hypervisor {
         script: this.init.guestScript,
         onExit: (code) => {
           if (this.guests.get(id)?.running === false) this.guests.delete(id)
-          this.log.info({ vm: entry.config.name, code }, 'guest exited')
+          if (code === 0) this.log.info({ vm: entry.config.name }, 'guest exited')
+          else
+            this.log.warn(
+              { vm: entry.config.name, code },
+              'guest died: its disks are left as a crash leaves them',
+            )
         },
       })
       this.guests.set(id, guest)
