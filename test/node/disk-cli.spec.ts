@@ -124,6 +124,13 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
     expect(map[0]).toEqual({ start: 0, length: 6 * MiB, state: 'data' })
     expect(map[1]).toEqual({ start: 6 * MiB, length: size - 6 * MiB, state: 'zero' })
     expect(ok(['disk', 'map', 'dyn.vhd']).toString()).toMatch(/start\s+length\s+state/)
+    // VHDX: qemu-io's writes made blocks 2–4 and 19 (1 MiB blocks) present.
+    expect(json(['disk', 'map', 'dyn.vhdx'])).toEqual([
+      { start: 0, length: 2 * MiB, state: 'zero' },
+      { start: 2 * MiB, length: 3 * MiB, state: 'data' },
+      { start: 5 * MiB, length: 14 * MiB, state: 'zero' },
+      { start: 19 * MiB, length: MiB, state: 'data' },
+    ])
   })
 
   it.each([
@@ -196,6 +203,16 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
     expect(bytes.equals(expected)).toBe(true)
     const map = json(['disk', 'map', 'c-child.vhd'])
     expect(map.map((e: { state: string }) => e.state)).toEqual(['parent', 'data', 'parent'])
+    // The chain flattens into one image; --resolve leaves no parent extents.
+    const resolved = json(['disk', 'map', 'c-child.vhd', '--resolve']) as Array<{ state: string }>
+    expect(resolved.some((e) => e.state === 'parent')).toBe(false)
+    ok(['disk', 'convert', 'c-child.vhd', 'c-flat.vhdx', '--to', 'vhdx'])
+    writeFileSync(join(dir, 'c-child.expected'), expected)
+    const p = (f: string) => join(dir, f)
+    expect(qemu(['compare', '-f', 'vhdx', '-F', 'raw', p('c-flat.vhdx'), p('c-child.expected')])).toMatch(
+      /identical/,
+    )
+
     const vhdx = json(['disk', 'create', 'c.vhdx', '--size', '16M', '--block-size', '1M'])
     expect(vhdx).toMatchObject({
       format: 'vhdx',
@@ -204,6 +221,17 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
       blockSize: MiB,
     })
     expect(qemuInfo('c.vhdx', 'vhdx')['virtual-size']).toBe(16 * MiB)
+    ok(['disk', 'write', 'c.vhdx', '--offset', '5M'], Buffer.alloc(MiB + 100, 0x41))
+    const vchild = json(['disk', 'create', 'c-child.vhdx', '--parent', 'c.vhdx'])
+    expect(vchild).toMatchObject({ format: 'vhdx', subformat: 'differencing', virtualSize: 16 * MiB })
+    ok(['disk', 'write', 'c-child.vhdx', '--offset', '6M'], Buffer.alloc(4096, 0x42))
+    const vexpected = Buffer.alloc(16 * MiB)
+    vexpected.fill(0x41, 5 * MiB, 6 * MiB + 100)
+    vexpected.fill(0x42, 6 * MiB, 6 * MiB + 4096)
+    expect(ok(['disk', 'cat', 'c-child.vhdx']).equals(vexpected)).toBe(true)
+    vexpected.fill(0x41, 6 * MiB, 6 * MiB + 100).fill(0, 6 * MiB + 100, 6 * MiB + 4096) // the parent alone
+    writeFileSync(p('c.expected'), vexpected)
+    expect(qemu(['compare', '-f', 'vhdx', '-F', 'raw', p('c.vhdx'), p('c.expected')])).toMatch(/identical/)
   })
 })
 
