@@ -47,7 +47,9 @@ describe('store put / get / ls', () => {
     expect(cli(['store', 'get', '--store', store, 'web01@1', '--out', outRaw]).status).toBe(0)
     expect(readFileSync(outRaw).equals(readFileSync(src))).toBe(true)
     const outVhdx = join(tmp.dir, 'out.vhdx')
-    expect(cli(['store', 'get', '--store', store, 'web01@2', '--out', outVhdx, '--to', 'vhdx']).status).toBe(0)
+    expect(cli(['store', 'get', '--store', store, 'web01@2', '--out', outVhdx, '--to', 'vhdx']).status).toBe(
+      0,
+    )
     qemuImg(['check', '-f', 'vhdx', outVhdx])
     expect(qemuImg(['compare', '-f', 'raw', '-F', 'vhdx', src, outVhdx])).toMatch(/identical/)
   })
@@ -101,10 +103,16 @@ describe('store verify / gc', () => {
     expect(v.stderr).toContain(chunk)
     const vj = cli(['store', 'verify', '--store', store, '--json'])
     expect(vj.status).toBe(1)
-    expect(JSON.parse(vj.stdout)).toMatchObject({ ok: false, damaged: [{ chunk, pack: '00000001.pack' }], damagedPoints: ['db@1'] })
+    expect(JSON.parse(vj.stdout)).toMatchObject({
+      ok: false,
+      damaged: [{ chunk, pack: '00000001.pack' }],
+      damagedPoints: ['db@1'],
+    })
     const g = cli(['store', 'get', '--store', store, 'db@1', '--out', join(tmp.dir, 'out.raw')])
     expect(g.status).toBe(1)
-    expect(g.stderr).toBe(`replimesh: chunk ${chunk} in 00000001.pack at offset 0: content does not match its hash\n`)
+    expect(g.stderr).toBe(
+      `replimesh: chunk ${chunk} in 00000001.pack at offset 0: content does not match its hash\n`,
+    )
   })
 
   it('gc --keep 1 drops older points and frees their chunks', () => {
@@ -117,9 +125,9 @@ describe('store verify / gc', () => {
     const r = json(cli(['store', 'gc', '--store', store, '--keep', '1', '--json']))
     expect(r.deletedPoints).toEqual(['app@1'])
     expect(r.freedChunks).toBe(16 + 1)
-    expect(json(cli(['store', 'ls', '--store', store, '--json'])).map((p: { point: string }) => p.point)).toEqual([
-      'app@2',
-    ])
+    expect(
+      json(cli(['store', 'ls', '--store', store, '--json'])).map((p: { point: string }) => p.point),
+    ).toEqual(['app@2'])
     expect(cli(['store', 'verify', '--store', store]).status).toBe(0)
   })
 })
