@@ -39,7 +39,7 @@ describe('guests and their node', () => {
         ),
         sleep(20_000).then(() => 'timeout'),
       ])
-      const { guestPid } = JSON.parse(line)
+      const { guestPid, reference } = JSON.parse(line)
       strays.push(guestPid)
       expect(isAlive(guestPid)).toBe(true)
       await sleep(300) // the workload and record stream run
