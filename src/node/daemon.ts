@@ -162,6 +162,8 @@ export async function startDaemon(dir: string): Promise<RunningDaemon> {
     const modules: RouteModule[] = []
     const vmRoutes = await loadOptionalRoutes('./vm.js', 'vmRoutes')
     if (vmRoutes) modules.push(vmRoutes)
+    const replicationRoutes = await loadOptionalRoutes('./replication.js', 'replicationRoutes')
+    if (replicationRoutes) modules.push(replicationRoutes)
     const token = randomBytes(32).toString('base64url')
     const app = await buildApiServer({ components, token, modules })
     await app.listen({ host: '127.0.0.1', port: 0 })

@@ -5,6 +5,7 @@ import { register as registerDemo } from './demo.js'
 import { register as registerDisk } from './disk.js'
 import { register as registerMesh } from './mesh.js'
 import { formatError } from './output.js'
+import { register as registerReplication } from './replication.js'
 import { register as registerStore } from './store.js'
 import { register as registerVm } from './vm.js'
 
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerStore(program)
   registerMesh(program)
   registerVm(program)
+  registerReplication(program)
   registerDemo(program)
   return program
 }
