@@ -1,7 +1,7 @@
 // VHDs our writer makes: qemu-img opens them and compares them equal to the intended bytes;
 // differencing chains read the same through our reader and libvhdi.
 import { spawnSync } from 'node:child_process'
-import { rename, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createDisk, openDisk, ParentMismatchError } from '../../../src/hyperv/disk/index.js'
@@ -58,6 +58,8 @@ describe.runIf(HAVE_QEMU)('VHDs our writer makes, read by qemu-img', () => {
     ])
     const raw = join(dir, `ours-${subformat}.raw`)
     await writeFile(raw, model)
+    if (HAVE_PYVHDI)
+      expect(pyvhdiRead([file], join(dir, `ours-${subformat}.libvhdi`)).equals(model)).toBe(true)
     expect(qemuVirtualSize(file, 'vpc')).toBe(size)
     qemuCheck(file)
     qemuCompare(file, raw)
@@ -71,6 +73,17 @@ describe.runIf(HAVE_QEMU)('VHDs our writer makes, read by qemu-img', () => {
       expect(back.info().allocatedBytes).toBe(5 * 2 * MiB)
     }
     await back.close()
+  })
+
+  it('a non-default block size (512 KiB) reads back in qemu', async () => {
+    const file = join(dir, 'small-blocks.vhd')
+    const size = 5 * MiB
+    await (await createDisk(file, { format: 'vhd', virtualSize: size, blockSize: 512 * 1024 })).close()
+    const model = Buffer.alloc(size)
+    await writeBoth(file, model, [[700 * 1024 + 3, pattern(7, MiB)]])
+    const raw = join(dir, 'small-blocks.raw')
+    await writeFile(raw, model)
+    qemuCompare(file, raw)
   })
 
   it('writes into a qemu-made dynamic VHD that qemu then reads back', async () => {
@@ -164,6 +177,20 @@ describe('differencing VHD chains', () => {
       { start: 2048, length: 2 * MiB - 2560, state: 'parent' },
     ])
     await disk.close()
+  })
+
+  it('finds parents through the relative locator after the chain moves', async () => {
+    const moved = join(dir, 'moved')
+    await mkdir(moved)
+    for (const f of ['base.vhd', 'mid.vhd', 'top.vhd']) await copyFile(join(dir, f), join(moved, f))
+    const disk = await openDisk(join(moved, 'top.vhd'))
+    try {
+      expect(disk.info().parent).toBe(join(moved, 'mid.vhd'))
+      expect(disk.parent?.info().parent).toBe(join(moved, 'base.vhd'))
+      expect((await readAll(disk)).equals(model)).toBe(true)
+    } finally {
+      await disk.close()
+    }
   })
 
   it('refuses a parent whose UniqueId is not the one the child recorded', async () => {

@@ -223,6 +223,12 @@ export class VhdDisk implements VirtualDisk {
   private async writeLocked(data: Uint8Array, offset: number): Promise<void> {
     if (data.length === 0) return
     if (!this.bat) {
+      // A CHS size can exceed the data area; never write over the footer that follows it.
+      if (offset + data.length > this.footerOffset)
+        throw new DiskRangeError(
+          `write past the data area of a fixed VHD (${this.footerOffset} bytes)`,
+          this.path,
+        )
       await writeFull(this.fh, data, 0, data.length, offset)
       return
     }
