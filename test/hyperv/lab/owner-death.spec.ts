@@ -53,7 +53,10 @@ describe('guests and their node', () => {
       expect(left.lastSeq).toBeGreaterThan(0)
 
       await host.hv.startVm('orphan')
-      await sleep(100)
+      // The guest saw its node vanish and saved its dirty maps: the old reference still diffs.
+      const point = await host.hv.createPoint('orphan', { sinceReference: reference })
+      for (const d of point.disks) expect(d.changed?.length).toBeGreaterThan(0)
+      await host.hv.releasePoint(point)
       await host.hv.stopVm('orphan')
       const next = await readDiskRecords(vm.disks[0].path)
       expect(next.startSeq).toBe(left.lastSeq)
