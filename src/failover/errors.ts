@@ -54,3 +54,14 @@ export class EpochQuorumError extends Error {
     )
   }
 }
+
+/** A failover of one VM could not be carried out. */
+export class FailoverError extends Error {
+  override name = 'FailoverError'
+  constructor(
+    readonly vm: string,
+    reason: string,
+  ) {
+    super(`cannot fail over ${vm}: ${reason}`)
+  }
+}

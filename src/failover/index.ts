@@ -43,3 +43,10 @@ export {
 export * from './placement.js'
 export * from './policy.js'
 export * from './quorum.js'
+export {
+  type FailoverMeshView,
+  type FailoverOutcome,
+  FailoverService,
+  type FailoverServiceComponents,
+  type ReplicaSource,
+} from './service.js'

@@ -5,9 +5,6 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   CONTROL_PROTOCOL,
-  type ControlReply,
-  type ControlRequest,
-  type ControlTransport,
   type EpochClaim,
   EpochCoordinator,
   EpochLedger,
@@ -17,34 +14,7 @@ import {
 } from '../../src/failover/index.js'
 import { encodeFrame, type MeshNode } from '../../src/mesh/index.js'
 import { makeNode, waitFor } from '../mesh/helpers.js'
-
-/** An in-memory network: `cut` holds unordered pairs that cannot talk. */
-class FakeNet {
-  readonly handlers = new Map<
-    string,
-    (from: { peerId: string; site: string }, req: ControlRequest) => Promise<ControlReply>
-  >()
-  readonly cut = new Set<string>()
-  readonly sites = new Map<string, string>()
-  down = new Set<string>()
-  blocked(a: string, b: string) {
-    return this.down.has(a) || this.down.has(b) || this.cut.has([a, b].sort().join('|'))
-  }
-  transport(self: string): ControlTransport {
-    return {
-      request: async (peerId, req) => {
-        await new Promise((r) => setTimeout(r, Math.random() * 5))
-        if (this.blocked(self, peerId)) throw new Error(`${peerId} unreachable`)
-        return this.handlers.get(peerId)!(
-          { peerId: self, site: this.sites.get(self)! },
-          JSON.parse(JSON.stringify(req)),
-        )
-      },
-      serve: (handler) => void this.handlers.set(self, handler),
-      close: async () => void this.handlers.delete(self),
-    }
-  }
-}
+import { FakeNet } from './helpers.js'
 
 function cluster(spec: Record<string, string>) {
   const net = new FakeNet()

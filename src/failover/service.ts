@@ -1,0 +1,462 @@
+// FailoverService: the thin shell around the pure core (STYLE.md §1). Flow, once per tick:
+//  1. Quorum: can this node reach a quorum of sites? If not, replication stops producing points
+//     (an isolated owner must not keep writing a history the quorum side may replace).
+//  2. Learn epochs from gossip (signed node states carry each owner's VMs and epochs); a higher
+//     epoch for a VM running here fences it: stop, become a replica.
+//  3. Detect: for every peer, gather every live member's view and confirm "down" by a quorum of
+//     sites. A newly confirmed host is handled once: its VMs (from its last state) are placed among
+//     the holders of their newest points; each node computes the same plan and promotes only the
+//     VMs placed on itself, in boot order; alert-tier VMs are announced and wait for an operator.
+// Promotion: quorum epoch claim → replica disks made equal to a committed point → register →
+// re-IP → start → announce (the claim) → replication protects it from here.
+import type { Hypervisor, VmInfo } from '../hyperv/index.js'
+import type { NodeState, PeerLiveness, PeerView } from '../mesh/index.js'
+import type { FailoverConfig } from './config.js'
+import type { EpochCoordinator } from './coordinator.js'
+import type { EpochClaim } from './epoch.js'
+import { fenceDecision } from './epoch.js'
+import { FailoverError } from './errors.js'
+import type { FailoverMetrics, FailoverMode } from './metrics.js'
+import { networkMapping } from './network-map.js'
+import * as messages from './notify/messages.js'
+import type { Notifier, NotifyLogger } from './notify/notifier.js'
+import { type PlacementCandidate, placeVms } from './placement.js'
+import { bootWaves, decideVm, runInBootOrder, type Tier } from './policy.js'
+import { confirmDown, hasQuorum, type Member, type QuorumOutcome } from './quorum.js'
+
+export interface FailoverMeshView {
+  readonly peerId: string
+  readonly site: string
+  peers(): Array<{
+    peerId: string
+    site: string
+    state: PeerLiveness
+    connected: boolean
+    nodeState: NodeState | null
+  }>
+  /** Fresh signed states of every member, this node's own included. */
+  nodeStates(): NodeState[]
+}
+
+/** What failover needs of replication (the node composes it from the replication service). */
+export interface ReplicaSource {
+  /** Makes the replica disks equal a committed point (rolling an interrupted apply forward). */
+  prepare(
+    vm: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ config: VmInfo; diskPaths: string[]; point: { seq: number; time: number } }>
+  /** After a promotion: this node owns `vm` at `epoch` and protects it to others. */
+  owned?(vm: string, epoch: number): Promise<void>
+  /** After fencing: `vm` belongs to `owner`; resync the local copy from it by delta. */
+  fenced?(vm: string, owner: string, epoch: number): Promise<void>
+  /** Points may be produced only while this node has quorum. */
+  setProducing?(allowed: boolean, reason: string): void
+}
+
+export interface FailoverServiceComponents {
+  mesh: FailoverMeshView
+  coordinator: EpochCoordinator
+  hypervisor: Hypervisor
+  replicas: ReplicaSource
+  notifier: Notifier
+  metrics?: FailoverMetrics
+  config: FailoverConfig
+  logger?: NotifyLogger
+  /** How often detection runs. Default 250 ms. */
+  tickMs?: number
+}
+
+export interface FailoverOutcome {
+  vm: string
+  on: string
+  name: string
+  epoch: number | null
+  pointSeq: number
+  dataLossMs: number
+  tookMs: number
+}
+
+const silent: NotifyLogger = { info() {}, warn() {} }
+
+export class FailoverService {
+  private timer: NodeJS.Timeout | null = null
+  private readonly handled = new Set<string>()
+  private readonly lastState = new Map<string, NodeState>()
+  private quorum: QuorumOutcome | null = null
+  private readonly busy = new Map<string, Promise<FailoverOutcome>>()
+  private readonly log: NotifyLogger
+  private ticking = false
+
+  constructor(private readonly c: FailoverServiceComponents) {
+    this.log = c.logger ?? silent
+  }
+
+  async start(): Promise<void> {
+    this.timer = setInterval(
+      () =>
+        void this.tick().catch((err) =>
+          this.log.warn({ err: (err as Error).message }, 'failover tick failed'),
+        ),
+      this.c.tickMs ?? 250,
+    )
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+    await Promise.allSettled(this.busy.values())
+  }
+
+  private get self(): Member {
+    return { peerId: this.c.mesh.peerId, site: this.c.mesh.site }
+  }
+
+  private reporter() {
+    return { node: this.c.mesh.peerId, site: this.c.mesh.site }
+  }
+
+  private tier(vm: string): { tier: Tier; priority: number } {
+    const v = this.c.config.vms[vm]
+    const name = v?.tier ?? 'silver'
+    const t = this.c.config.tiers[name] ?? { rpoMs: 60_000, rtoMs: 900_000, mode: 'automatic' as const }
+    return { tier: { name, ...t }, priority: v?.priority ?? 100 }
+  }
+
+  /** One round of quorum, epoch learning, fencing and detection. Public for tests. */
+  async tick(now = Date.now()): Promise<void> {
+    if (this.ticking) return
+    this.ticking = true
+    try {
+      const peers = this.c.mesh.peers()
+      for (const s of this.c.mesh.nodeStates()) this.lastState.set(s.peerId, s)
+      const witnessId = this.c.config.witness?.peerId
+      const members = peers
+        .filter((p) => p.peerId !== witnessId)
+        .map((p) => ({ peerId: p.peerId, site: p.site }))
+      const aliveIds = peers.filter((p) => p.state === 'alive' && p.connected).map((p) => p.peerId)
+      this.checkQuorum(members, aliveIds, witnessId)
+      await this.learnFromGossip()
+      for (const target of peers) {
+        if (target.peerId === witnessId) continue
+        const views: PeerView[] = [
+          {
+            reporter: this.self.peerId,
+            reporterSite: this.self.site,
+            reporterAlive: true,
+            state: target.state,
+          },
+        ]
+        for (const p of peers) {
+          if (p.peerId === target.peerId || p.peerId === witnessId) continue
+          const v = p.nodeState?.views.find((x) => x.peerId === target.peerId)
+          if (v)
+            views.push({
+              reporter: p.peerId,
+              reporterSite: p.site,
+              reporterAlive: p.state === 'alive',
+              state: v.state,
+            })
+        }
+        const witness = witnessId ? peers.find((p) => p.peerId === witnessId) : undefined
+        const d = confirmDown({
+          target: target.peerId,
+          members: [this.self, ...members],
+          views,
+          witnessConfigured: !!witnessId,
+          witness: witness
+            ? {
+                reachable: witness.state === 'alive',
+                state: witness.nodeState?.views.find((x) => x.peerId === target.peerId)?.state ?? null,
+              }
+            : null,
+        })
+        if (d.state === 'alive') this.handled.delete(target.peerId)
+        if (d.state === 'down' && !this.handled.has(target.peerId)) {
+          this.handled.add(target.peerId)
+          this.log.info({ peer: target.peerId, reason: d.reason }, 'host confirmed down')
+          void this.onHostDown(target.peerId, target.site, d.quorum.agreeingSites, now).catch((err) =>
+            this.log.warn(
+              { peer: target.peerId, err: (err as Error).message },
+              'handling a failed host failed',
+            ),
+          )
+        }
+      }
+    } finally {
+      this.ticking = false
+    }
+  }
+
+  private checkQuorum(members: Member[], alive: string[], witnessId: string | undefined): void {
+    const q = hasQuorum({
+      mySite: this.self.site,
+      members,
+      alivePeers: alive,
+      witnessConfigured: !!witnessId,
+      witnessReachable: !!witnessId && alive.includes(witnessId),
+    })
+    const was = this.quorum?.reached
+    this.quorum = q
+    if (was === q.reached) return
+    const reason = q.reached ? 'quorum of sites reachable' : `no quorum: ${q.votes} of ${q.needed} site votes`
+    this.c.replicas.setProducing?.(q.reached, reason)
+    if (!q.reached && was !== undefined) {
+      const owned = this.ownedHere()
+      void this.c.notifier.notify(
+        messages.quorumLost(this.reporter(), {
+          reachableSites: q.agreeingSites,
+          neededSites: q.needed,
+          vms: owned,
+        }),
+      )
+    }
+  }
+
+  get hasQuorum(): boolean {
+    return this.quorum?.reached ?? false
+  }
+
+  private ownedHere(): string[] {
+    const l = this.c.coordinator.ledger
+    return (this.lastState.get(this.self.peerId)?.vms ?? [])
+      .map((v) => v.name)
+      .filter((vm) => l.current(vm)?.owner === this.self.peerId)
+  }
+
+  /** Adopts higher epochs other owners publish, and fences what runs here against them. */
+  private async learnFromGossip(): Promise<void> {
+    for (const s of this.lastState.values()) {
+      if (s.peerId === this.self.peerId) continue
+      for (const vm of s.vms) {
+        if (vm.epoch <= 0) continue
+        const claim = { vm: vm.name, epoch: vm.epoch, owner: s.peerId }
+        if (this.c.coordinator.ledger.learn(claim) === 'newer') await this.onClaim(claim)
+      }
+    }
+  }
+
+  /** Fencing: called for every newer claim learned (announce or gossip). */
+  async onClaim(claim: EpochClaim): Promise<void> {
+    if (claim.owner === this.self.peerId) return
+    let running = false
+    try {
+      running = (await this.c.hypervisor.getVm(claim.vm)).state === 'running'
+    } catch {
+      return // not registered here: nothing to fence
+    }
+    const decision = fenceDecision(
+      { self: this.self.peerId, vm: claim.vm, epoch: claim.epoch - 1, owner: this.self.peerId, running },
+      claim,
+    )
+    if (decision.action === 'stop-and-become-replica') {
+      await this.c.hypervisor.stopVm(claim.vm, { force: true })
+      this.log.warn({ vm: claim.vm, reason: decision.reason }, 'fenced: stopped the local copy')
+      await this.c.notifier.notify(
+        messages.fenced(this.reporter(), {
+          vm: claim.vm,
+          ownEpoch: claim.epoch - 1,
+          seenEpoch: claim.epoch,
+          owner: claim.owner,
+        }),
+      )
+    }
+    if (decision.action !== 'none') await this.c.replicas.fenced?.(claim.vm, claim.owner, claim.epoch)
+  }
+
+  /** A host is confirmed down: plan all its VMs at once and promote those placed here. */
+  private async onHostDown(peerId: string, site: string, confirmedBy: string[], now: number): Promise<void> {
+    const last = this.lastState.get(peerId)
+    const vms = (last?.vms ?? []).filter((v) => {
+      const cur = this.c.coordinator.ledger.current(v.name)
+      return !cur || cur.owner === peerId // someone else already owns it: not this failure's VM
+    })
+    const aliveIds = new Set(
+      this.c.mesh
+        .peers()
+        .filter((p) => p.state === 'alive')
+        .map((p) => p.peerId),
+    )
+    const candidates: PlacementCandidate[] = [...this.lastState.values()]
+      .filter((s) => s.peerId === this.self.peerId || aliveIds.has(s.peerId))
+      .map((s) => ({
+        peerId: s.peerId,
+        site: s.site,
+        alive: true,
+        memoryFreeBytes: s.capacity.memoryFreeBytes,
+        memoryTotalBytes: s.capacity.memoryTotalBytes,
+        diskFreeBytes: s.capacity.diskFreeBytes,
+        holds: Object.fromEntries(s.replicas.filter((r) => r.lastPoint).map((r) => [r.vm, r.lastPoint!.seq])),
+      }))
+    const plan = placeVms({
+      vms: vms.map((v) => ({
+        name: v.name,
+        memoryBytes: 0,
+        diskBytes: 0,
+        ...this.tier(v.name),
+        ...this.c.config.vms[v.name],
+      })),
+      candidates,
+      hubs: this.c.config.hubs,
+      exclude: [peerId],
+    })
+    const decisions = [...vms]
+      .sort((x, y) => this.tier(x.name).priority - this.tier(y.name).priority || x.name.localeCompare(y.name))
+      .map((v) => {
+        const { tier, priority } = this.tier(v.name)
+        const p = plan.placements.find((x) => x.vm === v.name)
+        const time = p ? this.pointTime(p.peerId, v.name) : null
+        return {
+          ...decideVm(
+            {
+              vm: v.name,
+              tier,
+              priority,
+              wasRunning: v.state === 'running',
+              newestPoint: p ? { seq: p.pointSeq, time: time ?? now } : null,
+            },
+            'host-down',
+            now,
+          ),
+          priority,
+          placement: p,
+        }
+      })
+    const reporterId = [this.self.peerId, ...aliveIds].filter((id) => id !== peerId).sort()[0]
+    if (reporterId === this.self.peerId) {
+      await this.c.notifier.notify(
+        messages.hostDown(this.reporter(), {
+          peer: peerId,
+          site,
+          confirmedBySites: confirmedBy,
+          vms: vms.map((v) => v.name),
+          automatic: decisions.filter((d) => d.action === 'failover').map((d) => d.vm),
+        }),
+      )
+      for (const w of plan.warnings)
+        await this.c.notifier.notify(messages.overSubscribed(this.reporter(), { ...w, peer: w.peerId }))
+    }
+    const mine = decisions.filter((d) => d.placement?.peerId === this.self.peerId)
+    for (const d of mine.filter((x) => x.action === 'await-operator'))
+      await this.c.notifier.notify(
+        messages.awaitingOperator(this.reporter(), {
+          vm: d.vm,
+          from: peerId,
+          candidates: [this.self.peerId],
+          dataLossMs: d.expectedLossMs ?? 0,
+        }),
+      )
+    const steps = mine
+      .filter((d) => d.action === 'failover')
+      .map((d) => ({ vm: d.vm, peerId: this.self.peerId, priority: d.priority }))
+    await runInBootOrder(bootWaves(steps, this.c.config.maxStartsPerHost), (s) =>
+      this.promote(s.vm, {
+        mode: 'automatic',
+        from: peerId,
+        fromSite: site,
+        failedAtMs: last ? last.time : now,
+      }).then(() => {}),
+    )
+  }
+
+  private pointTime(peerId: string, vm: string): number | null {
+    return this.lastState.get(peerId)?.replicas.find((r) => r.vm === vm)?.lastPoint?.time ?? null
+  }
+
+  /**
+   * Makes `vm` run here. Modes: automatic/manual raise the epoch with quorum; `test` starts an
+   * isolated copy under another name and id, leaving the epoch and production alone.
+   */
+  promote(
+    vm: string,
+    opts: { mode: FailoverMode; from?: string; fromSite?: string; failedAtMs?: number; signal?: AbortSignal },
+  ): Promise<FailoverOutcome> {
+    const key = opts.mode === 'test' ? `${vm}#test` : vm
+    const running = this.busy.get(key)
+    if (running) return running
+    const work = this.doPromote(vm, opts).finally(() => this.busy.delete(key))
+    this.busy.set(key, work)
+    return work
+  }
+
+  private async doPromote(
+    vm: string,
+    opts: { mode: FailoverMode; from?: string; fromSite?: string; failedAtMs?: number; signal?: AbortSignal },
+  ): Promise<FailoverOutcome> {
+    const t0 = Date.now()
+    const test = opts.mode === 'test'
+    const from = opts.from ?? this.c.coordinator.ledger.current(vm)?.owner ?? 'unknown'
+    try {
+      if (!test && !this.hasQuorum) throw new FailoverError(vm, 'this node cannot reach a quorum of sites')
+      const claim = test ? null : await this.c.coordinator.claim(vm, { signal: opts.signal })
+      const prep = await this.c.replicas.prepare(vm, { signal: opts.signal })
+      const name = test ? `${vm}-test` : vm
+      const registered = await this.c.hypervisor.getVm(name).catch(() => null)
+      if (!registered)
+        await this.c.hypervisor.registerVm(prep.config, prep.diskPaths, test ? { newId: true, name } : {})
+      const homeSite = opts.fromSite ?? this.lastState.get(from)?.site ?? this.self.site
+      const { mappings } = networkMapping({
+        vm,
+        nics: prep.config.nics,
+        homeSite,
+        targetSite: this.self.site,
+        rules: this.c.config.network,
+        isolate: test,
+      })
+      if (mappings.length) await this.c.hypervisor.applyNetworkMapping(name, mappings)
+      await this.c.hypervisor.startVm(name)
+      if (claim) await this.c.replicas.owned?.(vm, claim.claim.epoch)
+      const tookMs = Date.now() - t0
+      const dataLossMs = Math.max(0, (opts.failedAtMs ?? Date.now()) - prep.point.time)
+      this.c.metrics?.failover(vm, opts.mode, 'ok')
+      this.c.metrics?.promoted(tookMs / 1000)
+      const { tier } = this.tier(vm)
+      await this.c.notifier.notify(
+        test
+          ? messages.testFailover(this.reporter(), {
+              vm,
+              on: this.self.peerId,
+              copy: name,
+              pointSeq: prep.point.seq,
+            })
+          : messages.failoverCompleted(this.reporter(), {
+              vm,
+              from,
+              to: this.self.peerId,
+              epoch: claim!.claim.epoch,
+              pointSeq: prep.point.seq,
+              dataLossMs,
+              rpoMs: tier.rpoMs,
+              downtimeMs: Date.now() - (opts.failedAtMs ?? t0),
+              rtoMs: tier.rtoMs,
+            }),
+      )
+      return {
+        vm,
+        on: this.self.peerId,
+        name,
+        epoch: claim?.claim.epoch ?? null,
+        pointSeq: prep.point.seq,
+        dataLossMs,
+        tookMs,
+      }
+    } catch (err) {
+      this.c.metrics?.failover(vm, opts.mode, 'failed')
+      await this.c.notifier.notify(
+        messages.failoverFailed(this.reporter(), {
+          vm,
+          from,
+          to: this.self.peerId,
+          reason: (err as Error).message,
+        }),
+      )
+      throw err
+    }
+  }
+
+  /** Ends a test failover: stops and removes the isolated copy. */
+  async endTest(vm: string): Promise<void> {
+    const name = `${vm}-test`
+    await this.c.hypervisor.stopVm(name, { force: true }).catch(() => {})
+    await this.c.hypervisor.unregisterVm(name)
+  }
+}

@@ -1,0 +1,299 @@
+// The failover shell end to end in one process: gossip views (faked), epoch claims over an
+// in-memory control network, a recording hypervisor and notification channel. A host fails;
+// the quorum side confirms it, places its VMs, promotes those placed on itself in boot order,
+// re-IPs and starts them; alert-tier VMs wait; the old host comes back and fences itself.
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  EpochCoordinator,
+  FailoverService,
+  Notifier,
+  parseFailoverConfig,
+  type ReplicaSource,
+} from '../../src/failover/index.js'
+import type { NodeState, PeerLiveness } from '../../src/mesh/index.js'
+import { FakeHypervisor, FakeNet, RecordingChannel, vmInfo } from './helpers.js'
+
+type Views = Record<string, PeerLiveness>
+interface Sim {
+  site: string
+  alive: boolean
+  views: Views
+  vms: NodeState['vms']
+  replicas: NodeState['replicas']
+}
+
+const G = 2 ** 30
+function state(peerId: string, s: Sim, seq: number): NodeState {
+  return {
+    v: 1,
+    peerId,
+    site: s.site,
+    seq,
+    time: 1_000_000 + seq,
+    addrs: [],
+    capacity: {
+      diskFreeBytes: 100 * G,
+      diskTotalBytes: 200 * G,
+      cpus: 8,
+      memoryTotalBytes: 64 * G,
+      memoryFreeBytes: 32 * G,
+    },
+    vms: s.vms,
+    replicas: s.replicas,
+    views: Object.entries(s.views).map(([id, st]) => ({ peerId: id, state: st })),
+  }
+}
+
+const config = parseFailoverConfig({
+  vms: { db1: { tier: 'gold', priority: 10 }, web1: { tier: 'gold', priority: 20 }, app: { tier: 'bronze' } },
+  network: { sites: { C: { subnets: [{ from: '10.1.0.0/24', to: '10.3.0.0/24' }] } } },
+})
+
+function world(sims: Record<string, Sim>) {
+  const net = new FakeNet()
+  let seq = 1
+  const nodes = new Map<
+    string,
+    {
+      service: FailoverService
+      hv: FakeHypervisor
+      channel: RecordingChannel
+      coordinator: EpochCoordinator
+      producing: boolean[]
+    }
+  >()
+  for (const [id, s] of Object.entries(sims)) {
+    net.sites.set(id, s.site)
+    const hv = new FakeHypervisor()
+    const channel = new RecordingChannel()
+    const producing: boolean[] = []
+    const mesh = {
+      peerId: id,
+      site: s.site,
+      peers: () =>
+        Object.entries(sims)
+          .filter(([other]) => other !== id)
+          .map(([other, o]) => ({
+            peerId: other,
+            site: o.site,
+            state: s.views[other] ?? 'alive',
+            connected: s.views[other] !== 'down',
+            nodeState: s.views[other] === 'down' ? null : state(other, o, seq++),
+          })),
+      nodeStates: () =>
+        Object.entries(sims)
+          .filter(([other]) => s.views[other] !== 'down' || other === id)
+          .map(([other, o]) => state(other, o, seq++)),
+    }
+    let service: FailoverService
+    const coordinator = new EpochCoordinator({
+      self: { peerId: id, site: s.site },
+      transport: net.transport(id),
+      members: () =>
+        Object.entries(sims)
+          .filter(([o]) => o !== id)
+          .map(([o, x]) => ({ peerId: o, site: x.site })),
+      alive: () => Object.keys(sims).filter((o) => o !== id && !net.blocked(id, o)),
+      persist: async () => {},
+      onClaim: (claim) => service.onClaim(claim),
+    })
+    coordinator.start()
+    const replicas: ReplicaSource = {
+      prepare: async (vm) => ({
+        config: vmInfo(vm, '10.1.0.20/24'),
+        diskPaths: [`/r/${vm}.vhdx`],
+        point: { seq: 9, time: Date.now() - 1500 },
+      }),
+      setProducing: (allowed) => void producing.push(allowed),
+    }
+    service = new FailoverService({
+      mesh,
+      coordinator,
+      hypervisor: hv,
+      replicas,
+      notifier: new Notifier([{ channel, minLevel: 'info' }]),
+      config,
+    })
+    nodes.set(id, { service, hv, channel, coordinator, producing })
+  }
+  return { net, nodes }
+}
+
+async function until(what: string, pred: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+let services: FailoverService[] = []
+afterEach(async () => {
+  await Promise.all(services.map((s) => s.stop()))
+  services = []
+})
+
+describe('FailoverService', () => {
+  it('fails over a confirmed-down host: placement, quorum epoch, boot order, re-IP, notifications', async () => {
+    const sims: Record<string, Sim> = {
+      a1: {
+        site: 'A',
+        alive: true,
+        views: {},
+        vms: [
+          { id: 'id-web1', name: 'web1', state: 'running', epoch: 0 },
+          { id: 'id-db1', name: 'db1', state: 'running', epoch: 0 },
+          { id: 'id-app', name: 'app', state: 'running', epoch: 0 },
+        ],
+        replicas: [],
+      },
+      b1: {
+        site: 'B',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: [{ vm: 'web1', lastPoint: { seq: 8, time: 1 }, epoch: 0 }],
+      },
+      c1: {
+        site: 'C',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: ['web1', 'db1', 'app'].map((vm) => ({
+          vm,
+          lastPoint: { seq: 9, time: Date.now() - 1500 },
+          epoch: 0,
+        })),
+      },
+    }
+    const { net, nodes } = world(sims)
+    services = [...nodes.values()].map((n) => n.service)
+    const c1 = nodes.get('c1')!
+    const b1 = nodes.get('b1')!
+    for (const n of nodes.values()) await n.service.tick()
+    expect(c1.hv.log).toEqual([])
+
+    // a1 dies: its node and its guests. b1 and c1 see it down.
+    net.down.add('a1')
+    sims.b1.views = { a1: 'down' }
+    sims.c1.views = { a1: 'down' }
+    nodes.get('a1')!.hv.vms.set('web1', { ...vmInfo('web1', '10.1.0.20/24'), state: 'running' })
+    await b1.service.tick()
+    await c1.service.tick()
+    await until(
+      'both VMs run on c1',
+      () => c1.hv.vms.get('web1')?.state === 'running' && c1.hv.vms.get('db1')?.state === 'running',
+    )
+    await until(
+      'notifications',
+      () => c1.channel.kinds().filter((k) => k.startsWith('failover-completed')).length === 2,
+    )
+
+    // db1 (priority 10) was registered and started before web1 (20); app (bronze) waits.
+    expect(c1.hv.log).toEqual([
+      'register db1',
+      're-ip db1',
+      'start db1',
+      'register web1',
+      're-ip web1',
+      'start web1',
+    ])
+    expect(c1.hv.mappings.get('web1')).toEqual([
+      { nic: 'eth0', addresses: ['10.3.0.20/24'], gateway: '10.3.0.1', dns: [] },
+    ])
+    expect(c1.hv.vms.has('app')).toBe(false)
+    expect(b1.hv.log).toEqual([]) // b1 holds only an older point of web1
+    for (const vm of ['web1', 'db1']) {
+      expect(c1.coordinator.ledger.current(vm)).toEqual({ vm, epoch: 1, owner: 'c1' })
+      expect(b1.coordinator.ledger.current(vm)).toEqual({ vm, epoch: 1, owner: 'c1' })
+    }
+    // b1 < c1: b1 reports the host-down once; c1 reports its own VMs.
+    expect(b1.channel.kinds()).toEqual(['host-down'])
+    expect(c1.channel.kinds().sort()).toEqual([
+      'awaiting-operator:app',
+      'failover-completed:db1',
+      'failover-completed:web1',
+    ])
+    const done = c1.channel.got.find((n) => n.kind === 'failover-completed' && n.vm === 'web1')!
+    expect(done.done).toMatch(/started web1 on c1 from point 9 at epoch 1; data loss \d+\.\d s/)
+    expect(b1.channel.got[0].done).toBe('failing over automatically: db1, web1; waiting for an operator: app')
+
+    // The old host returns and learns the new owner from c1's gossip: it fences its copy.
+    const a1 = nodes.get('a1')!
+    net.down.delete('a1')
+    sims.b1.views = {}
+    sims.c1.views = {}
+    sims.c1.vms = ['web1', 'db1'].map((vm) => ({ id: `id-${vm}`, name: vm, state: 'running', epoch: 1 }))
+    await a1.service.tick()
+    await until('a1 stopped web1', () => a1.hv.vms.get('web1')?.state === 'stopped')
+    expect(a1.channel.kinds()).toEqual(['fenced:web1'])
+    expect(a1.coordinator.ledger.current('web1')).toEqual({ vm: 'web1', epoch: 1, owner: 'c1' })
+  })
+
+  it('one broken link does not fail anything over', async () => {
+    const sims: Record<string, Sim> = {
+      a1: {
+        site: 'A',
+        alive: true,
+        views: {},
+        vms: [{ id: 'id-web1', name: 'web1', state: 'running', epoch: 0 }],
+        replicas: [],
+      },
+      b1: { site: 'B', alive: true, views: {}, vms: [], replicas: [] },
+      c1: {
+        site: 'C',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: [{ vm: 'web1', lastPoint: { seq: 3, time: 1 }, epoch: 0 }],
+      },
+    }
+    const { net, nodes } = world(sims)
+    services = [...nodes.values()].map((n) => n.service)
+    net.cut.add('a1|c1')
+    sims.c1.views = { a1: 'down' } // only c1 lost a1; b1 still sees it
+    for (let i = 0; i < 3; i++) for (const n of nodes.values()) await n.service.tick()
+    await new Promise((r) => setTimeout(r, 50))
+    expect(nodes.get('c1')!.hv.log).toEqual([])
+    expect(nodes.get('c1')!.coordinator.ledger.current('web1')).toBeUndefined()
+  })
+
+  it('an isolated node stops producing points and says so', async () => {
+    const sims: Record<string, Sim> = {
+      a1: { site: 'A', alive: true, views: {}, vms: [], replicas: [] },
+      b1: { site: 'B', alive: true, views: {}, vms: [], replicas: [] },
+      c1: { site: 'C', alive: true, views: {}, vms: [], replicas: [] },
+    }
+    const { nodes } = world(sims)
+    const b1 = nodes.get('b1')!
+    await b1.service.tick()
+    expect(b1.producing).toEqual([true])
+    sims.b1.views = { a1: 'down', c1: 'down' }
+    await b1.service.tick()
+    expect(b1.producing).toEqual([true, false])
+    await until('quorum-lost notification', () => b1.channel.kinds().includes('quorum-lost'))
+    expect(b1.service.hasQuorum).toBe(false)
+    await expect(b1.service.promote('web1', { mode: 'manual' })).rejects.toThrow(
+      /cannot reach a quorum of sites/,
+    )
+  })
+
+  it('a test failover starts an isolated copy and leaves the epoch alone', async () => {
+    const sims: Record<string, Sim> = {
+      a1: { site: 'A', alive: true, views: {}, vms: [], replicas: [] },
+      c1: { site: 'C', alive: true, views: {}, vms: [], replicas: [] },
+    }
+    const { nodes } = world(sims)
+    const c1 = nodes.get('c1')!
+    const r = await c1.service.promote('web1', { mode: 'test', fromSite: 'A' })
+    expect(r).toMatchObject({ name: 'web1-test', epoch: null, pointSeq: 9 })
+    expect(c1.hv.vms.get('web1-test')).toMatchObject({ id: 'id-web1-copy', state: 'running' })
+    expect(c1.hv.mappings.get('web1-test')).toEqual([
+      { nic: 'eth0', addresses: ['10.3.0.20/24'], gateway: '10.3.0.1', dns: [], switch: null },
+    ])
+    expect(c1.coordinator.ledger.highest('web1')).toBe(0)
+    expect(c1.channel.kinds()).toEqual(['test-failover:web1'])
+    await c1.service.endTest('web1')
+    expect(c1.hv.vms.has('web1-test')).toBe(false)
+  })
+})
