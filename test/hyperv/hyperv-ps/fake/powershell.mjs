@@ -239,8 +239,10 @@ function checkScript(script) {
     reject('no catch block printing ok=false and exiting 1')
   for (const f of FORBIDDEN) if (f.test(script)) reject(`forbidden construct ${f}`)
   const text = script.replace(blobs[0][1], '')
+  // A bare word ('Error', 'Application') cannot close a quote or start an expression; anything
+  // else found verbatim in the script text means a value was spliced into code.
   for (const s of stringsIn(params))
-    if (s.length >= 4 && text.includes(s))
+    if (s.length >= 3 && !/^[A-Za-z]+$/.test(s) && text.includes(s))
       reject(`a parameter value appears in the script text: ${JSON.stringify(s)}`)
   const used = new Set([...text.matchAll(/\b[A-Z][a-z]+-[A-Z][A-Za-z]+\b/g)].map((m) => m[0]))
   const allowed = new Set([...COMMON, ...spec.may])
