@@ -146,7 +146,10 @@ async function withDisk<T>(file: string, fn: (d: VirtualDisk) => Promise<T> | T)
   }
 }
 
-/** Streams the disk to stdout, waiting for 'drain'; a closed reader (EPIPE) ends it quietly. */
+/**
+ * Streams the disk to stdout, waiting for 'drain'; a closed reader (EPIPE) ends it quietly.
+ * One read runs ahead: it proceeds in the thread pool while a pipe write blocks the loop.
+ */
 async function catToStdout(d: VirtualDisk): Promise<void> {
   const out = process.stdout
   let closed = false
@@ -156,26 +159,46 @@ async function catToStdout(d: VirtualDisk): Promise<void> {
     else failure = err
   }
   out.on('error', onError)
+  const zeros = Buffer.alloc(CAT_CHUNK_BYTES)
+  const fetch = async (p: CatPiece): Promise<Buffer> => {
+    if (!p.data) return zeros.subarray(0, p.length)
+    const chunk = Buffer.allocUnsafe(p.length) // stdout may hold it until written: never reused
+    await d.read(chunk, p.start, p.length, 0)
+    return chunk
+  }
+  const pieces = catPieces(await d.map({ resolveParents: true }))
+  let next = pieces.next()
+  let pending: Promise<Buffer> | null = next.done ? null : fetch(next.value)
   try {
-    const zeros = Buffer.alloc(CAT_CHUNK_BYTES)
-    for (const extent of await d.map({ resolveParents: true })) {
-      const end = extent.start + extent.length
-      for (let pos = extent.start; pos < end && !closed; ) {
-        if (failure) throw failure
-        const n = Math.min(CAT_CHUNK_BYTES, end - pos)
-        let chunk: Buffer
-        if (extent.state === 'data') {
-          chunk = Buffer.allocUnsafe(n) // stdout may hold it until written: never reused
-          await d.read(chunk, pos, n, 0)
-        } else chunk = zeros.subarray(0, n)
-        pos += n
-        if (!out.write(chunk)) await writable(out)
-      }
-      if (closed) return
+    while (pending && !closed) {
+      const chunk = await pending
+      next = pieces.next()
+      pending = next.done ? null : fetch(next.value)
+      if (failure) throw failure
+      if (!out.write(chunk)) await writable(out)
     }
+    if (failure) throw failure
   } finally {
+    await pending?.catch(() => {})
     out.off('error', onError)
     if (closed) out.on('error', () => {})
+  }
+}
+
+interface CatPiece {
+  start: number
+  length: number
+  data: boolean
+}
+
+function* catPieces(map: Extent[]): Generator<CatPiece> {
+  for (const e of map) {
+    for (let pos = e.start; pos < e.start + e.length; pos += CAT_CHUNK_BYTES)
+      yield {
+        start: pos,
+        length: Math.min(CAT_CHUNK_BYTES, e.start + e.length - pos),
+        data: e.state === 'data',
+      }
   }
 }
 
