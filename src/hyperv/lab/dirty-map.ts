@@ -103,6 +103,17 @@ export class DirtyMap {
     return map
   }
 
+  /**
+   * The map of a disk nobody has open (a stopped VM), without marking it in use: null unless it
+   * is trusted. A caller that changes it saves it clean again (the disk file is unchanged).
+   */
+  static async peek(file: string, diskFile: string, geometry: DirtyMapGeometry): Promise<DirtyMap | null> {
+    const blocks = Math.ceil(geometry.virtualSize / geometry.blockBytes)
+    const loaded = await DirtyMap.load(file, diskFile, geometry, blocks)
+    if (loaded.distrust !== null) return null
+    return new DirtyMap(file, geometry, loaded.trackingId, loaded.generation, loaded.generations, null)
+  }
+
   private static async load(
     file: string,
     diskFile: string,

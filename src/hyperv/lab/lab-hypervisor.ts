@@ -24,6 +24,7 @@ import { isGuestAlive } from './guest.js'
 import { GuestProcess } from './guest-process.js'
 import type { GuestPointResult, GuestStatus } from './guest-protocol.js'
 import { PointDisk } from './point-disk.js'
+import { openStoppedPoint, releaseStoppedPoint, type StoppedPointState } from './stopped-point.js'
 import { toVmInfo, type WorkloadOptions } from './vm-config.js'
 
 /** The logging calls the lab hypervisor makes (a pino logger fits). */
@@ -53,10 +54,12 @@ interface OpenPoint {
   point: ConsistencyPoint
   entry: LabVmEntry
   guest: GuestProcess | null
+  /** Set for a point of a stopped VM (no guest to freeze). */
+  stopped: StoppedPointState | null
   views: Set<PointDisk>
 }
 
-/** A stopped VM's point cannot be diffed: the next point after it is a full one. */
+/** The guest died while its point was open: the next point after it is a full one. */
 const UNKNOWN_REFERENCE = 'lab1:unknown'
 
 export class LabHypervisor implements Hypervisor {
@@ -189,7 +192,12 @@ export class LabHypervisor implements Hypervisor {
     if (this.pointOf(id))
       throw new PointError(`VM '${entry.config.name}' already has an open point; release it first`)
     const guest = this.guests.get(id) ?? null
+    // The guest's only application is its own operations (records, workload, `vm write`), and
+    // the barrier falls between them, never inside one: asked for, a point is application-
+    // consistent for the lab guest. A stopped VM's disks are consistent either way.
+    const consistency = options.consistency ?? 'crash'
     let point: ConsistencyPoint
+    let stopped: StoppedPointState | null = null
     if (guest) {
       const r = await guest.request<GuestPointResult>({
         op: 'point',
@@ -199,21 +207,21 @@ export class LabHypervisor implements Hypervisor {
         id: `${id}/${r.generation}/${randomUUID()}`,
         vmId: id,
         time: r.time,
-        consistency: 'crash',
+        consistency,
         disks: r.disks,
       }
     } else {
       if (this.starting.has(id) || (await this.stateOf(entry)) !== 'stopped')
         throw new VmStateError(entry.config.name, 'running', 'its guest belongs to another node process')
+      stopped = await openStoppedPoint(entry.dir, entry.config, options.sinceReference ?? null)
       const disks = entry.config.disks.map((d, index) => ({
         index,
         virtualSize: d.virtualSize,
-        changed: null,
+        changed: stopped?.changed[index] ?? null,
       }))
-      point = { id: `${id}/stopped/${randomUUID()}`, vmId: id, time: Date.now(), consistency: 'crash', disks }
+      point = { id: `${id}/stopped/${randomUUID()}`, vmId: id, time: Date.now(), consistency, disks }
     }
-    // A lab guest has no applications to quiesce: an "application" point is a crash point, said so.
-    this.points.set(point.id, { point, entry, guest, views: new Set() })
+    this.points.set(point.id, { point, entry, guest, stopped, views: new Set() })
     return point
   }
 
@@ -245,6 +253,7 @@ export class LabHypervisor implements Hypervisor {
       await Promise.all([...open.views].map((v) => v.close()))
     }
     this.points.delete(point.id)
+    if (open.stopped) return releaseStoppedPoint(open.entry.dir, open.entry.config, open.stopped)
     if (!open.guest) return UNKNOWN_REFERENCE
     if (!open.guest.running) {
       this.log.warn(

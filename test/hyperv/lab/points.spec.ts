@@ -102,6 +102,33 @@ describe('lab consistency points', () => {
     await hv.stopVm('dm')
   })
 
+  it('points of a stopped VM diff from the maps its guest saved, and the next run stays tracked', async () => {
+    const { hv } = host
+    await hv.createVm('st', { sizeBytes: 8 * MiB, disks: 2, workload: { rateBytesPerSec: MiB } })
+    await hv.startVm('st')
+    const p0 = await hv.createPoint('st')
+    const img0 = await readPoint(hv, p0)
+    const ref0 = await hv.releasePoint(p0)
+    await sleep(300)
+    await hv.stopVm('st')
+    const p1 = await hv.createPoint('st', { sinceReference: ref0 })
+    const img1 = await readPoint(hv, p1)
+    expect(expectExactChanges(img0, img1, p1)).toBeGreaterThan(3)
+    const ref1 = await hv.releasePoint(p1)
+    // Nothing ran in between: nothing changed.
+    const p2 = await hv.createPoint('st', { sinceReference: ref1 })
+    expect(p2.disks.map((d) => d.changed)).toEqual([[], []])
+    const ref2 = await hv.releasePoint(p2)
+    await hv.startVm('st', { workload: { enabled: false } })
+    await hv.writeVm('st', 1, 3 * MiB, Buffer.alloc(100, 7))
+    await hv.stopVm('st')
+    const p3 = await hv.createPoint('st', { sinceReference: ref2 })
+    const img3 = await readPoint(hv, p3)
+    expectExactChanges(img1, img3, p3)
+    expect(blocksOf(p3.disks[1].changed ?? []).has((3 * MiB) / BLOCK)).toBe(true)
+    await hv.releasePoint(p3)
+  })
+
   it('a point is one instant on all disks while the guest writes heavily', async () => {
     const { hv } = host
     await hv.createVm('fz', {
