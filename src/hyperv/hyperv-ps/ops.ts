@@ -30,7 +30,8 @@ function ConvertTo-RmVmRecord($vm) {
   }
   $adapters=@(Get-VMNetworkAdapter -VM $vm | Select-Object Name,Id,SwitchName,MacAddress,IPAddresses)
   $id=$vm.Id.ToString()
-  $guest=@(Get-WmiObject -Namespace ${NS} -Class Msvm_GuestNetworkAdapterConfiguration | Where-Object { $_.InstanceID -like "*$id*" } | Select-Object InstanceID,IPAddresses,Subnets,DefaultGateways,DNSServers)
+  if ($null -eq $script:rmGuest) { $script:rmGuest=@(Get-WmiObject -Namespace ${NS} -Class Msvm_GuestNetworkAdapterConfiguration) }
+  $guest=@($script:rmGuest | Where-Object { $_.InstanceID -like "*$id*" } | Select-Object InstanceID,IPAddresses,Subnets,DefaultGateways,DNSServers)
   $ints=@(Get-VMIntegrationService -VM $vm | Select-Object Name,Enabled,PrimaryStatusDescription)
   [pscustomobject]@{
     VM=($vm | Select-Object Id,Name,State,Generation,ProcessorCount,MemoryStartup,Notes,Path,ConfigurationLocation,Version,CheckpointType,CreationTime)
@@ -83,7 +84,7 @@ export const DISK_CHANGES = `
 $ims=Get-WmiObject -Namespace ${NS} -Class Msvm_ImageManagementService
 foreach ($q in @($p.requests)) {
   try {
-    $res=$ims.GetVirtualDiskChanges($q.path,$q.limitId,'',[uint64]$q.offset,[uint64]$q.length)
+    $res=$ims.GetVirtualDiskChanges($q.path,$q.limitId,$null,[uint64]$q.offset,[uint64]$q.length)
     $null=Wait-RmJob $res 'GetVirtualDiskChanges'
     [pscustomobject]@{Path=$q.path; ReturnValue=[int]$res.ReturnValue; ProcessedByteLength=$res.ProcessedByteLength; ChangedByteOffsets=$res.ChangedByteOffsets; ChangedByteLengths=$res.ChangedByteLengths; Error=$null}
   } catch {

@@ -41,7 +41,7 @@ function Wait-RmJob($Result,[string]$Method) {
     }
     return $job
   }
-  if ($rv -ne 0) { $script:rmKind='wmi'; $script:rmData=@{method=$Method; returnValue=$rv; jobState=$null}; throw '' }
+  if ($rv -ne 0) { $script:rmKind='wmi'; $script:rmData=@{method=$Method; returnValue=$rv; jobState=$null}; throw "$Method returned $rv" }
   $null
 }
 `
