@@ -191,8 +191,9 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
       virtualSize: 3 * MiB,
     })
     expect(qemuInfo('c-fixed.vhd', 'vpc')['virtual-size']).toBe(3 * MiB)
-    ok(['disk', 'create', 'c-base.vhd', '--size', '8M', '--to', 'vhd'])
+    ok(['disk', 'create', 'c-base.vhd', '--size', '8M']) // format from the extension
     ok(['disk', 'write', 'c-base.vhd', '--offset', '0'], Buffer.alloc(3 * MiB, 0x31))
+    expect(json(['disk', 'info', 'c-base.vhd'])).toMatchObject({ format: 'vhd', subformat: 'dynamic' })
     const child = json(['disk', 'create', 'c-child.vhd', '--parent', 'c-base.vhd'])
     expect(child).toMatchObject({ format: 'vhd', subformat: 'differencing', parent: join(dir, 'c-base.vhd') })
     ok(['disk', 'write', 'c-child.vhd', '--offset', '1000'], Buffer.alloc(5000, 0x32))

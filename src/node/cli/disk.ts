@@ -1,6 +1,7 @@
 // `replimesh disk …`: inspect, stream, write, convert and create disk images (DESIGN.md §7).
 // The disk layer is imported inside each action so other commands start without it.
 import { fstatSync } from 'node:fs'
+import { extname } from 'node:path'
 import { type Command, Option } from 'commander'
 import type { DiskInfo, Extent, VirtualDisk } from '../../hyperv/index.js'
 import { parseCount, parseSize, printJson, UsageError } from './output.js'
@@ -95,7 +96,11 @@ export function register(program: Command): void {
     .command('create <out>')
     .description('create an empty disk image, or a differencing child of --parent')
     .option('--size <n>', 'virtual size (512M, 2G, bytes); defaults to the parent’s', parseSize)
-    .addOption(new Option('--to <format>', "format (default vhdx, or the parent's format)").choices(FORMATS))
+    .addOption(
+      new Option('--to <format>', "format (default: the parent's, else by extension, else vhdx)").choices(
+        FORMATS,
+      ),
+    )
     .addOption(new Option('--subformat <kind>', 'dynamic or fixed (default dynamic)').choices(SUBFORMATS))
     .option('--parent <file>', 'make a differencing disk of this parent')
     .option('--block-size <n>', 'block size (VHDX 1–256 MiB, VHD default 2 MiB)', parseSize)
@@ -107,10 +112,9 @@ export function register(program: Command): void {
         throw new UsageError('disk create needs --size (or --parent)')
       if (opts.parent && opts.subformat === 'fixed')
         throw new UsageError('a differencing disk (--parent) cannot be --subformat fixed')
-      const format = (opts.to ?? (opts.parent ? await detectFormat(opts.parent) : 'vhdx')) as
-        | 'vhdx'
-        | 'vhd'
-        | 'raw'
+      type Format = 'vhdx' | 'vhd' | 'raw'
+      const format = (opts.to ??
+        (opts.parent ? await detectFormat(opts.parent) : formatFromName(out))) as Format
       const d = await createDisk(out, {
         format,
         subformat: opts.subformat as 'dynamic' | 'fixed' | undefined,
@@ -124,6 +128,14 @@ export function register(program: Command): void {
       if (opts.json) printJson(info)
       else process.stdout.write(infoTable(out, info))
     })
+}
+
+/** .vhd → vhd, .raw/.img/.bin → raw, anything else (.vhdx included) → vhdx. */
+function formatFromName(file: string): 'vhdx' | 'vhd' | 'raw' {
+  const ext = extname(file).toLowerCase()
+  if (ext === '.vhd') return 'vhd'
+  if (ext === '.raw' || ext === '.img' || ext === '.bin') return 'raw'
+  return 'vhdx'
 }
 
 interface CreateFlags {
