@@ -2,6 +2,7 @@
 // pyvhdi) wrapped for buffers, a seeded PRNG, and a tiny independent parser of the BAT
 // (written from MS-VHDX, not from our code) so fixtures can find blocks in a file.
 import { execFileSync } from 'node:child_process'
+import { createCipheriv } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -106,10 +107,11 @@ export function prng(seed: number): () => number {
   }
 }
 
+/** `length` pseudo-random bytes keyed by the PRNG (AES-CTR: fast and replayable). */
 export function randomBytes(rand: () => number, length: number): Buffer {
-  const b = Buffer.alloc(length)
-  for (let i = 0; i < length; i++) b[i] = (rand() * 256) | 0
-  return b
+  const key = Buffer.alloc(16)
+  for (let i = 0; i < 16; i++) key[i] = (rand() * 256) | 0
+  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(length))
 }
 
 const BAT_GUID = Buffer.from('6677c22d23f600429d64115e9bfd4a08', 'hex')

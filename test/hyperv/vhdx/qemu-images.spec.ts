@@ -95,14 +95,14 @@ const cases: Case[] = [
     ],
   },
   {
-    name: 'dynamic 256M',
+    name: 'dynamic 256M, disk smaller than one block',
     subformat: 'dynamic',
     blockSize: '256M',
     zero: 'off',
-    size: 260 * MiB,
+    size: 40 * MiB + 512,
     writes: [
       [0, MiB, 0xab],
-      [256 * MiB - 4096, 8192, 0xba],
+      [40 * MiB - 4096, 4608, 0xba],
     ],
   },
 ]
