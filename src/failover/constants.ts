@@ -12,3 +12,5 @@ export const WEBHOOK_MAX_BODY_BYTES = 64 * 1024
 export const CHANNEL_SEND_TIMEOUT_MS = 20_000
 /** One control request (dial, request, reply). */
 export const CONTROL_REQUEST_TIMEOUT_MS = 5_000
+/** A failover handed to another node: it runs the whole promotion before it replies. */
+export const FAILOVER_REQUEST_TIMEOUT_MS = 300_000

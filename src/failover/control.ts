@@ -18,8 +18,20 @@ const claimSchema = z.object({
 
 export const controlRequestSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('promise'), claim: claimSchema }),
-  z.object({ type: z.literal('announce'), claim: claimSchema }),
+  /** `previous`: the owner before, when the announcer knows it (where failback goes). */
+  z.object({
+    type: z.literal('announce'),
+    claim: claimSchema,
+    previous: z.string().min(1).max(128).optional(),
+  }),
   z.object({ type: z.literal('query'), vm: z.string().min(1).max(256) }),
+  /** An operator asked another node to run `vm` (failover --to, failback, host/site plans). */
+  z.object({
+    type: z.literal('failover'),
+    vm: z.string().min(1).max(256),
+    mode: z.enum(['manual', 'test', 'failback']),
+    from: z.string().max(128).optional(),
+  }),
 ])
 export type ControlRequest = z.infer<typeof controlRequestSchema>
 
@@ -31,6 +43,18 @@ export const controlReplySchema = z.discriminatedUnion('type', [
     type: z.literal('known'),
     highest: z.number().int().nonnegative(),
     current: claimSchema.nullable(),
+  }),
+  z.object({
+    type: z.literal('failed-over'),
+    outcome: z.object({
+      vm: z.string(),
+      on: z.string(),
+      name: z.string(),
+      epoch: z.number().int().nullable(),
+      pointSeq: z.number().int(),
+      dataLossMs: z.number(),
+      tookMs: z.number(),
+    }),
   }),
   z.object({ type: z.literal('error'), message: z.string().max(1024) }),
 ])

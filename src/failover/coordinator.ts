@@ -20,6 +20,8 @@ export interface CoordinatorComponents {
   persist: (state: ReturnType<EpochLedger['toJSON']>) => Promise<void>
   ledger?: EpochLedger
   witness?: { peerId: string } | null
+  /** Answers requests the coordinator does not own (`failover`), set by the failover service. */
+  delegate?: (from: ControlPeer, req: ControlRequest) => Promise<ControlReply>
   /** Called after a newer claim was learned (fencing, replication re-pointing). */
   onClaim?: (claim: EpochClaim, from: string) => void | Promise<void>
 }
@@ -56,8 +58,27 @@ export class EpochCoordinator {
     return run
   }
 
+  /** Routes requests the coordinator does not own (the failover service sets it). */
+  setDelegate(fn: (from: ControlPeer, req: ControlRequest) => Promise<ControlReply>): void {
+    this.c.delegate = fn
+  }
+
+  /** Sends one request to another member (used by the failover service to hand work over). */
+  request(
+    peerId: string,
+    req: ControlRequest,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<ControlReply> {
+    return this.c.transport.request(peerId, req, options)
+  }
+
   /** Answers one request from another member. */
   answer(from: ControlPeer, req: ControlRequest): Promise<ControlReply> {
+    if (req.type === 'failover') {
+      if (!this.c.delegate)
+        return Promise.resolve({ type: 'error', message: 'failover is not running on this node' })
+      return this.c.delegate(from, req)
+    }
     if (req.type === 'query') {
       const current = this.ledger.current(req.vm) ?? null
       return Promise.resolve({ type: 'known', highest: this.ledger.highest(req.vm), current })
@@ -70,7 +91,7 @@ export class EpochCoordinator {
           ? { type: 'granted', claim: reply.claim }
           : { type: 'refused', current: reply.current }
       }
-      const result = this.ledger.learn(req.claim)
+      const result = this.ledger.learn(req.claim, req.previous)
       if (result === 'newer') {
         await this.c.persist(this.ledger.toJSON())
         await this.c.onClaim?.(req.claim, from.peerId)
@@ -86,7 +107,7 @@ export class EpochCoordinator {
    */
   async claim(
     vm: string,
-    options: { owner?: string; minEpoch?: number; signal?: AbortSignal } = {},
+    options: { owner?: string; minEpoch?: number; previous?: string; signal?: AbortSignal } = {},
   ): Promise<ClaimResult> {
     const owner = options.owner ?? this.c.self.peerId
     const epoch = Math.max(this.ledger.highest(vm), options.minEpoch ?? 0) + 1
@@ -146,15 +167,25 @@ export class EpochCoordinator {
     })
     if (!result.quorum.reached)
       throw new EpochQuorumError(claim, result.quorum, result.refused, result.unreachable)
-    await this.announce(claim, [...voters.map((m) => m.peerId)], options.signal)
+    await this.announce(claim, [...voters.map((m) => m.peerId)], {
+      previous: options.previous,
+      signal: options.signal,
+    })
     return result
   }
 
   /** Records `claim` here and tells `peers` (best effort: gossip carries it to the rest). */
-  async announce(claim: EpochClaim, peers: string[], signal?: AbortSignal): Promise<void> {
-    await this.answer(this.c.self, { type: 'announce', claim })
-    await Promise.allSettled(
-      peers.map((p) => this.c.transport.request(p, { type: 'announce', claim }, { signal })),
-    )
+  async announce(
+    claim: EpochClaim,
+    peers: string[],
+    options: { previous?: string; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const req: ControlRequest = {
+      type: 'announce',
+      claim,
+      ...(options.previous ? { previous: options.previous } : {}),
+    }
+    await this.answer(this.c.self, req)
+    await Promise.allSettled(peers.map((p) => this.c.transport.request(p, req, { signal: options.signal })))
   }
 }

@@ -20,10 +20,27 @@ export type VoteReply = { granted: true; claim: EpochClaim } | { granted: false;
 export class EpochLedger {
   private readonly promised = new Map<string, EpochClaim>()
   private readonly committed = new Map<string, EpochClaim>()
+  /** The owner before the current one, per VM: where `failback` goes by default. */
+  private readonly previous = new Map<string, string>()
 
-  constructor(state?: { promised: EpochClaim[]; committed: EpochClaim[] }) {
+  constructor(state?: {
+    promised: EpochClaim[]
+    committed: EpochClaim[]
+    previous?: Array<[string, string]>
+  }) {
     for (const c of state?.promised ?? []) this.promised.set(c.vm, c)
     for (const c of state?.committed ?? []) this.committed.set(c.vm, c)
+    for (const [vm, owner] of state?.previous ?? []) this.previous.set(vm, owner)
+  }
+
+  /** The owner before the current one, if this node saw the change. */
+  previousOwner(vm: string): string | undefined {
+    return this.previous.get(vm)
+  }
+
+  /** Every announced owner this node knows. */
+  claims(): EpochClaim[] {
+    return [...this.committed.values()]
   }
 
   /** The newest announced owner of `vm`. */
@@ -54,16 +71,22 @@ export class EpochLedger {
    * `same`, `stale` when we know a higher epoch, or `conflict` for another owner in our epoch
    * (impossible under the protocol; reported, never adopted).
    */
-  learn(c: EpochClaim): 'newer' | 'same' | 'stale' | 'conflict' {
+  learn(c: EpochClaim, previousOwner?: string): 'newer' | 'same' | 'stale' | 'conflict' {
     const cur = this.committed.get(c.vm)
     if (cur && c.epoch < cur.epoch) return 'stale'
     if (cur && c.epoch === cur.epoch) return cur.owner === c.owner ? 'same' : 'conflict'
+    const before = cur?.owner ?? previousOwner
+    if (before && before !== c.owner) this.previous.set(c.vm, before)
     this.committed.set(c.vm, { ...c })
     return 'newer'
   }
 
-  toJSON(): { promised: EpochClaim[]; committed: EpochClaim[] } {
-    return { promised: [...this.promised.values()], committed: [...this.committed.values()] }
+  toJSON(): { promised: EpochClaim[]; committed: EpochClaim[]; previous: Array<[string, string]> } {
+    return {
+      promised: [...this.promised.values()],
+      committed: [...this.committed.values()],
+      previous: [...this.previous],
+    }
   }
 }
 

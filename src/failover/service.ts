@@ -12,6 +12,8 @@
 import type { Hypervisor, VmInfo } from '../hyperv/index.js'
 import type { NodeState, PeerLiveness, PeerView } from '../mesh/index.js'
 import type { FailoverConfig } from './config.js'
+import { FAILOVER_REQUEST_TIMEOUT_MS } from './constants.js'
+import type { ControlPeer, ControlReply, ControlRequest } from './control.js'
 import type { EpochCoordinator } from './coordinator.js'
 import type { EpochClaim } from './epoch.js'
 import { fenceDecision } from './epoch.js'
@@ -21,7 +23,7 @@ import { networkMapping } from './network-map.js'
 import * as messages from './notify/messages.js'
 import type { Notifier, NotifyLogger } from './notify/notifier.js'
 import { type PlacementCandidate, placeVms } from './placement.js'
-import { bootWaves, decideVm, runInBootOrder, type Tier } from './policy.js'
+import { bootWaves, decideVm, runInBootOrder, type Tier, type Trigger } from './policy.js'
 import { confirmDown, hasQuorum, type Member, type QuorumOutcome } from './quorum.js'
 
 export interface FailoverMeshView {
@@ -89,6 +91,19 @@ export class FailoverService {
 
   constructor(private readonly c: FailoverServiceComponents) {
     this.log = c.logger ?? silent
+    c.coordinator.setDelegate((from, req) => this.onRequest(from, req))
+  }
+
+  /** Another node hands us a VM to run (an operator's --to, a failback, a host or site plan). */
+  private async onRequest(from: ControlPeer, req: ControlRequest): Promise<ControlReply> {
+    if (req.type !== 'failover') return { type: 'error', message: `unexpected request ${req.type}` }
+    this.log.info({ vm: req.vm, mode: req.mode, by: from.peerId }, 'failover requested by a peer')
+    try {
+      const outcome = await this.promote(req.vm, { mode: req.mode, from: req.from })
+      return { type: 'failed-over', outcome }
+    } catch (err) {
+      return { type: 'error', message: (err as Error).message.slice(0, 1000) }
+    }
   }
 
   async start(): Promise<void> {
@@ -264,12 +279,20 @@ export class FailoverService {
   }
 
   /** A host is confirmed down: plan all its VMs at once and promote those placed here. */
-  private async onHostDown(peerId: string, site: string, confirmedBy: string[], now: number): Promise<void> {
-    const last = this.lastState.get(peerId)
-    const vms = (last?.vms ?? []).filter((v) => {
-      const cur = this.c.coordinator.ledger.current(v.name)
-      return !cur || cur.owner === peerId // someone else already owns it: not this failure's VM
-    })
+  /**
+   * Plans the VMs owned by `hosts` (from their last states): placement among live holders of
+   * each VM's newest point, then a decision per VM for `trigger`, in boot order.
+   */
+  plan(hosts: string[], trigger: Trigger, now = Date.now()) {
+    const failed = new Set(hosts)
+    const vms = hosts.flatMap((h) =>
+      (this.lastState.get(h)?.vms ?? [])
+        .filter((v) => {
+          const cur = this.c.coordinator.ledger.current(v.name)
+          return !cur || cur.owner === h // someone else already owns it: not this failure's VM
+        })
+        .map((v) => ({ ...v, host: h })),
+    )
     const aliveIds = new Set(
       this.c.mesh
         .peers()
@@ -277,7 +300,7 @@ export class FailoverService {
         .map((p) => p.peerId),
     )
     const candidates: PlacementCandidate[] = [...this.lastState.values()]
-      .filter((s) => s.peerId === this.self.peerId || aliveIds.has(s.peerId))
+      .filter((s) => !failed.has(s.peerId) && (s.peerId === this.self.peerId || aliveIds.has(s.peerId)))
       .map((s) => ({
         peerId: s.peerId,
         site: s.site,
@@ -287,7 +310,8 @@ export class FailoverService {
         diskFreeBytes: s.capacity.diskFreeBytes,
         holds: Object.fromEntries(s.replicas.filter((r) => r.lastPoint).map((r) => [r.vm, r.lastPoint!.seq])),
       }))
-    const plan = placeVms({
+    const placement = placeVms({
+      // Gossip does not carry VM sizes yet: memory and disk count as 0 (see the report).
       vms: vms.map((v) => ({
         name: v.name,
         memoryBytes: 0,
@@ -297,30 +321,36 @@ export class FailoverService {
       })),
       candidates,
       hubs: this.c.config.hubs,
-      exclude: [peerId],
+      exclude: hosts,
     })
     const decisions = [...vms]
       .sort((x, y) => this.tier(x.name).priority - this.tier(y.name).priority || x.name.localeCompare(y.name))
       .map((v) => {
         const { tier, priority } = this.tier(v.name)
-        const p = plan.placements.find((x) => x.vm === v.name)
+        const p = placement.placements.find((x) => x.vm === v.name)
         const time = p ? this.pointTime(p.peerId, v.name) : null
+        const newestPoint = p ? { seq: p.pointSeq, time: time ?? now } : null
+        const d = decideVm(
+          { vm: v.name, tier, priority, wasRunning: v.state === 'running', newestPoint },
+          trigger,
+          now,
+        )
+        const unplaced = placement.unplaced.find((u) => u.vm === v.name)
         return {
-          ...decideVm(
-            {
-              vm: v.name,
-              tier,
-              priority,
-              wasRunning: v.state === 'running',
-              newestPoint: p ? { seq: p.pointSeq, time: time ?? now } : null,
-            },
-            'host-down',
-            now,
-          ),
+          ...d,
+          reason: unplaced ? unplaced.reason : d.reason,
+          host: v.host,
           priority,
-          placement: p,
+          placement: p ?? null,
         }
       })
+    return { vms, decisions, warnings: placement.warnings, aliveIds }
+  }
+
+  private async onHostDown(peerId: string, site: string, confirmedBy: string[], now: number): Promise<void> {
+    const last = this.lastState.get(peerId)
+    const { vms, decisions, warnings: planWarnings, aliveIds } = this.plan([peerId], 'host-down', now)
+    const plan = { warnings: planWarnings }
     const reporterId = [this.self.peerId, ...aliveIds].filter((id) => id !== peerId).sort()[0]
     if (reporterId === this.self.peerId) {
       await this.c.notifier.notify(
@@ -387,7 +417,8 @@ export class FailoverService {
     const from = opts.from ?? this.c.coordinator.ledger.current(vm)?.owner ?? 'unknown'
     try {
       if (!test && !this.hasQuorum) throw new FailoverError(vm, 'this node cannot reach a quorum of sites')
-      const claim = test ? null : await this.c.coordinator.claim(vm, { signal: opts.signal })
+      const previous = from === 'unknown' ? undefined : from
+      const claim = test ? null : await this.c.coordinator.claim(vm, { signal: opts.signal, previous })
       const prep = await this.c.replicas.prepare(vm, { signal: opts.signal })
       const name = test ? `${vm}-test` : vm
       const registered = await this.c.hypervisor.getVm(name).catch(() => null)
@@ -450,6 +481,96 @@ export class FailoverService {
         }),
       )
       throw err
+    }
+  }
+
+  /**
+   * An operator's failover of one VM: to `to`, or to the best holder of its newest point. The
+   * node that will run it does the promotion; this one hands it over through the control protocol.
+   */
+  async failover(
+    vm: string,
+    opts: { to?: string; mode: 'manual' | 'test' | 'failback'; signal?: AbortSignal },
+  ): Promise<FailoverOutcome> {
+    const owner = this.c.coordinator.ledger.current(vm)?.owner ?? this.ownerFromGossip(vm)
+    let to = opts.to
+    if (!to) {
+      const hosts = owner ? [owner] : []
+      const d = hosts.length ? this.plan(hosts, 'manual').decisions.find((x) => x.vm === vm) : undefined
+      if (!d?.placement) throw new FailoverError(vm, d?.reason ?? 'its owner is unknown here; give --to PEER')
+      to = d.placement.peerId
+    }
+    if (to === this.self.peerId)
+      return this.promote(vm, { mode: opts.mode, from: owner, signal: opts.signal })
+    const reply = await this.c.coordinator
+      .request(
+        to,
+        { type: 'failover', vm, mode: opts.mode, ...(owner ? { from: owner } : {}) },
+        { signal: opts.signal ?? AbortSignal.timeout(FAILOVER_REQUEST_TIMEOUT_MS) },
+      )
+      .catch((err: Error) => {
+        throw new FailoverError(vm, `${to} did not answer: ${err.message}`)
+      })
+    if (reply.type === 'failed-over') return reply.outcome
+    throw new FailoverError(
+      vm,
+      reply.type === 'error' ? `${to} answered: ${reply.message}` : `${to} answered ${reply.type}`,
+    )
+  }
+
+  /** An operator's failover of every VM of some hosts (a host, or all hosts of a site), in boot order. */
+  async failoverHosts(
+    hosts: string[],
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<Array<{ vm: string; ok: boolean; on: string | null; error?: string }>> {
+    const { decisions } = this.plan(hosts, 'manual')
+    const out: Array<{ vm: string; ok: boolean; on: string | null; error?: string }> = decisions
+      .filter((d) => !d.placement || d.action !== 'failover')
+      .map((d) => ({ vm: d.vm, ok: false, on: null, error: d.reason }))
+    const steps = decisions
+      .filter((d) => d.placement && d.action === 'failover')
+      .map((d) => ({ vm: d.vm, peerId: d.placement!.peerId, priority: d.priority }))
+    const results = await runInBootOrder(
+      bootWaves(steps, this.c.config.maxStartsPerHost),
+      (step, o) =>
+        this.failover(step.vm, { to: step.peerId, mode: 'manual', signal: o.signal }).then(() => {}),
+      { signal: opts.signal },
+    )
+    for (const r of results)
+      out.push({ vm: r.vm, ok: r.ok, on: r.ok ? r.peerId : null, ...(r.error ? { error: r.error } : {}) })
+    return out
+  }
+
+  /** Hosts of `site` known to this node (from gossip). */
+  hostsAt(site: string): string[] {
+    return [...this.lastState.values()]
+      .filter((s) => s.site === site && s.peerId !== this.self.peerId)
+      .map((s) => s.peerId)
+  }
+
+  /** Brings `vm` back to its previous owner (or `to`) once that node holds its newest point again. */
+  async failback(vm: string, opts: { to?: string; signal?: AbortSignal } = {}): Promise<FailoverOutcome> {
+    const to = opts.to ?? this.c.coordinator.ledger.previousOwner(vm)
+    if (!to) throw new FailoverError(vm, 'no earlier owner is known on this node; give --to PEER')
+    return this.failover(vm, { to, mode: 'failback', signal: opts.signal })
+  }
+
+  private ownerFromGossip(vm: string): string | undefined {
+    let best: { owner: string; epoch: number } | undefined
+    for (const s of this.lastState.values())
+      for (const v of s.vms)
+        if (v.name === vm && (!best || v.epoch > best.epoch)) best = { owner: s.peerId, epoch: v.epoch }
+    return best?.owner
+  }
+
+  /** For the API and dashboard. */
+  status() {
+    return {
+      peerId: this.self.peerId,
+      site: this.self.site,
+      quorum: this.quorum,
+      owners: this.c.coordinator.ledger.claims(),
+      notifications: this.c.notifier.recent().slice(-20),
     }
   }
 

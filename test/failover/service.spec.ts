@@ -296,4 +296,55 @@ describe('FailoverService', () => {
     await c1.service.endTest('web1')
     expect(c1.hv.vms.has('web1-test')).toBe(false)
   })
+
+  it('an operator fails a VM over to a chosen peer, fails it back, and fails a whole host over', async () => {
+    const sims: Record<string, Sim> = {
+      a1: {
+        site: 'A',
+        alive: true,
+        views: {},
+        vms: [
+          { id: 'id-web1', name: 'web1', state: 'running', epoch: 0 },
+          { id: 'id-db1', name: 'db1', state: 'running', epoch: 0 },
+        ],
+        replicas: [],
+      },
+      b1: { site: 'B', alive: true, views: {}, vms: [], replicas: [] },
+      c1: {
+        site: 'C',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: ['web1', 'db1'].map((vm) => ({ vm, lastPoint: { seq: 9, time: Date.now() }, epoch: 0 })),
+      },
+    }
+    const { nodes } = world(sims)
+    services = [...nodes.values()].map((n) => n.service)
+    for (const n of nodes.values()) await n.service.tick()
+    const [a1, b1, c1] = ['a1', 'b1', 'c1'].map((id) => nodes.get(id)!)
+    a1.hv.vms.set('web1', { ...vmInfo('web1', '10.1.0.20/24'), state: 'running' })
+
+    // From b1, without --to: the plan picks c1, the only holder; b1 hands it over.
+    const out = await b1.service.failover('web1', { mode: 'manual' })
+    expect(out).toMatchObject({ vm: 'web1', on: 'c1', epoch: 1, pointSeq: 9 })
+    expect(c1.hv.vms.get('web1')?.state).toBe('running')
+    expect(a1.hv.vms.get('web1')?.state).toBe('stopped') // the announcement fenced the old owner
+    expect(b1.coordinator.ledger.previousOwner('web1')).toBe('a1')
+
+    // failback goes to the previous owner.
+    const back = await b1.service.failback('web1')
+    expect(back).toMatchObject({ vm: 'web1', on: 'a1', epoch: 2 })
+    expect(a1.hv.vms.get('web1')?.state).toBe('running')
+    expect(c1.hv.vms.get('web1')?.state).toBe('stopped')
+    expect(c1.channel.kinds()).toContain('fenced:web1')
+
+    // A whole host by hand: db1 goes to c1; web1 is owned by a1 again at epoch 2, so it counts too.
+    const host = await b1.service.failoverHosts(['a1'])
+    expect(host.find((r) => r.vm === 'db1')).toEqual({ vm: 'db1', ok: true, on: 'c1' })
+    expect(c1.hv.vms.get('db1')?.state).toBe('running')
+    await expect(b1.service.failover('nope', { mode: 'manual' })).rejects.toThrow(
+      /cannot fail over nope: its owner is unknown here/,
+    )
+    await expect(b1.service.failback('db1', { to: 'zz' })).rejects.toThrow(/cannot fail over db1/)
+  })
 })
