@@ -5,11 +5,13 @@ import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createDisk, openDisk, ParentMismatchError } from '../../../src/hyperv/disk/index.js'
+import type { VhdDisk } from '../../../src/hyperv/disk/vhd/index.js'
 import { hasPyvhdi, hasTool, oracle } from '../../helpers/oracles.js'
 import { pattern, pyvhdiRead, qemuVirtualSize, readAll, run, tempDir } from './fixtures.js'
 
 const HAVE_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 const HAVE_PYVHDI = oracle('pyvhdi', hasPyvhdi())
+const HAVE_VHDIINFO = oracle('vhdiinfo', hasTool('vhdiinfo', ['-V']))
 const MiB = 1024 * 1024
 
 let dir: string
@@ -151,6 +153,30 @@ describe('differencing VHD chains', () => {
         expect(model.subarray(e.start, e.start + e.length).every((b) => b === 0)).toBe(true)
     } finally {
       await disk.close()
+    }
+  })
+
+  it.runIf(HAVE_VHDIINFO)('vhdiinfo accepts each disk and links child to parent by UniqueId', async () => {
+    const ids: Record<string, string> = {}
+    for (const f of [base, mid, top]) {
+      const d = await openDisk(f)
+      ids[f] = (d as VhdDisk).uniqueId.toString('hex')
+      await d.close()
+    }
+    const info = (f: string) => run('vhdiinfo', [f])
+    const guid = (text: string, label: string) =>
+      new RegExp(`${label}\\s*: ([0-9a-f-]+)`).exec(text)?.[1].replace(/-/g, '')
+    expect(info(base)).toMatch(/Disk type\s*: Dynamic/)
+    for (const [child, parent] of [
+      [mid, base],
+      [top, mid],
+    ]) {
+      const text = info(child)
+      expect(text).toMatch(/Disk type\s*: Differential/)
+      expect(text).toMatch(new RegExp(`Media size.*\\(${size} bytes\\)`))
+      expect(guid(text, 'Identifier')).toBe(ids[child])
+      expect(guid(text, 'Parent identifier')).toBe(ids[parent])
+      expect(text).toContain(`Parent filename\t\t: ${parent}`)
     }
   })
 
