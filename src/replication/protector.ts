@@ -87,6 +87,12 @@ export class VmProtector {
   }
 
   async start(): Promise<void> {
+    await this.load()
+    this.loop = this.run()
+  }
+
+  /** Reads the persisted state without starting the loop (start() does both; benches drive cycle()). */
+  async load(): Promise<void> {
     const { state, manifests } = await this.c.files.readState(this.protection.vm)
     this.state = state
     this.manifests = manifests
@@ -97,7 +103,6 @@ export class VmProtector {
       const p = this.progress.get(peer)
       if (p && t) Object.assign(p, { seq: t.seq, time: t.time })
     }
-    this.loop = this.run()
   }
 
   async stop(): Promise<void> {

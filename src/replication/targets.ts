@@ -23,7 +23,8 @@ export interface TargetRequest {
 
 /** Peer ids of the chosen targets, in the order they should be served (the chain order). */
 export function selectTargets(nodes: CandidateNode[], req: TargetRequest): string[] {
-  const candidates = nodes.filter((n) => n.peerId !== req.self.peerId && n.state === 'alive')
+  // A suspect peer may only be slow to answer pings: usable, but ranked after alive ones.
+  const candidates = nodes.filter((n) => n.peerId !== req.self.peerId && n.state !== 'down')
   const fits = (n: CandidateNode) => n.freeBytes === null || n.freeBytes >= req.requiredBytes
   const chosen: CandidateNode[] = []
   const isChosen = (n: CandidateNode) => chosen.some((c) => c.peerId === n.peerId)
@@ -33,7 +34,7 @@ export function selectTargets(nodes: CandidateNode[], req: TargetRequest): strin
       throw new TargetSelectionError(`'${name}' is this node; a VM cannot be its own replica target`)
     const byPeer = nodes.find((n) => n.peerId === name)
     if (byPeer) {
-      if (byPeer.state !== 'alive') throw new TargetSelectionError(`peer ${name} is ${byPeer.state}`)
+      if (byPeer.state === 'down') throw new TargetSelectionError(`peer ${name} is down`)
       if (!fits(byPeer))
         throw new TargetSelectionError(
           `peer ${name} has ${byPeer.freeBytes} bytes free; the replica needs ${req.requiredBytes}`,
@@ -91,6 +92,7 @@ function rank(nodes: CandidateNode[], chosen: CandidateNode[], selfSite: string)
   const haveOffsite = chosen.some((c) => c.site !== selfSite)
   const usedSites = new Set([selfSite, ...chosen.map((c) => c.site)])
   const score = (n: CandidateNode): number[] => [
+    n.state === 'alive' ? 0 : 1,
     !haveOffsite && n.site !== selfSite ? 0 : 1,
     usedSites.has(n.site) ? 1 : 0,
     n.freeBytes === null ? 1 : 0,

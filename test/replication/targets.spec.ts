@@ -49,6 +49,12 @@ describe('selectTargets', () => {
     expect(selectTargets(mesh, { self, to: null, copies: 2, requiredBytes: 60 * G })).toEqual(['B2', 'A2'])
   })
 
+  it('a suspect peer is usable but ranked after alive ones', () => {
+    const nodes = [node('X', 's2', 500, 'suspect'), node('Y', 's3', 1)]
+    expect(selectTargets(nodes, { self, to: null, copies: 1, requiredBytes: 1 })).toEqual(['Y'])
+    expect(selectTargets(nodes, { self, to: ['X'], copies: null, requiredBytes: 1 })).toEqual(['X'])
+  })
+
   it('prefers known capacity over unknown', () => {
     const nodes = [node('X', 's2', null), node('Y', 's2', 1)]
     expect(selectTargets(nodes, { self, to: null, copies: 1, requiredBytes: 1 })).toEqual(['Y'])
@@ -68,7 +74,7 @@ describe('selectTargets', () => {
   })
 
   it('policy refuses when no other site is available', () => {
-    const local = [node('A', 's1'), node('A2', 's1'), node('B', 's2', 100, 'suspect')]
+    const local = [node('A', 's1'), node('A2', 's1'), node('B', 's2', 100, 'down')]
     expect(() => selectTargets(local, { self, to: null, copies: 1, requiredBytes: 1 })).toThrow(
       TargetSelectionError,
     )
