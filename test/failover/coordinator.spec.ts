@@ -133,7 +133,9 @@ describe('control protocol over real mesh nodes', () => {
     await Promise.all(nodes.splice(0).map((n) => n.stop()))
   })
 
-  it('promotes with a quorum of three sites, then without the failed site', async () => {
+  it('promotes with a quorum of three sites, then without the failed site', {
+    timeout: 120_000,
+  }, async () => {
     const meshKey = await generateKeyPair('Ed25519')
     const a = await makeNode(meshKey, 'A')
     nodes.push(a)
@@ -146,6 +148,7 @@ describe('control protocol over real mesh nodes', () => {
       await waitFor(
         `${n.site} sees two live peers`,
         () => n.peers().filter((p) => p.state === 'alive' && p.connected).length === 2,
+        30_000,
       )
     const byId = new Map<string, EpochCoordinator>()
     for (const n of [a, b, c]) {
@@ -174,13 +177,14 @@ describe('control protocol over real mesh nodes', () => {
       () =>
         byId.get(a.peerId)!.ledger.current('web1')?.owner === b.peerId &&
         byId.get(c.peerId)!.ledger.current('web1')?.owner === b.peerId,
+      30_000,
     )
 
     // B fails; C promotes itself with A's promise (two of three sites).
     await byId.get(b.peerId)!.stop()
     await b.stop()
     nodes.splice(nodes.indexOf(b), 1)
-    const second = await byId.get(c.peerId)!.claim('web1', { signal: AbortSignal.timeout(8_000) })
+    const second = await byId.get(c.peerId)!.claim('web1', { signal: AbortSignal.timeout(30_000) })
     expect(second.claim).toEqual({ vm: 'web1', epoch: 2, owner: c.peerId })
     expect(second.granted.sort()).toEqual([a.peerId, c.peerId].sort())
     expect(byId.get(a.peerId)!.ledger.current('web1')?.epoch).toBe(2)
@@ -194,7 +198,7 @@ describe('control protocol over real mesh nodes', () => {
     const b = await makeNode(meshKey, 'B', { bootstrap: a.addrs() })
     nodes.push(b)
     await b.start()
-    await waitFor('b sees a', () => b.peers().some((p) => p.connected))
+    await waitFor('b sees a', () => b.peers().some((p) => p.connected), 30_000)
     const co = new EpochCoordinator({
       self: { peerId: a.peerId, site: 'A' },
       transport: meshControlTransport(a),
