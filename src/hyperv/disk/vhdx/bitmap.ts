@@ -55,11 +55,11 @@ export class SectorBitmaps {
     private readonly batOffset: number,
   ) {}
 
-  private location(block: number): { fileOffset: number; length: number } {
+  private location(block: number, bitmapBlockOffset?: number): { fileOffset: number; length: number } {
     const g = this.bat.geometry
     const chunk = Math.floor(block / g.chunkRatio)
     const index = g.bitmapIndex(chunk)
-    if (this.bat.state(index) !== SB_BLOCK_PRESENT) {
+    if (bitmapBlockOffset === undefined && this.bat.state(index) !== SB_BLOCK_PRESENT) {
       throw new CorruptDiskError(
         this.file.path,
         `BAT: payload block ${block} is partially present but its sector bitmap (entry ${index}) is not`,
@@ -67,7 +67,8 @@ export class SectorBitmaps {
       )
     }
     const firstSector = (block % g.chunkRatio) * g.sectorsPerBlock
-    return { fileOffset: this.bat.fileOffset(index) + firstSector / 8, length: g.sectorsPerBlock / 8 }
+    const base = bitmapBlockOffset ?? this.bat.fileOffset(index)
+    return { fileOffset: base + firstSector / 8, length: g.sectorsPerBlock / 8 }
   }
 
   /** The bitmap bits of payload block `block` (sector 0 of the block is bit 0). */
@@ -86,14 +87,16 @@ export class SectorBitmaps {
 
   /**
    * Marks sectors [first, first+count) of the block present and writes the slice. With
-   * `fresh`, every other sector of the block is marked absent (a newly allocated block).
+   * `newBlockBitmap` (the file offset of the chunk's sector bitmap block, which the BAT may
+   * not name yet), the payload block is new: every other sector of it is marked absent.
    */
-  async markPresent(block: number, first: number, count: number, fresh: boolean): Promise<void> {
+  async markPresent(block: number, first: number, count: number, newBlockBitmap?: number): Promise<void> {
+    const fresh = newBlockBitmap !== undefined
     const bits = fresh
       ? Buffer.alloc(this.bat.geometry.sectorsPerBlock / 8)
       : Buffer.from(await this.get(block))
     setBits(bits, first, count)
-    const { fileOffset } = this.location(block)
+    const { fileOffset } = this.location(block, newBlockBitmap)
     await this.file.write(bits, fileOffset)
     this.remember(block, bits)
   }

@@ -40,6 +40,26 @@ interface PayloadWrite {
   length: number
 }
 
+interface BatUpdate {
+  index: number
+  state: number
+  fileOffset: number
+}
+
+interface WritePlan {
+  payload: PayloadWrite[]
+  /**
+   * Sectors to mark present. With `bitmapOffset` (the chunk's sector bitmap block), the block
+   * is new: its whole bitmap slice is rewritten with only these sectors set.
+   */
+  marks: { block: number; first: number; count: number; bitmapOffset?: number }[]
+  /** New sector bitmap blocks: their BAT entries go first. */
+  bitmapEntries: BatUpdate[]
+  payloadEntries: BatUpdate[]
+  /** File end after the new blocks. */
+  end: number
+}
+
 export class VhdxDisk implements VirtualDisk {
   readonly format = 'vhdx' as const
   readonly subformat: DiskSubformat
@@ -192,6 +212,7 @@ export class VhdxDisk implements VirtualDisk {
   private async writeSerial(input: Uint8Array, inputOffset: number): Promise<void> {
     if (input.length === 0) return
     if (!this.sessionStarted) {
+      // MS-VHDX §2.2.2: new FileWriteGuid and DataWriteGuid before the first change.
       this.current = await updateHeader(this.file, this.current, {
         fileWriteGuid: newGuid(),
         dataWriteGuid: newGuid(),
@@ -201,68 +222,80 @@ export class VhdxDisk implements VirtualDisk {
     const { data, offset } = this.parent
       ? await this.alignToSectors(input, inputOffset)
       : { data: input, offset: inputOffset }
+    const plan = this.planWrite(data.length, offset)
+    if (plan.end > this.nextFree) {
+      await this.file.truncate(plan.end)
+      this.nextFree = plan.end
+    }
+    await this.writePayload(data, plan.payload)
+    const needsOrder =
+      plan.marks.length > 0 || plan.bitmapEntries.length > 0 || plan.payloadEntries.length > 0
+    if (needsOrder) await this.file.sync()
+    for (const m of plan.marks) await this.bitmaps.markPresent(m.block, m.first, m.count, m.bitmapOffset)
+    // A sector bitmap block and its BAT entry are durable before a payload entry relies on them.
+    if (plan.bitmapEntries.length > 0) await this.writeBatEntries(plan.bitmapEntries)
+    if (plan.marks.some((m) => m.bitmapOffset !== undefined) || plan.bitmapEntries.length > 0)
+      await this.file.sync()
+    if (plan.payloadEntries.length > 0) await this.writeBatEntries(plan.payloadEntries)
+    this.dirty = true
+  }
+
+  /**
+   * Decides, block by block, where `length` bytes at virtual `offset` go: in place, or into
+   * new blocks placed from nextFree (FULLY_PRESENT, or PARTIALLY_PRESENT with only the
+   * written sectors marked when a differencing disk's block still comes from the parent).
+   */
+  private planWrite(length: number, offset: number): WritePlan {
     const g = this.layout.geometry
     const bs = this.blockSize
     const lss = this.logicalSectorSize
-    const payload: PayloadWrite[] = []
-    const marks: { block: number; first: number; count: number; fresh: boolean }[] = []
-    const batUpdates: { index: number; state: number; fileOffset: number }[] = []
-    let end = this.nextFree
+    const plan: WritePlan = {
+      payload: [],
+      marks: [],
+      bitmapEntries: [],
+      payloadEntries: [],
+      end: this.nextFree,
+    }
     const allocate = (size: number) => {
-      const at = end
-      end += size
+      const at = plan.end
+      plan.end += size
       return at
     }
-    for (let pos = offset; pos < offset + data.length; ) {
+    for (let pos = offset; pos < offset + length; ) {
       const block = Math.floor(pos / bs)
       const inBlock = pos - block * bs
-      const n = Math.min(bs - inBlock, offset + data.length - pos)
+      const n = Math.min(bs - inBlock, offset + length - pos)
       const from = pos - offset
       const state = this.bat.blockState(block)
       const index = g.payloadIndex(block)
+      const sectors = { block, first: inBlock / lss, count: n / lss }
       if (state === PAYLOAD_BLOCK_FULLY_PRESENT || state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
-        payload.push({ fileOffset: this.bat.fileOffset(index) + inBlock, from, length: n })
-        if (state === PAYLOAD_BLOCK_PARTIALLY_PRESENT)
-          marks.push({ block, first: inBlock / lss, count: n / lss, fresh: false })
+        plan.payload.push({ fileOffset: this.bat.fileOffset(index) + inBlock, from, length: n })
+        if (state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) plan.marks.push(sectors)
       } else {
         const at = allocate(bs)
-        payload.push({ fileOffset: at + inBlock, from, length: n })
+        plan.payload.push({ fileOffset: at + inBlock, from, length: n })
         const whole = inBlock === 0 && (n === bs || pos + n === this.virtualSize)
         if (state === PAYLOAD_BLOCK_NOT_PRESENT && this.parent && !whole) {
           // Only the written sectors become present; the rest still comes from the parent.
           const sbIndex = g.bitmapIndex(Math.floor(block / g.chunkRatio))
-          if (this.bat.state(sbIndex) !== SB_BLOCK_PRESENT) {
-            const sbAt = allocate(SECTOR_BITMAP_BLOCK_SIZE)
-            this.bat.set(sbIndex, SB_BLOCK_PRESENT, sbAt) // no payload entry names it yet
-            batUpdates.push({ index: sbIndex, state: SB_BLOCK_PRESENT, fileOffset: sbAt })
+          let sbAt = plan.bitmapEntries.find((e) => e.index === sbIndex)?.fileOffset
+          if (sbAt === undefined && this.bat.state(sbIndex) !== SB_BLOCK_PRESENT) {
+            sbAt = allocate(SECTOR_BITMAP_BLOCK_SIZE)
+            plan.bitmapEntries.push({ index: sbIndex, state: SB_BLOCK_PRESENT, fileOffset: sbAt })
           }
-          marks.push({ block, first: inBlock / lss, count: n / lss, fresh: true })
-          batUpdates.push({ index, state: PAYLOAD_BLOCK_PARTIALLY_PRESENT, fileOffset: at })
+          const bitmapOffset = sbAt ?? this.bat.fileOffset(sbIndex)
+          plan.marks.push({ ...sectors, bitmapOffset })
+          plan.payloadEntries.push({ index, state: PAYLOAD_BLOCK_PARTIALLY_PRESENT, fileOffset: at })
         } else {
           // Dynamic, fixed, ZERO/UNMAPPED/UNDEFINED or a whole block: the rest reads as zeros,
           // which is what the file's new (sparse) space holds.
-          batUpdates.push({ index, state: PAYLOAD_BLOCK_FULLY_PRESENT, fileOffset: at })
+          plan.payloadEntries.push({ index, state: PAYLOAD_BLOCK_FULLY_PRESENT, fileOffset: at })
         }
       }
       pos += n
     }
-    if (end > this.nextFree) {
-      await this.file.truncate(end)
-      this.nextFree = end
-    }
-    await this.writePayload(data, payload)
-    if (marks.length > 0 || batUpdates.length > 0) await this.file.sync()
-    for (const m of marks) await this.bitmaps.markPresent(m.block, m.first, m.count, m.fresh)
-    if (marks.some((m) => m.fresh)) await this.file.sync()
-    // A sector bitmap's BAT entry must be durable before a payload entry that relies on it.
-    const bitmapEntries = batUpdates.filter((u) => u.state === SB_BLOCK_PRESENT && g.isBitmapIndex(u.index))
-    if (bitmapEntries.length > 0) {
-      await this.writeBatEntries(bitmapEntries)
-      await this.file.sync()
-    }
-    const payloadEntries = batUpdates.filter((u) => !bitmapEntries.includes(u))
-    if (payloadEntries.length > 0) await this.writeBatEntries(payloadEntries)
-    this.dirty = true
+    return plan
   }
 
   /** Coalesces writes that are contiguous both in the file and in the source buffer. */
