@@ -2,6 +2,7 @@
 // deadlines, and notices when it exits. The fork shares the node's process group and has an IPC
 // channel; both make the guest die with its node.
 import { type ChildProcess, fork } from 'node:child_process'
+import { once } from 'node:events'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -112,7 +113,9 @@ export class GuestProcess {
       }
       const onExit = async (code: number | null, signal: string | null) => {
         done()
-        // The exit can overtake the guest's last IPC message: its log has the reason too.
+        // The exit can overtake the guest's last IPC messages; they arrive before 'disconnect'.
+        if (this.child.connected)
+          await Promise.race([once(this.child, 'disconnect'), new Promise((r) => setTimeout(r, 1000))])
         const reason = this.lastFatal ?? (await lastStartError(this.logFile))
         const how = signal ? `killed by ${signal}` : `exit code ${code}`
         reject(
@@ -190,5 +193,8 @@ async function lastStartError(logFile: string): Promise<string | null> {
   const text = await readFile(logFile, 'utf8').catch(() => '')
   const lines = text.trimEnd().split('\n').slice(-20).reverse()
   const hit = lines.find((l) => l.includes(' cannot start: '))
-  return hit ? hit.slice(hit.indexOf(' cannot start: ') + ' cannot start: '.length) : null
+  if (hit) return hit.slice(hit.indexOf(' cannot start: ') + ' cannot start: '.length)
+  // Died before it could say why (a broken build, say): the last error line it printed.
+  const error = lines.find((l) => /^\w*Error\b/.test(l))
+  return error ? `the guest program failed: ${error}` : null
 }

@@ -67,7 +67,7 @@ describe('lab consistency points', () => {
   it('the dirty map equals the byte-level difference of two points, and survives a node restart', async () => {
     let hv = host.hv
     await hv.createVm('dm', {
-      sizeBytes: 16 * MiB,
+      sizeBytes: 8 * MiB,
       disks: 2,
       workload: { rateBytesPerSec: 2 * MiB, blockBytes: 4096, hotSetFraction: 0.5 },
     })
@@ -132,14 +132,14 @@ describe('lab consistency points', () => {
   it('a point is one instant on all disks while the guest writes heavily', async () => {
     const { hv } = host
     await hv.createVm('fz', {
-      sizeBytes: 16 * MiB,
+      sizeBytes: 8 * MiB,
       disks: 2,
       recordIntervalMs: 5,
       workload: { rateBytesPerSec: 4 * MiB, blockBytes: 4096 },
     })
     await hv.startVm('fz')
     // An outside writer: counter k goes to disk 0, then to disk 1, one after the other.
-    const at = 15 * MiB - 4096
+    const at = 7 * MiB - 4096
     let k = 0
     let writing = true
     const writer = (async () => {
@@ -153,7 +153,7 @@ describe('lab consistency points', () => {
     })()
     try {
       let lastSeq = 0
-      for (let round = 0; round < 4; round++) {
+      for (let round = 0; round < 3; round++) {
         await sleep(150)
         const p = await hv.createPoint('fz')
         const first = await readPoint(hv, p)
@@ -169,7 +169,7 @@ describe('lab consistency points', () => {
         await sleep(200)
         const status = await hv.vmStatus('fz')
         expect(status.frozen).toBe(true)
-        expect(status.journalBytes).toBeGreaterThan(64 * 1024)
+        expect(status.journalBytes).toBeGreaterThan(16 * 1024) // writes went on during the freeze
         const again = await readPoint(hv, p)
         expect(again[0].equals(first[0]) && again[1].equals(first[1])).toBe(true)
         await hv.releasePoint(p)
