@@ -18,6 +18,12 @@ export const MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 /** Windows allows a 32,767-character command line; the encoded script must fit with room. */
 export const MAX_ENCODED_COMMAND_CHARS = 30_000
 
+/**
+ * Event Log messages are cut to this many UTF-8 bytes: parameters travel inside the encoded
+ * command line (MAX_ENCODED_COMMAND_CHARS), which the Event Log's own 31,839 characters exceed.
+ */
+export const MAX_EVENT_MESSAGE_BYTES = 4096
+
 /** PowerShell processes run at once (each costs ~60 MiB and a second of CPU to start). */
 export const DEFAULT_MAX_CONCURRENT_RUNS = 3
 

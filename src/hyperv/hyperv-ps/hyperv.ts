@@ -29,6 +29,7 @@ import {
   DEFAULT_EVENT_SOURCE,
   DEFAULT_JOB_TIMEOUT_SECONDS,
   MAX_CHANGE_QUERY_ROUNDS,
+  MAX_EVENT_MESSAGE_BYTES,
 } from './constants.js'
 import { HyperVError, HyperVOutputError } from './errors.js'
 import { planFailover } from './network.js'
@@ -78,6 +79,20 @@ interface OpenPoint {
 }
 
 type Obj = Record<string, unknown>
+
+/** At most `maxBytes` of UTF-8, cut at a character boundary, marked with an ellipsis. */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text, 'utf8') <= maxBytes) return text
+  let out = ''
+  let bytes = 0
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch, 'utf8')
+    if (bytes + n > maxBytes - 3) break
+    out += ch
+    bytes += n
+  }
+  return `${out}…`
+}
 const obj = (v: unknown): Obj => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : {})
 
 export class HyperVHypervisor implements Hypervisor {
@@ -344,8 +359,7 @@ export class HyperVHypervisor implements Hypervisor {
       log: this.init.eventLog ?? DEFAULT_EVENT_LOG,
       eventId: event.eventId,
       entryType,
-      // Event Log messages hold at most 31,839 characters.
-      message: event.message.slice(0, 31_000),
+      message: truncateUtf8(event.message, MAX_EVENT_MESSAGE_BYTES),
     })
     this.sourceRegistered = true
   }

@@ -450,6 +450,12 @@ describe('event log', () => {
       HyperVError,
     )
     expect(host.calls('write-event')).toHaveLength(2)
+    // A long message is cut to fit the command line, at a character boundary.
+    await hv.writeEvent({ level: 'warning', eventId: 1001, message: 'é€'.repeat(20_000) })
+    const long = host.read().events[2].message as string
+    expect(Buffer.byteLength(long, 'utf8')).toBeLessThanOrEqual(4096)
+    expect(long.endsWith('…')).toBe(true)
+    expect(long.startsWith('é€é€')).toBe(true)
   })
 })
 
@@ -501,6 +507,11 @@ describe('running PowerShell', () => {
     await expect(hv.listVms()).rejects.toBeInstanceOf(HyperVOutputError)
     host.fault('list-vms', { kind: 'crash' })
     await expect(hv.listVms()).rejects.toThrow(/exited with 3 without our result: Windows PowerShell crashed/)
+    const calls = host.calls().length
+    await expect(
+      hv.applyNetworkMapping('web01', [{ nic: 'n'.repeat(20_000), addresses: [] }]),
+    ).rejects.toThrow(/script too long for a command line/)
+    expect(host.calls()).toHaveLength(calls)
     const none = host.adapter({ executable: '/nonexistent/powershell.exe' })
     await expect(none.listVms()).rejects.toThrow(/cannot run \/nonexistent\/powershell.exe: ENOENT/)
   })
