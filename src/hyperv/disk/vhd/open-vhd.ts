@@ -5,6 +5,7 @@ import { CorruptDiskError, ParentMismatchError, UnsupportedDiskError } from '../
 import { describeOpenError, readFull } from '../file-io.js'
 import type { VirtualDisk } from '../types.js'
 import {
+  bitmapSizeFor,
   DiskType,
   type DynamicHeader,
   FOOTER_SIZE,
@@ -94,7 +95,7 @@ async function openHandle(fh: FileHandle, path: string, options: VhdOpenOptions)
     throw new UnsupportedDiskError(`unknown VHD disk type ${footer.diskType}`, path)
   const header = await readHeader(fh, path, footer, fileSize)
   const bat = await readBat(fh, path, header, virtualSize, fileSize)
-  const bitmapSize = Math.ceil(header.blockSize / SECTOR_SIZE / 8 / SECTOR_SIZE) * SECTOR_SIZE
+  const bitmapSize = bitmapSizeFor(header.blockSize)
   let dataEnd = header.tableOffset + bat.length * 4
   for (let i = 0; i < bat.length; i++) {
     if (bat[i] === UNALLOCATED) continue

@@ -17,6 +17,7 @@ import { readFull, writeFull } from '../file-io.js'
 import type { DiskInfo, DiskSubformat, Extent, MapOptions, VirtualDisk } from '../types.js'
 import {
   bitmapSet,
+  bitmapSizeFor,
   bitmapTest,
   type DynamicHeader,
   FOOTER_SIZE,
@@ -78,9 +79,7 @@ export class VhdDisk implements VirtualDisk {
     this.parentPath = layout.parentPath
     this.subformat = layout.header === null ? 'fixed' : layout.parent ? 'differencing' : 'dynamic'
     this.blockSize = layout.header?.blockSize ?? 0
-    this.bitmapSize = layout.header
-      ? Math.ceil(this.blockSize / SECTOR_SIZE / 8 / SECTOR_SIZE) * SECTOR_SIZE
-      : 0
+    this.bitmapSize = layout.header ? bitmapSizeFor(this.blockSize) : 0
   }
 
   get uniqueId(): Buffer {
@@ -108,12 +107,8 @@ export class VhdDisk implements VirtualDisk {
 
   async map(options: MapOptions = {}): Promise<Extent[]> {
     const out: Extent[] = []
-    const push = (start: number, length: number, state: Extent['state']) => {
-      if (length <= 0) return
-      const last = out[out.length - 1]
-      if (last && last.state === state && last.start + last.length === start) last.length += length
-      else out.push({ start, length, state })
-    }
+    const push = (start: number, length: number, state: Extent['state']) =>
+      appendExtent(out, start, length, state)
     if (!this.bat) {
       push(0, this.virtualSize, 'data')
       return out
@@ -342,12 +337,8 @@ export async function resolveParentExtents(
 ): Promise<Extent[]> {
   const parentMap = await parent.map({ resolveParents: true, signal: options.signal })
   const out: Extent[] = []
-  const push = (start: number, length: number, state: Extent['state']) => {
-    if (length <= 0) return
-    const last = out[out.length - 1]
-    if (last && last.state === state && last.start + last.length === start) last.length += length
-    else out.push({ start, length, state })
-  }
+  const push = (start: number, length: number, state: Extent['state']) =>
+    appendExtent(out, start, length, state)
   let j = 0
   for (const e of extents) {
     if (e.state !== 'parent') {
@@ -370,4 +361,12 @@ export async function resolveParentExtents(
     }
   }
   return out
+}
+
+/** Appends an extent, merging it into the previous one when they touch and share a state. */
+export function appendExtent(out: Extent[], start: number, length: number, state: Extent['state']): void {
+  if (length <= 0) return
+  const last = out[out.length - 1]
+  if (last && last.state === state && last.start + last.length === start) last.length += length
+  else out.push({ start, length, state })
 }
