@@ -107,6 +107,14 @@ describe('discovery', () => {
       virtualSize: 0,
     })
     await expect(hv.getVm('web')).rejects.toBeInstanceOf(VmNotFoundError)
+    // Hyper-V allows two VMs of one name: by name is then ambiguous, by id still works.
+    host.update((s) => {
+      const twin = structuredClone(s.vms[1])
+      twin.VM.Id = '99999999-0000-4000-8000-0000000000db'
+      s.vms.push(twin)
+    })
+    await expect(hv.getVm('db01')).rejects.toThrow("Find-RmVm: 2 VMs are named 'db01'; use the VM id")
+    expect((await hv.getVm('99999999-0000-4000-8000-0000000000db')).name).toBe('db01')
   })
 })
 
@@ -287,6 +295,13 @@ describe('points and change tracking', () => {
       'ConvertToReferencePoint: WMI return code 32768 (Failed), job state 10: The merge failed.',
     )
     await expect(hv.openPointDisk({ ...p, id: 'hvpoint:nope' }, 0)).rejects.toBeInstanceOf(HyperVError)
+    // An operator deleted the checkpoint meanwhile: one clear error naming it.
+    host.update((s) => {
+      s.snapshots = []
+    })
+    await expect(hv.releasePoint(p)).rejects.toThrow(
+      /release-point: checkpoint 'Microsoft:[0-9A-F-]+' of VM 'web01' no longer exists/,
+    )
   })
 
   it('a second recovery checkpoint of the same VM is a WMI error, not a crash', async () => {
