@@ -143,7 +143,22 @@ export class Gossip {
     this.stateEnvelopes.set(claimed, envelope)
     this.certificates.set(claimed, certificate)
     this.init.onState(state, fromPeer)
-    this.broadcast([{ type: 'state', state: envelope, certificate }], new Set([fromPeer, claimed]))
+    this.broadcast([{ type: 'state', state: envelope, certificate }], this.hearsDirectly(claimed, fromPeer))
+  }
+
+  /**
+   * Peers that need no relayed copy of origin's state: the sender, the origin, and every peer
+   * whose own latest view says origin is alive (alive means it hears origin directly). In a full
+   * mesh this turns flooding into direct sends; a peer cut off from origin still gets relays.
+   */
+  private hearsDirectly(origin: string, fromPeer: string): Set<string> {
+    const skip = new Set([fromPeer, origin])
+    const now = Date.now()
+    for (const peer of this.init.membership.provenPeers()) {
+      const view = this.init.table.get(peer, now)?.views.find((v) => v.peerId === origin)
+      if (view?.state === 'alive') skip.add(peer)
+    }
+    return skip
   }
 
   private async receiveRevocation(envelope: SignedEnvelope, fromPeer: string): Promise<void> {

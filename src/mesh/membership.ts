@@ -143,11 +143,19 @@ export class Membership {
     }
   }
 
-  /** Hangs up on a peer and has the gater refuse it for a while. */
-  refuse(peerId: string, reason: string): void {
+  /**
+   * Hangs up on a peer. A peer that showed it is not a member (a certificate that does not verify,
+   * another mesh) is also refused by the gater for a while; one that was only slow or garbled is
+   * just disconnected, so a loaded member is never locked out.
+   */
+  refuse(peerId: string, reason: string, options: { remember?: boolean } = {}): void {
+    const remember = options.remember ?? true
     if (!this.isRefused(peerId))
-      this.init.logger.warn({ peer: peerId, reason }, 'refused peer: not a member of this mesh')
-    this.refused.set(peerId, Date.now() + REFUSED_PEER_TTL_MS)
+      this.init.logger.warn(
+        { peer: peerId, reason, remembered: remember },
+        remember ? 'refused peer: not a member of this mesh' : 'refused peer: no membership proof',
+      )
+    if (remember) this.refused.set(peerId, Date.now() + REFUSED_PEER_TTL_MS)
     this.proven.delete(peerId)
     for (const w of this.waiters.get(peerId) ?? []) w(false)
     this.libp2p?.hangUp(peerIdFromString(peerId)).catch(() => {})
@@ -161,7 +169,9 @@ export class Membership {
       return
     }
     if (connection.direction === 'outbound') {
-      this.handshake(connection).catch((err) => this.refuse(peerId, (err as Error).message))
+      this.handshake(connection).catch((err) =>
+        this.refuse(peerId, (err as Error).message, { remember: err instanceof NotMemberError }),
+      )
       return
     }
     const timer = setTimeout(() => {
@@ -171,7 +181,7 @@ export class Membership {
         connection.close().catch(() => {})
         return
       }
-      this.refuse(peerId, `no membership proof within ${this.init.timeoutMs} ms`)
+      this.refuse(peerId, `no membership proof within ${this.init.timeoutMs} ms`, { remember: false })
     }, this.init.timeoutMs)
     this.timers.add(timer)
   }
@@ -228,8 +238,13 @@ export class Membership {
       await writeJsonFrame(stream, { ok: false, error: 'not a member of this mesh' }).catch(() => {})
       stream.abort(err as Error)
       // A proven member that sends a bad frame loses that stream only; anyone else is refused.
-      if (!this.proven.has(peerId)) this.refuse(peerId, (err as Error).message)
-      else this.init.logger.warn({ peer: peerId, reason: (err as Error).message }, 'closed membership stream')
+      if (!this.proven.has(peerId))
+        this.refuse(peerId, (err as Error).message, { remember: err instanceof NotMemberError })
+      else
+        this.init.logger.warn(
+          { protocol: MEMBERSHIP_PROTOCOL, peer: peerId, reason: (err as Error).message },
+          'closed stream: malformed frame',
+        )
       return
     }
     await writeJsonFrame(

@@ -1,0 +1,324 @@
+// A mesh of real node processes for end-to-end tests: each node runs `replimesh start` in its own
+// temp folder, listening on 127.0.0.1 with a port chosen at init. Timers are short (REPLIMESH_TIMING)
+// and mDNS is off (REPLIMESH_MDNS=0). Every wait has a deadline; teardown() kills every process it
+// started (by pid) and deletes the folders. Run `npx tsc -p .` first: the nodes run dist/.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+
+const CHECKOUT = resolve(import.meta.dirname, '..', '..')
+export const BIN = join(CHECKOUT, 'bin', 'replimesh.js')
+
+/**
+ * Copies dist/ and bin/ to a private folder under .tmp/ (so packages still resolve from the
+ * checkout's node_modules): other builds rewriting dist/ during a long test cannot break the
+ * nodes' lazy imports. Returns the copy's bin/replimesh.js and a function removing it.
+ */
+export async function snapshotBuild(): Promise<{ bin: string; remove: () => Promise<void> }> {
+  await mkdir(join(CHECKOUT, '.tmp'), { recursive: true })
+  for (let attempt = 1; ; attempt++) {
+    const dir = await mkdtemp(join(CHECKOUT, '.tmp', 'e2e-build-'))
+    const remove = () => rm(dir, { recursive: true, force: true })
+    await cp(join(CHECKOUT, 'dist'), join(dir, 'dist'), { recursive: true })
+    await cp(join(CHECKOUT, 'bin'), join(dir, 'bin'), { recursive: true })
+    // A build running elsewhere may have been half-written when copied: check every entry links.
+    const check = await linkCheck(dir)
+    if (check === null) return { bin: join(dir, 'bin', 'replimesh.js'), remove }
+    await remove()
+    if (attempt === 5) throw new Error(`dist/ does not load (run npx tsc -p .): ${check}`)
+    await new Promise((r) => setTimeout(r, 3000))
+  }
+}
+
+const ENTRY_POINTS = [
+  'src/node/cli/main.js',
+  'src/node/daemon.js',
+  'src/node/join.js',
+  'src/hyperv/index.js',
+  'src/node/api/vm.js',
+]
+
+function linkCheck(dir: string): Promise<string | null> {
+  const script = `
+    import { existsSync } from 'node:fs'
+    for (const f of ${JSON.stringify(ENTRY_POINTS.map((e) => join(dir, 'dist', e)))})
+      if (existsSync(f)) await import(f)
+  `
+  return new Promise((resolveCheck) => {
+    const child = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', `import '${join(dir, 'dist/src/node/polyfill.js')}'; ${script}`],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
+    let stderr = ''
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('close', (code) =>
+      resolveCheck(code === 0 ? null : stderr.trim().split('\n').slice(-1)[0] || `exit ${code}`),
+    )
+  })
+}
+
+/** Short timers so liveness tests take seconds on a busy 2-core machine. */
+export const TEST_TIMING = {
+  pingIntervalMs: 1000,
+  pingTimeoutMs: 2000,
+  suspectAfterMs: 3000,
+  downAfterMs: 6000,
+  gossipIntervalMs: 1000,
+  stateTtlMs: 20_000,
+  membershipTimeoutMs: 10_000,
+}
+
+export interface CliResult {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+export interface TestNodeStatus {
+  peerId: string
+  site: string
+  addrs: string[]
+  peers: Array<{ peerId: string; site: string; state: 'alive' | 'suspect' | 'down' }>
+  vms: unknown[]
+}
+
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 15_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value) return value
+    } catch (err) {
+      lastError = err
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+      )
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
+export function testEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, REPLIMESH_TIMING: JSON.stringify(TEST_TIMING), REPLIMESH_MDNS: '0', ...extra }
+}
+
+/** Runs one CLI command to completion (with a deadline). */
+export function runCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: options.env ?? testEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`replimesh ${args.join(' ')} did not finish within ${options.timeoutMs ?? 30_000} ms`))
+    }, options.timeoutMs ?? 30_000)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolveRun({ code: code ?? -1, stdout, stderr })
+    })
+  })
+}
+
+export class TestNode {
+  proc: ChildProcess | null = null
+  /** Every line the node printed, across restarts. */
+  readonly logs: string[] = []
+  url = ''
+  token = ''
+  peerId = ''
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+    readonly site: string,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly bin = BIN,
+  ) {}
+
+  /** Starts the daemon and waits until its API answers. */
+  async start(timeoutMs = 90_000): Promise<void> {
+    if (this.proc) throw new Error(`${this.name} is already running`)
+    const child = spawn(process.execPath, [this.bin, 'start', '--dir', this.dir], {
+      env: this.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.proc = child
+    let partial = ''
+    const onData = (d: Buffer) => {
+      const text = partial + d.toString()
+      const lines = text.split('\n')
+      partial = lines.pop() ?? ''
+      this.logs.push(...lines)
+    }
+    child.stdout!.on('data', onData)
+    child.stderr!.on('data', onData)
+    child.on('exit', () => {
+      if (this.proc === child) this.proc = null
+    })
+    const api = await waitFor(
+      `${this.name}'s API`,
+      async () => {
+        if (child.exitCode !== null) {
+          const why =
+            this.logs.filter((l) => l.startsWith('replimesh:')).join(' | ') || this.logs.slice(-2).join(' | ')
+          throw new Error(`${this.name} exited with ${child.exitCode}: ${why}`)
+        }
+        const info = JSON.parse(await readFile(join(this.dir, 'api.json'), 'utf8'))
+        return info.pid === child.pid ? (info as { url: string }) : undefined
+      },
+      timeoutMs,
+    )
+    this.url = api.url
+    this.token = (await readFile(join(this.dir, 'api.token'), 'utf8')).trim()
+    this.peerId = (await this.status()).peerId
+  }
+
+  get running(): boolean {
+    return this.proc !== null && this.proc.exitCode === null
+  }
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await fetch(new URL(path, this.url), {
+      method,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    })
+    const value = await res.json()
+    if (!res.ok) throw new Error(`${this.name} ${method} ${path}: ${res.status} ${value?.error}`)
+    return value as T
+  }
+
+  status(): Promise<TestNodeStatus> {
+    return this.call('GET', '/status')
+  }
+
+  /** Sends a signal and waits for the process to exit (SIGKILL after the deadline). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<number | null> {
+    const child = this.proc
+    if (!child || child.exitCode !== null) return child?.exitCode ?? null
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+    child.kill(signal)
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    const code = await exited
+    clearTimeout(timer)
+    return code
+  }
+
+  kill(): Promise<number | null> {
+    return this.stop('SIGKILL')
+  }
+
+  /** Log lines parsed as JSON (pino), skipping anything else. */
+  jsonLogs(): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = []
+    for (const line of this.logs) {
+      if (!line.startsWith('{')) continue
+      try {
+        out.push(JSON.parse(line))
+      } catch {}
+    }
+    return out
+  }
+}
+
+export interface TestMesh {
+  root: string
+  nodes: TestNode[]
+  env: NodeJS.ProcessEnv
+  /** The private copy of the CLI this mesh runs (pass it to runCli as `bin`). */
+  bin: string
+  /** Runs a CLI command with this mesh's build and environment. */
+  cli(args: string[], timeoutMs?: number): Promise<CliResult>
+  /** Issues a join token on the first node (the mesh key holder). */
+  token(ttl?: string): Promise<string>
+  /** Joins and starts one more node. */
+  addNode(site: string, start?: boolean): Promise<TestNode>
+  teardown(): Promise<void>
+}
+
+const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? ''
+
+/** Creates a mesh: the first site in `sites` creates it, one node per entry, all started. */
+export async function createTestMesh(
+  sites: string[],
+  options: { env?: NodeJS.ProcessEnv; root?: string } = {},
+): Promise<TestMesh> {
+  const root = options.root ?? (await mkdtemp(join(tmpdir(), 'replimesh-e2e-')))
+  const env = options.env ?? testEnv()
+  const build = await snapshotBuild()
+  const bin = build.bin
+  const nodes: TestNode[] = []
+  const mesh: TestMesh = {
+    root,
+    nodes,
+    env,
+    bin,
+    cli: (args, timeoutMs) => runCli(args, { env, bin, timeoutMs }),
+    async token(ttl = '10m') {
+      const r = await runCli(['mesh', 'token', '--dir', nodes[0].dir, '--ttl', ttl], { env, bin })
+      if (r.code !== 0) throw new Error(`mesh token failed: ${r.stderr}`)
+      return lastLine(r.stdout)
+    },
+    async addNode(site, start = true) {
+      const name = `n${nodes.length}`
+      const dir = join(root, name)
+      const token = await mesh.token()
+      const r = await runCli(
+        ['init', '--dir', dir, '--site', site, '--join', token, '--listen', '/ip4/127.0.0.1/tcp/0'],
+        { env },
+      )
+      if (r.code !== 0) throw new Error(`init ${name} failed: ${r.stderr}`)
+      const node = new TestNode(name, dir, site, env)
+      nodes.push(node)
+      if (start) await node.start()
+      return node
+    },
+    async teardown() {
+      await Promise.all(nodes.map((n) => n.kill().catch(() => {})))
+      await build.remove()
+      if (process.env.REPLIMESH_KEEP_E2E) console.log(`kept ${root}`)
+      else await rm(root, { recursive: true, force: true })
+    },
+  }
+  try {
+    const firstDir = join(root, 'n0')
+    const r = await runCli(
+      ['mesh', 'create', '--dir', firstDir, '--site', sites[0], '--listen', '/ip4/127.0.0.1/tcp/0'],
+      { env },
+    )
+    if (r.code !== 0) throw new Error(`mesh create failed: ${r.stderr}`)
+    const first = new TestNode('n0', firstDir, sites[0], env)
+    nodes.push(first)
+    await first.start()
+    for (const site of sites.slice(1)) await mesh.addNode(site, false)
+    await Promise.all(nodes.slice(1).map((n) => n.start()))
+  } catch (err) {
+    await mesh.teardown()
+    throw err
+  }
+  return mesh
+}
