@@ -296,8 +296,8 @@ export class ChunkStore {
   async putChunk(hex: string, bytes: Uint8Array, lease?: ChunkLease): Promise<boolean> {
     const actual = this.hash(bytes).toString('hex')
     if (actual !== hex) throw new ChunkHashMismatchError(hex, actual)
-    lease?.protect(hex)
-    if (await this.entry(hex)) return false
+    const [found] = lease ? await this.lookupProtected([hex], lease) : [await this.entry(hex)]
+    if (found) return false
     const { written } = await this.appendChunks([{ id: Buffer.from(hex, 'hex'), bytes, kind: 'data' }])
     await written
     if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()

@@ -1,5 +1,5 @@
 // `replimesh store ...` as an operator runs it: real processes on the built CLI.
-import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { hasTool, oracle, qemuImg } from '../helpers/oracles.js'
@@ -113,6 +113,7 @@ describe('store verify / gc', () => {
     expect(g.stderr).toBe(
       `replimesh: chunk ${chunk} in 00000001.pack at offset 0: content does not match its hash\n`,
     )
+    expect(existsSync(join(tmp.dir, 'out.raw'))).toBe(false)
   })
 
   it('gc --keep 1 drops older points and frees their chunks', () => {

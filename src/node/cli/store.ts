@@ -1,6 +1,6 @@
 // `replimesh store ...`: the chunk store on the command line (DESIGN.md §7). Points are named
 // `<vm>@<seq>`. Heavy modules load inside the actions.
-import { readFile } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { basename, extname } from 'node:path'
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import { parseCount, parseSize, printJson, UsageError } from './output.js'
@@ -133,8 +133,12 @@ function registerGet(store: Command): void {
         const target = await createDisk(opts.out, { format: opts.to, virtualSize: d.virtualSize })
         try {
           await materialise(store, point, opts.disk, target, { targetIsZero: true })
-        } finally {
           await target.close()
+        } catch (err) {
+          // Never leave a half-written image that looks like a good one.
+          await target.close().catch(() => {})
+          await rm(opts.out, { force: true })
+          throw err
         }
       } finally {
         await store.close()

@@ -1,0 +1,328 @@
+// The chunk store's figures (issue 3): stage limits (hash alone, raw read alone), `store put`
+// throughput of a 2 GiB random disk as a ratio of the slower stage, the chunk-size sweep that
+// justifies the 256 KiB default, compression, dedup and delta costs.
+import { createHash, randomFillSync } from 'node:crypto'
+import { closeSync, copyFileSync, ftruncateSync, openSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { brotliCompressSync, deflateRawSync, constants as zc } from 'node:zlib'
+import { blake3 } from '@napi-rs/blake-hash'
+import { type ChunkStore, openChunkStore, putDisks } from '../src/chunkstore/index.js'
+import { createDisk, openDisk } from '../src/hyperv/index.js'
+import type { BenchContext, BenchRow } from './types.js'
+
+const MiB = 1024 * 1024
+const CHUNK = 256 * 1024
+const BIG_DISK = 2048 * MiB
+
+const mbps = (bytes: number, ms: number) => bytes / MiB / (ms / 1000)
+
+async function best<T>(times: number, fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  let out: { ms: number; value: T } | null = null
+  for (let i = 0; i < times; i++) {
+    const t = performance.now()
+    const value = await fn()
+    const ms = performance.now() - t
+    if (!out || ms < out.ms) out = { ms, value }
+  }
+  return out!
+}
+
+function writeRandomFile(path: string, size: number, dataBytes = size): void {
+  const fd = openSync(path, 'w')
+  try {
+    ftruncateSync(fd, size)
+    const piece = Buffer.alloc(8 * MiB)
+    for (let at = 0; at < dataBytes; at += piece.length)
+      writeSync(fd, randomFillSync(piece), 0, Math.min(piece.length, dataBytes - at), at)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function scribble(
+  path: string,
+  count: number,
+  size: number,
+  seed: number,
+): { start: number; length: number }[] {
+  const fd = openSync(path, 'r+')
+  const ranges = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const start = Math.floor((((i + seed / 7) / count) * (size - 8192)) / 4096) * 4096
+      writeSync(fd, randomFillSync(Buffer.alloc(4096)), 0, 4096, start)
+      ranges.push({ start, length: 4096 })
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return ranges
+}
+
+async function putFile(
+  store: ChunkStore,
+  path: string,
+  vm: string,
+  chunkSize?: number,
+  changed?: { start: number; length: number }[],
+) {
+  const disk = await openDisk(path)
+  try {
+    return await putDisks(store, [disk], { vm, chunkSize, changedRanges: changed ? [changed] : undefined })
+  } finally {
+    await disk.close()
+  }
+}
+
+function hashRows(): { rows: BenchRow[]; blake3Mbps: number } {
+  const data = randomFillSync(Buffer.alloc(256 * MiB))
+  const measure = (fn: (b: Buffer) => unknown) => {
+    let bestMs = Number.POSITIVE_INFINITY
+    for (let r = 0; r < 3; r++) {
+      const t = performance.now()
+      for (let at = 0; at < data.length; at += CHUNK) fn(data.subarray(at, at + CHUNK))
+      bestMs = Math.min(bestMs, performance.now() - t)
+    }
+    return mbps(data.length, bestMs)
+  }
+  const b3 = measure((b) => blake3(b))
+  const s256 = measure((b) => createHash('sha256').update(b).digest())
+  return {
+    blake3Mbps: b3,
+    rows: [
+      {
+        name: 'hash alone: BLAKE3 (native), 256 KiB chunks, 1 core',
+        value: b3,
+        unit: 'MiB/s',
+        note: 'the store hashes with BLAKE3: faster than SHA-256 by the ratio of these two rows',
+      },
+      {
+        name: 'hash alone: SHA-256 (node:crypto), 256 KiB chunks, 1 core',
+        value: s256,
+        unit: 'MiB/s',
+        limit: b3,
+        ratio: s256 / b3,
+      },
+    ],
+  }
+}
+
+async function readMbps(path: string): Promise<number> {
+  const disk = await openDisk(path)
+  try {
+    const window = 8 * MiB
+    const buffers = [0, 1, 2].map(() => Buffer.allocUnsafe(window))
+    const { ms } = await best(2, async () => {
+      // Three windows in flight, as ingest reads.
+      let next = 0
+      const worker = async (buf: Buffer) => {
+        while (next < disk.virtualSize) {
+          const at = next
+          next += window
+          await disk.read(buf, at, Math.min(window, disk.virtualSize - at))
+        }
+      }
+      await Promise.all(buffers.map(worker))
+    })
+    return mbps(disk.virtualSize, ms)
+  } finally {
+    await disk.close()
+  }
+}
+
+async function chunkSizeRows(ctx: BenchContext): Promise<BenchRow[]> {
+  const rows: BenchRow[] = []
+  const path = join(ctx.tmpDir, 'sweep.raw')
+  const size = 256 * MiB
+  writeRandomFile(path, size)
+  for (const cs of [64 * 1024, 128 * 1024, 256 * 1024, 1024 * 1024, 4096 * 1024]) {
+    const store = await openChunkStore({ dir: join(ctx.tmpDir, `sweep-${cs}`) })
+    try {
+      const t = performance.now()
+      await putFile(store, path, 'sweep', cs)
+      const ms = performance.now() - t
+      scribble(path, 40, size, cs)
+      const second = await putFile(store, path, 'sweep', cs)
+      const label = cs >= MiB ? `${cs / MiB} MiB` : `${cs / 1024} KiB`
+      rows.push({ name: `chunk ${label}: put 256 MiB random`, value: mbps(size, ms), unit: 'MiB/s' })
+      rows.push({
+        name: `chunk ${label}: stored after 40 scattered 4 KiB writes`,
+        value: second.newBytes / MiB,
+        unit: 'MiB',
+        note:
+          cs === CHUNK
+            ? 'default 256 KiB: put speed is at the plateau from 256 KiB up, while a delta still costs only ~40 x 256 KiB; 64 KiB quarters the delta but costs put speed and 4x the index entries'
+            : undefined,
+      })
+      ctx.log(
+        `chunk ${label}: ${mbps(size, ms).toFixed(0)} MiB/s, delta ${(second.newBytes / MiB).toFixed(1)} MiB`,
+      )
+    } finally {
+      await store.close()
+    }
+  }
+  return rows
+}
+
+function compressionRows(): BenchRow[] {
+  const random = randomFillSync(Buffer.alloc(64 * MiB))
+  const lines: string[] = []
+  let n = 0
+  while (lines.join('').length < 64 * MiB)
+    for (let i = 0; i < 10_000; i++)
+      lines.push(
+        `{"t":${1700000000000 + n++},"level":"info","msg":"request served","ms":${n % 977},"user":${(n * 7919) % 100000}}\n`,
+      )
+  const text = Buffer.from(lines.join('')).subarray(0, 64 * MiB)
+  const rows: BenchRow[] = []
+  for (const [label, data] of [
+    ['random', random],
+    ['log text', text],
+  ] as const) {
+    for (const [algo, fn] of [
+      ['deflateRaw level 1', (b: Buffer) => deflateRawSync(b, { level: 1 })],
+      [
+        'brotli quality 1',
+        (b: Buffer) => brotliCompressSync(b, { params: { [zc.BROTLI_PARAM_QUALITY]: 1 } }),
+      ],
+    ] as const) {
+      let out = 0
+      const t = performance.now()
+      for (let at = 0; at < data.length; at += CHUNK) out += fn(data.subarray(at, at + CHUNK)).length
+      const ms = performance.now() - t
+      rows.push({
+        name: `compress ${label} with ${algo}: speed (saving ${(100 * (1 - out / data.length)).toFixed(1)}%)`,
+        value: mbps(data.length, ms),
+        unit: 'MiB/s',
+        note:
+          label === 'random' && algo.startsWith('deflate')
+            ? 'compression is off by default for local stores (it cannot keep up with the disk); --compress uses deflateRaw 1 behind a 16 KiB probe, for WAN-bound stores'
+            : undefined,
+      })
+    }
+  }
+  return rows
+}
+
+async function dedupRows(ctx: BenchContext): Promise<BenchRow[]> {
+  const rows: BenchRow[] = []
+  const store = await openChunkStore({ dir: join(ctx.tmpDir, 'dedup') })
+  try {
+    // Five clones of a 256 MiB image, three 4 KiB writes each.
+    const base = join(ctx.tmpDir, 'base.raw')
+    writeRandomFile(base, 256 * MiB)
+    const first = await putFile(store, base, 'base')
+    let divergent = 0
+    for (let i = 0; i < 5; i++) {
+      const clone = join(ctx.tmpDir, `clone${i}.raw`)
+      copyFileSync(base, clone)
+      scribble(clone, 3, 256 * MiB, i + 1)
+      divergent += (await putFile(store, clone, `clone${i}`)).newBytes
+    }
+    rows.push({
+      name: 'dedup: base + five clones (3 x 4 KiB writes each), stored / one image',
+      value: (first.newBytes + divergent) / first.newBytes,
+      unit: 'x',
+    })
+    // The same 64 MiB as VHDX, then as VHD.
+    const content = randomFillSync(Buffer.alloc(64 * MiB))
+    const stored: number[] = []
+    for (const format of ['vhdx', 'vhd'] as const) {
+      const path = join(ctx.tmpDir, `same.${format}`)
+      const d = await createDisk(path, { format, virtualSize: 64 * MiB })
+      await d.write(content, 0)
+      await d.close()
+      stored.push((await putFile(store, path, `same-${format}`)).newBytes)
+    }
+    rows.push({ name: 'dedup: same 64 MiB as VHD after VHDX, stored', value: stored[1] / MiB, unit: 'MiB' })
+    // Delta: 40 scattered 4 KiB writes to a 256 MiB disk, with and without change tracking.
+    scribble(base, 40, 256 * MiB, 99)
+    let t = performance.now()
+    const full = await putFile(store, base, 'base')
+    rows.push({
+      name: 'delta: 40 x 4 KiB writes to 256 MiB, stored',
+      value: full.newBytes / MiB,
+      unit: 'MiB',
+    })
+    rows.push({
+      name: 'delta: same, put time reading the whole disk',
+      value: performance.now() - t,
+      unit: 'ms',
+    })
+    const changed = scribble(base, 40, 256 * MiB, 123)
+    t = performance.now()
+    await putFile(store, base, 'base', undefined, changed)
+    rows.push({
+      name: 'delta: 40 x 4 KiB writes, put time with changed ranges',
+      value: performance.now() - t,
+      unit: 'ms',
+    })
+    // An empty 8 GiB VHDX.
+    const empty = join(ctx.tmpDir, 'empty.vhdx')
+    await (await createDisk(empty, { format: 'vhdx', virtualSize: 8192 * MiB })).close()
+    t = performance.now()
+    const e = await putFile(store, empty, 'empty')
+    rows.push({ name: 'empty 8 GiB VHDX: put time', value: performance.now() - t, unit: 'ms' })
+    rows.push({ name: 'empty 8 GiB VHDX: stored', value: e.newBytes, unit: 'bytes' })
+  } finally {
+    await store.close()
+  }
+  return rows
+}
+
+export async function run(ctx: BenchContext): Promise<BenchRow[]> {
+  ctx.log('hashing')
+  const hash = hashRows()
+  const rows = [...hash.rows]
+  ctx.log('writing a 2 GiB random disk')
+  const big = join(ctx.tmpDir, 'big.raw')
+  writeRandomFile(big, BIG_DISK)
+  const read = await readMbps(big)
+  rows.push({ name: 'raw read alone: 2 GiB via openDisk, 8 MiB windows', value: read, unit: 'MiB/s' })
+  const limit = Math.min(read, hash.blake3Mbps)
+  ctx.log('store put of 2 GiB')
+  const puts: number[] = []
+  for (let i = 0; i < 2; i++) {
+    const store = await openChunkStore({ dir: join(ctx.tmpDir, `put-${i}`) })
+    try {
+      const t = performance.now()
+      await putFile(store, big, 'big')
+      puts.push(mbps(BIG_DISK, performance.now() - t))
+    } finally {
+      await store.close()
+    }
+  }
+  const put = Math.max(...puts)
+  rows.push({
+    name: 'store put: 2 GiB random disk (read, hash, pack write, fsync, commit)',
+    value: put,
+    unit: 'MiB/s',
+    limit,
+    ratio: put / limit,
+    note: `goal ratio >= 0.7 of min(hash, read); runs: ${puts.map((p) => p.toFixed(0)).join(', ')} MiB/s`,
+  })
+  {
+    const store = await openChunkStore({ dir: join(ctx.tmpDir, 'put-0') })
+    try {
+      const t = performance.now()
+      await putFile(store, big, 'big')
+      const again = mbps(BIG_DISK, performance.now() - t)
+      rows.push({
+        name: 'store put again: same 2 GiB, every chunk known',
+        value: again,
+        unit: 'MiB/s',
+        limit,
+        ratio: again / limit,
+      })
+    } finally {
+      await store.close()
+    }
+  }
+  ctx.log('chunk-size sweep')
+  rows.push(...(await chunkSizeRows(ctx)))
+  ctx.log('compression')
+  rows.push(...compressionRows())
+  ctx.log('dedup and delta')
+  rows.push(...(await dedupRows(ctx)))
+  return rows
+}
