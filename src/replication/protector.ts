@@ -11,6 +11,7 @@
 import { hashFunction } from '../chunkstore/index.js'
 import type { ConsistencyPoint, Hypervisor, VirtualDisk } from '../hyperv/index.js'
 import { chunkLength, extractDelta, rangesByChunk, shouldSendDelta } from './delta.js'
+import { changedBlocks, fingerprintChunk } from './fingerprints.js'
 import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
@@ -66,6 +67,9 @@ export class VmProtector {
   private readonly scheduler: PointScheduler
   private state!: SourceState
   private manifests: Array<Array<ChunkId | null>> | null = null
+  /** Per disk, 4 KiB-block fingerprints of chunks read since start (see fingerprints.ts). */
+  private fingerprints: Array<Map<number, Buffer>> = []
+  private readonly zeroFingerprints = new Map<number, Buffer>()
   private readonly hash: (b: Uint8Array) => Buffer
   private loop: Promise<void> | null = null
   private readonly abort = new AbortController()
@@ -168,6 +172,8 @@ export class VmProtector {
     const info = await this.c.hypervisor.getVm(vm)
     const point = await this.c.hypervisor.createPoint(vm, { sinceReference: this.state.reference, signal })
     let manifests: Array<Array<ChunkId | null>> | null = null
+    const staged: Array<Map<number, Buffer>> = []
+    let prevOk = false
     let reference: string | null = null
     const seq = Math.max(this.state.seq ?? 0, ...live.map((l) => l.session.state.lastSeq ?? 0)) + 1
     try {
@@ -183,13 +189,23 @@ export class VmProtector {
         geometry.length === this.state.disks.length &&
         geometry.every((g, i) => g.virtualSize === this.state.disks[i].virtualSize)
       const prev = sameGeometry ? this.manifests : null
+      prevOk = prev !== null
       for (const l of live) l.mode = this.modeFor(l.session.state.lastSeq, prev !== null)
       manifests = []
       const changed: number[][] = []
       for (let i = 0; i < point.disks.length; i++) {
         const disk = await this.c.hypervisor.openPointDisk(point, i)
         try {
-          const r = await this.readDisk(point, i, disk, geometry[i].chunkSize, prev?.[i] ?? null, live)
+          staged[i] = new Map()
+          const r = await this.readDisk(
+            point,
+            i,
+            disk,
+            geometry[i].chunkSize,
+            prev?.[i] ?? null,
+            live,
+            staged[i],
+          )
           manifests.push(r.ids)
           changed.push(r.changed)
         } finally {
@@ -228,6 +244,13 @@ export class VmProtector {
       }
       if (manifests && manifests.length === point.disks.length && this.state.seq === seq) {
         this.manifests = manifests
+        staged.forEach((m, i) => {
+          const held = prevOk
+            ? (this.fingerprints[i] ?? new Map<number, Buffer>())
+            : new Map<number, Buffer>()
+          for (const [index, fp] of m) held.set(index, fp)
+          this.fingerprints[i] = held
+        })
         this.state.reference = reference
       } else {
         this.state.reference = null
@@ -237,6 +260,15 @@ export class VmProtector {
     }
     const direct = planRoutes(this.protection.targets, this.protection.chain).length
     return live.length === direct && live.every((l) => this.state.targets[l.session.peer]?.seq === seq)
+  }
+
+  private zeroFingerprint(length: number): Buffer {
+    let fp = this.zeroFingerprints.get(length)
+    if (!fp) {
+      fp = fingerprintChunk(new Uint8Array(length), this.hash)
+      this.zeroFingerprints.set(length, fp)
+    }
+    return fp
   }
 
   private modeFor(lastSeq: number | null, havePrev: boolean): Mode {
@@ -255,7 +287,9 @@ export class VmProtector {
     chunkSize: number,
     prev: Array<ChunkId | null> | null,
     live: Live[],
+    staged: Map<number, Buffer>,
   ): Promise<{ ids: Array<ChunkId | null>; changed: number[] }> {
+    const held = prev ? this.fingerprints[diskIndex] : undefined
     const virtualSize = point.disks[diskIndex].virtualSize
     const count = Math.ceil(virtualSize / chunkSize)
     const ids: Array<ChunkId | null> = prev ? [...prev] : new Array(count).fill(null)
@@ -287,12 +321,15 @@ export class VmProtector {
         const id = isZero(bytes) ? null : this.hash(bytes).toString('hex')
         const before = prev ? prev[index] : undefined
         if (prev && id === before) continue
+        const fp = id === null ? null : fingerprintChunk(bytes, this.hash)
+        if (fp) staged.set(index, fp)
         ids[index] = id
         changed.push(index)
         changedSet.add(index)
         batchIndexes.push(index)
-        if (id === null) continue
-        const ranges = byChunk?.get(index)
+        if (id === null || fp === null) continue
+        const oldFp = before === null ? this.zeroFingerprint(length) : held?.get(index)
+        const ranges = (oldFp && changedBlocks(oldFp, fp, length)) || byChunk?.get(index)
         if (before !== undefined && ranges && shouldSendDelta(ranges, length))
           patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
         batch.push({ id, length, load: async () => bytes, delta: async () => patches.get(id) ?? null })

@@ -193,6 +193,40 @@ describe('replication pipeline (in process)', () => {
     expect(ratio).toBeLessThan(3)
   })
 
+  it('with 64 KiB change tracking, a 4 KiB write still costs about 4 KiB on the wire (block fingerprints)', async () => {
+    const a = await makeNode('A', 's1', true)
+    const b = await makeNode('B', 's2', false)
+    hv.trackingBlockBytes = 64 * 1024
+    await hv.createVm('files', [8 * MiB])
+    await hv.write('files', 0, 0, randomBytes(8 * MiB))
+    await a.service.protect({
+      vm: 'files',
+      rpoSeconds: 60,
+      rtoSeconds: 60,
+      to: ['B'],
+      chain: false,
+      copies: null,
+    })
+    await until('seed', async () => a.service.protection('files').targets[0].seq !== null)
+    const progress = () => a.service.protection('files').targets[0]
+    const before = { ...progress() }
+    const writes: Array<[number, Buffer]> = Array.from({ length: 10 }, (_, i) => [
+      i * 800 * 1024 + 8192,
+      randomBytes(4096),
+    ])
+    for (const [offset, data] of writes) await hv.write('files', 0, offset, data)
+    await until(
+      'writes committed',
+      async () =>
+        (progress().seq ?? 0) > (before.seq ?? 0) && progress().deltasSent - before.deltasSent >= 10,
+    )
+    const payload = progress().payloadBytes - before.payloadBytes
+    expect(payload).toBe(10 * 4096)
+    const last = await b.store.lastPoint('files')
+    for (const [offset, data] of writes)
+      expect((await restoredBytes(b, 'files', offset, 4096, last?.seq)).equals(data)).toBe(true)
+  })
+
   it('a corrupted chunk is rejected by hash, sent again, and the sender is named in the log', async () => {
     const a = await makeNode('A', 's1', true, 2)
     const b = await makeNode('B', 's2', false)

@@ -24,6 +24,8 @@ export class FakeHypervisor {
   private readonly vms = new Map<string, FakeVm>()
   private readonly open = new Map<string, { vm: FakeVm; files: string[]; generation: number }>()
   pointsTaken = 0
+  /** Granularity of dirty tracking (the lab hypervisor tracks 64 KiB blocks); 0 = exact. */
+  trackingBlockBytes = 0
 
   constructor(private readonly dir: string) {}
 
@@ -60,7 +62,11 @@ export class FakeHypervisor {
     } finally {
       await d.close()
     }
-    v.dirty[disk].push({ offset, length: bytes.length })
+    const g = this.trackingBlockBytes
+    if (g > 0) {
+      const start = Math.floor(offset / g) * g
+      v.dirty[disk].push({ offset: start, length: Math.ceil((offset + bytes.length) / g) * g - start })
+    } else v.dirty[disk].push({ offset, length: bytes.length })
   }
 
   async read(vm: string, disk: number, offset: number, length: number): Promise<Buffer> {

@@ -1,0 +1,47 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import { changedBlocks, fingerprintChunk } from '../../src/replication/fingerprints.js'
+
+const hash = (b: Uint8Array) => createHash('sha256').update(b).digest()
+
+describe('block fingerprints', () => {
+  it.each([
+    ['nothing changed', [], []],
+    ['one byte in block 3', [3 * 4096 + 10], [[3 * 4096, 4096]]],
+    ['adjacent blocks merge', [4096, 8192 + 1], [[4096, 8192]]],
+    [
+      'first and last block',
+      [0, 65535],
+      [
+        [0, 4096],
+        [61440, 4096],
+      ],
+    ],
+  ] as Array<[string, number[], Array<[number, number]>]>)('%s', (_n, flips, expected) => {
+    const before = new Uint8Array(randomBytes(65536))
+    const after = new Uint8Array(before)
+    for (const at of flips) after[at] ^= 1
+    expect(
+      changedBlocks(fingerprintChunk(before, hash), fingerprintChunk(after, hash), after.length),
+    ).toEqual(expected)
+  })
+
+  it('a short last block is cut to the chunk', () => {
+    const before = new Uint8Array(5000)
+    const after = new Uint8Array(5000)
+    after[4999] = 1
+    expect(changedBlocks(fingerprintChunk(before, hash), fingerprintChunk(after, hash), 5000)).toEqual([
+      [4096, 904],
+    ])
+  })
+
+  it('fingerprints of chunks of different lengths are not compared', () => {
+    expect(
+      changedBlocks(
+        fingerprintChunk(new Uint8Array(8192), hash),
+        fingerprintChunk(new Uint8Array(4096), hash),
+        4096,
+      ),
+    ).toBeNull()
+  })
+})
