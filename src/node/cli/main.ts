@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander'
 import { register as registerDemo } from './demo.js'
 import { register as registerDisk } from './disk.js'
+import { register as registerFailover } from './failover.js'
 import { register as registerMesh } from './mesh.js'
 import { formatError } from './output.js'
 import { register as registerReplication } from './replication.js'
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerStore(program)
   registerMesh(program)
   registerVm(program)
+  registerFailover(program)
   registerReplication(program)
   registerDemo(program)
   return program
