@@ -16,8 +16,10 @@ import {
   prng,
   pyvhdiInfo,
   pyvhdiRead,
+  pyvhdiReadRanges,
   randomBytes,
   readAll,
+  readHead,
   tempDir,
 } from './fixtures.js'
 
@@ -151,6 +153,69 @@ describe.each([512, 4096] as const)('differencing chain with %d-byte logical sec
     } finally {
       await c.close()
     }
+  })
+})
+
+describe('differencing disks larger than one sector bitmap chunk', () => {
+  it.runIf(HAVE_PYVHDI)('5 GiB chain with 256 MiB and 1 MiB blocks: bitmaps of chunk 1 work', async () => {
+    const GiB = 1024 * MiB
+    const size = 5 * GiB
+    const base = tmp.path('big-base.vhdx')
+    const child = tmp.path('big-child.vhdx')
+    const grandchild = tmp.path('big-grandchild.vhdx')
+    const rand = prng(77)
+    const writes: [string, number, Buffer][] = [
+      [base, 4 * GiB + 300 * MiB - 5000, randomBytes(rand, 3 * MiB)],
+      [base, 100, randomBytes(rand, 1000)],
+      [child, 4 * GiB + 300 * MiB + 1234, randomBytes(rand, 20_000)], // 256 MiB blocks: chunk 1
+      [child, 5 * GiB - 700, randomBytes(rand, 700)],
+      [grandchild, 4 * GiB + 300 * MiB - 513, randomBytes(rand, 1500)], // 1 MiB blocks: chunk 1
+      [grandchild, 90, randomBytes(rand, 20)],
+    ]
+    const blockSizes: Record<string, number> = { [base]: 32 * MiB, [child]: 256 * MiB, [grandchild]: MiB }
+    for (const path of [base, child, grandchild]) {
+      const parent = path === base ? undefined : path === child ? base : child
+      const d = await createVhdx(
+        path,
+        { format: 'vhdx', virtualSize: parent ? undefined : size, parent, blockSize: blockSizes[path] },
+        openParent,
+      )
+      for (const [target, offset, data] of writes) if (target === path) await d.write(data, offset)
+      await d.close()
+    }
+    const ranges: [number, number][] = [
+      [0, 2 * MiB],
+      [4 * GiB + 299 * MiB, 8 * MiB],
+      [5 * GiB - 2 * MiB, 2 * MiB],
+    ]
+    const expected = ranges.map(([off, len]) => {
+      const m = Buffer.alloc(len)
+      for (const [, o, data] of writes) {
+        const a = Math.max(o, off)
+        const b = Math.min(o + data.length, off + len)
+        if (b > a) data.copy(m, a - off, a - o, b - o)
+      }
+      return m
+    })
+    const g = await openRead(grandchild)
+    try {
+      const ours = await Promise.all(
+        ranges.map(async ([off, len]) => {
+          const b = Buffer.alloc(len)
+          await g.read(b, off)
+          return b
+        }),
+      )
+      expect(Buffer.concat(ours).equals(Buffer.concat(expected))).toBe(true)
+      expect(pyvhdiReadRanges([grandchild, child, base], ranges).equals(Buffer.concat(expected))).toBe(true)
+      const resolved = await g.map({ resolveParents: true })
+      expect(resolved.reduce((n, e) => n + e.length, 0)).toBe(size)
+    } finally {
+      await g.close()
+    }
+    const file = readHead(child, 8 * MiB) // the BAT, not the sparse payload
+    expect(batEntry(file, 17 + 1).state).toBe(7) // payload block 17 (chunk 1) is BAT index 17 + 1
+    expect(batEntry(file, 33).state).toBe(6) // chunk 1's sector bitmap: 1 * (16 + 1) + 16
   })
 })
 

@@ -3,7 +3,7 @@
 // (written from MS-VHDX, not from our code) so fixtures can find blocks in a file.
 import { execFileSync } from 'node:child_process'
 import { createCipheriv } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { VirtualDisk } from '../../../src/hyperv/disk/types.js'
@@ -76,6 +76,25 @@ while at < size:
   return execFileSync(SYSTEM_PYTHON, ['-c', script, ...chain], { maxBuffer: 1024 * MiB })
 }
 
+/** Ranges [offset, length] of the virtual disk as libvhdi reads them, concatenated. */
+export function pyvhdiReadRanges(chain: string[], ranges: [number, number][]): Buffer {
+  const script = `
+import pyvhdi, sys, json
+files = []
+for p in sys.argv[2:]:
+    f = pyvhdi.file()
+    f.open(p)
+    files.append(f)
+for i in range(len(files) - 1):
+    files[i].set_parent(files[i + 1])
+for off, n in json.loads(sys.argv[1]):
+    sys.stdout.buffer.write(files[0].read_buffer_at_offset(n, off))
+`
+  return execFileSync(SYSTEM_PYTHON, ['-c', script, JSON.stringify(ranges), ...chain], {
+    maxBuffer: 1024 * MiB,
+  })
+}
+
 export function pyvhdiInfo(path: string): {
   mediaSize: number
   bytesPerSector: number
@@ -112,6 +131,17 @@ export function randomBytes(rand: () => number, length: number): Buffer {
   const key = Buffer.alloc(16)
   for (let i = 0; i < 16; i++) key[i] = (rand() * 256) | 0
   return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(length))
+}
+
+/** The first `length` bytes of a file (enough for its headers, metadata and BAT). */
+export function readHead(path: string, length: number): Buffer {
+  const fd = openSync(path, 'r')
+  try {
+    const buf = Buffer.alloc(length)
+    return buf.subarray(0, readSync(fd, buf, 0, length, 0))
+  } finally {
+    closeSync(fd)
+  }
 }
 
 const BAT_GUID = Buffer.from('6677c22d23f600429d64115e9bfd4a08', 'hex')

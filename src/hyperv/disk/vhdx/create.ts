@@ -33,6 +33,8 @@ import {
   MiB,
   PAYLOAD_BLOCK_FULLY_PRESENT,
   REGION_TABLE_OFFSETS,
+  SB_BLOCK_PRESENT,
+  SECTOR_BITMAP_BLOCK_SIZE,
 } from './constants.js'
 import type { VhdxDisk } from './disk.js'
 import {
@@ -145,6 +147,15 @@ export async function createVhdxDisk(
       bat.set(geometry.payloadIndex(b), PAYLOAD_BLOCK_FULLY_PRESENT, dataOffset + b * blockSize)
     }
     fileSize = dataOffset + geometry.payloadBlocks * blockSize
+  }
+  if (parent) {
+    // Every sector bitmap block is allocated (zero, sparse) up front: libvhdi 20210425 reads a
+    // chunk's bitmap even when its BAT entry is NOT_PRESENT (from file offset 0), and a
+    // Hyper-V-made differencing disk is never read that way by anyone.
+    for (let chunk = 0; chunk < geometry.sectorBitmapBlocks; chunk++) {
+      bat.set(geometry.bitmapIndex(chunk), SB_BLOCK_PRESENT, dataOffset + chunk * SECTOR_BITMAP_BLOCK_SIZE)
+    }
+    fileSize = dataOffset + geometry.sectorBitmapBlocks * SECTOR_BITMAP_BLOCK_SIZE
   }
 
   const identifier = Buffer.alloc(8 + 512)
