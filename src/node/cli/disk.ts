@@ -8,6 +8,8 @@ import { parseCount, parseSize, printJson, UsageError } from './output.js'
 
 /** Bytes per read when streaming a disk to stdout. */
 const CAT_CHUNK_BYTES = 4 * 1024 * 1024
+/** Bytes of stdin gathered before one write into the disk. */
+const WRITE_BATCH_BYTES = 4 * 1024 * 1024
 
 const FORMATS = ['vhdx', 'vhd', 'raw']
 const SUBFORMATS = ['dynamic', 'fixed']
@@ -238,11 +240,23 @@ async function stdinToDisk(d: VirtualDisk, offset: number): Promise<number> {
     throw new UsageError(
       `${st.size} bytes at offset ${offset} would run past the end of ${d.path} (${d.virtualSize} bytes)`,
     )
+  // Pipe chunks are 64 KiB; gathering them into larger writes saves allocations and syncs.
   let pos = offset
-  for await (const chunk of process.stdin) {
-    await d.write(chunk as Buffer, pos)
-    pos += (chunk as Buffer).length
+  let parts: Buffer[] = []
+  let held = 0
+  const writeHeld = async () => {
+    if (held === 0) return
+    await d.write(parts.length === 1 ? parts[0] : Buffer.concat(parts, held), pos)
+    pos += held
+    parts = []
+    held = 0
   }
+  for await (const chunk of process.stdin) {
+    parts.push(chunk as Buffer)
+    held += (chunk as Buffer).length
+    if (held >= WRITE_BATCH_BYTES) await writeHeld()
+  }
+  await writeHeld()
   return pos - offset
 }
 
