@@ -4,13 +4,14 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { NodeComponents } from '../../../src/node/api/components.js'
 import { vmRoutes } from '../../../src/node/api/vm.js'
-import { type LabHost, MiB, makeLabHost } from './helpers.js'
+import { type LabHost, MiB, makeLabHost, useBuildSnapshot } from './helpers.js'
 
 describe('VM API routes', () => {
+  const build = useBuildSnapshot()
   let host: LabHost
   let app: FastifyInstance
   beforeEach(async () => {
-    host = await makeLabHost()
+    host = await makeLabHost(build().guestScript)
     await host.hv.createVm('api1', { sizeBytes: 8 * MiB })
     app = Fastify()
     app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) =>

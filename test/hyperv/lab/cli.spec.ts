@@ -4,25 +4,29 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hasTool, oracle, qemuImg } from '../../helpers/oracles.js'
-import { isAlive, MiB, waitFor } from './helpers.js'
+import { isAlive, MiB, useBuildSnapshot, waitFor } from './helpers.js'
 
-const BIN = fileURLToPath(new URL('../../../bin/replimesh.js', import.meta.url))
 const HAS_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 
+let bin: () => string = () => {
+  throw new Error('no build snapshot yet')
+}
+
 function cli(args: string[], input?: Buffer | string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync(process.execPath, [bin(), ...args], { input, encoding: 'utf8', timeout: 60_000 })
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
 describe.runIf(HAS_QEMU)('replimesh vm (CLI, with and without a node)', () => {
   let dir: string
   let daemon: ChildProcess | null = null
+  const build = useBuildSnapshot()
+  bin = () => build().bin
 
   const startDaemon = async () => {
-    daemon = spawn(process.execPath, [BIN, 'start', '--dir', dir], { stdio: 'ignore' })
+    daemon = spawn(process.execPath, [bin(), 'start', '--dir', dir], { stdio: 'ignore' })
     await waitFor(
       'the node API',
       async () => (await readFile(join(dir, 'api.json'), 'utf8').catch(() => '')) !== '',

@@ -1,9 +1,11 @@
 // The shared hypervisor contract, run against the lab hypervisor with real guest processes.
 import { hypervisorContract } from '../contract.js'
-import { makeLabHost } from './helpers.js'
+import { makeLabHost, useBuildSnapshot } from './helpers.js'
+
+const build = useBuildSnapshot()
 
 hypervisorContract('lab', async () => {
-  const host = await makeLabHost()
+  const host = await makeLabHost(build().guestScript)
   await host.hv.createVm('contract-vm', { sizeBytes: 8 * 1024 * 1024, disks: 2 })
   return {
     hypervisor: host.hv,

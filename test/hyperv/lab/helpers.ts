@@ -3,7 +3,44 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { afterAll, beforeAll } from 'vitest'
 import { createLabHypervisor, type LabHypervisor } from '../../../src/hyperv/index.js'
+import { snapshotBuild } from '../../helpers/nodes.js'
+
+export interface BuildSnapshot {
+  /** The copied build's bin/replimesh.js. */
+  bin: string
+  /** Its guest program. */
+  guestScript: string
+  /** Its dist/src/hyperv/index.js, for fixture processes. */
+  hypervIndex: string
+}
+
+/**
+ * A private copy of dist/ for this spec file (other helpers' builds rewrite dist/ while tests
+ * run; a guest forked from a half-written dist/ cannot load). Registers its own hooks.
+ */
+export function useBuildSnapshot(): () => BuildSnapshot {
+  let snap: BuildSnapshot | null = null
+  let remove: (() => Promise<void>) | null = null
+  beforeAll(async () => {
+    const s = await snapshotBuild()
+    remove = s.remove
+    const root = join(s.bin, '..', '..')
+    snap = {
+      bin: s.bin,
+      guestScript: join(root, 'dist/src/hyperv/lab/guest-main.js'),
+      hypervIndex: join(root, 'dist/src/hyperv/index.js'),
+    }
+  }, 120_000)
+  afterAll(async () => {
+    await remove?.()
+  })
+  return () => {
+    if (!snap) throw new Error('the build snapshot is made in beforeAll')
+    return snap
+  }
+}
 
 export interface LabHost {
   dir: string
@@ -15,12 +52,12 @@ export interface LabHost {
   cleanup(): Promise<void>
 }
 
-export async function makeLabHost(): Promise<LabHost> {
+export async function makeLabHost(guestScript?: string): Promise<LabHost> {
   const dir = await mkdtemp(join(tmpdir(), 'replimesh-lab-'))
   const vmsDir = join(dir, 'vms')
   const all: LabHypervisor[] = []
   const make = async () => {
-    const hv = createLabHypervisor({ vmsDir })
+    const hv = createLabHypervisor({ vmsDir, guestScript })
     all.push(hv)
     await hv.start()
     return hv

@@ -11,14 +11,15 @@ import {
   VmStateError,
 } from '../../../src/hyperv/index.js'
 import { hasTool, oracle, qemuImg } from '../../helpers/oracles.js'
-import { type LabHost, MiB, makeLabHost, sleep, waitFor } from './helpers.js'
+import { type LabHost, MiB, makeLabHost, sleep, useBuildSnapshot, waitFor } from './helpers.js'
 
 const HAS_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 
 describe('lab VM life cycle', () => {
+  const build = useBuildSnapshot()
   let host: LabHost
   beforeEach(async () => {
-    host = await makeLabHost()
+    host = await makeLabHost(build().guestScript)
   })
   afterEach(async () => {
     await host.cleanup()
@@ -125,7 +126,7 @@ describe('lab VM life cycle', () => {
     await expect(hv.startVm('twice')).rejects.toBeInstanceOf(VmStateError)
     // A second hypervisor on the same folder (without start(), which would stop the guest).
     const { createLabHypervisor } = await import('../../../src/hyperv/index.js')
-    const other = createLabHypervisor({ vmsDir: host.vmsDir })
+    const other = createLabHypervisor({ vmsDir: host.vmsDir, guestScript: build().guestScript })
     expect((await other.getVm('twice')).state).toBe('running')
     await expect(other.startVm('twice')).rejects.toBeInstanceOf(VmStateError)
     await hv.stopVm('twice')

@@ -8,17 +8,18 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createLabHypervisor, readDiskRecords } from '../../../src/hyperv/index.js'
 import { GuestProcess } from '../../../src/hyperv/lab/guest-process.js'
 import { hasTool, oracle, qemuImg } from '../../helpers/oracles.js'
-import { isAlive, type LabHost, MiB, makeLabHost, sleep, waitFor } from './helpers.js'
+import { isAlive, type LabHost, MiB, makeLabHost, sleep, useBuildSnapshot, waitFor } from './helpers.js'
 
 const HAS_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 const OWNER = fileURLToPath(new URL('./fixtures/owner.mjs', import.meta.url))
 
 describe('guests and their node', () => {
+  const build = useBuildSnapshot()
   let host: LabHost
   let owner: ChildProcess | null = null
   const strays: number[] = []
   beforeEach(async () => {
-    host = await makeLabHost()
+    host = await makeLabHost(build().guestScript)
   })
   afterEach(async () => {
     owner?.kill('SIGKILL')
@@ -30,7 +31,7 @@ describe('guests and their node', () => {
     'kill -9 of the owning process stops its guest; the VM starts again afterwards',
     async () => {
       await host.hv.createVm('orphan', { sizeBytes: 16 * MiB, disks: 2 })
-      owner = spawn(process.execPath, [OWNER, host.vmsDir, 'orphan'], {
+      owner = spawn(process.execPath, [OWNER, build().hypervIndex, host.vmsDir, 'orphan'], {
         stdio: ['ignore', 'pipe', 'inherit'],
       })
       const line = await Promise.race([
@@ -67,10 +68,10 @@ describe('guests and their node', () => {
   it('a node starting finds a guest of an earlier run alive and stops it', async () => {
     const { dir } = await host.hv.createVm('stale', { sizeBytes: 8 * MiB })
     // A guest whose parent is not the hypervisor about to start (as if left by an earlier run).
-    const stale = await GuestProcess.spawn('stale', dir, {})
+    const stale = await GuestProcess.spawn('stale', dir, { script: build().guestScript })
     strays.push(stale.pid)
     expect((await host.hv.getVm('stale')).state).toBe('running')
-    const fresh = createLabHypervisor({ vmsDir: host.vmsDir })
+    const fresh = createLabHypervisor({ vmsDir: host.vmsDir, guestScript: build().guestScript })
     await fresh.start()
     await stale.exited
     expect(isAlive(stale.pid)).toBe(false)

@@ -7,7 +7,7 @@ import type { ChangedRange, ConsistencyPoint, LabHypervisor } from '../../../src
 import { RECORD_REGION_BYTES } from '../../../src/hyperv/index.js'
 import { newestRecord } from '../../../src/hyperv/lab/records.js'
 import { hasTool, oracle, qemuImg } from '../../helpers/oracles.js'
-import { type LabHost, MiB, makeLabHost, sleep } from './helpers.js'
+import { type LabHost, MiB, makeLabHost, sleep, useBuildSnapshot } from './helpers.js'
 
 const HAS_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 const BLOCK = 64 * 1024
@@ -56,9 +56,10 @@ function expectExactChanges(before: Buffer[], after: Buffer[], point: Consistenc
 }
 
 describe('lab consistency points', () => {
+  const build = useBuildSnapshot()
   let host: LabHost
   beforeEach(async () => {
-    host = await makeLabHost()
+    host = await makeLabHost(build().guestScript)
   })
   afterEach(async () => {
     await host.cleanup()
@@ -135,10 +136,11 @@ describe('lab consistency points', () => {
       sizeBytes: 8 * MiB,
       disks: 2,
       recordIntervalMs: 5,
-      workload: { rateBytesPerSec: 4 * MiB, blockBytes: 4096 },
+      workload: { rateBytesPerSec: 4 * MiB, blockBytes: 4096, hotSetFraction: 0.5 },
     })
     await hv.startVm('fz')
-    // An outside writer: counter k goes to disk 0, then to disk 1, one after the other.
+    // An outside writer: counter k goes to disk 0, then to disk 1, one after the other (above
+    // the workload's hot set, so only this writer touches it).
     const at = 7 * MiB - 4096
     let k = 0
     let writing = true
@@ -192,7 +194,12 @@ describe('lab consistency points', () => {
     'a guest killed while frozen loses no completed write; the disks stay valid VHDX',
     async () => {
       const { hv } = host
-      await hv.createVm('cr', { sizeBytes: 8 * MiB, disks: 2, workload: { rateBytesPerSec: MiB } })
+      // The workload stays below 1.75 MiB; the checked write is at 2 MiB.
+      await hv.createVm('cr', {
+        sizeBytes: 8 * MiB,
+        disks: 2,
+        workload: { rateBytesPerSec: MiB, hotSetFraction: 0.25 },
+      })
       await hv.startVm('cr')
       const p = await hv.createPoint('cr')
       const data = Buffer.alloc(8192, 0x5a)
