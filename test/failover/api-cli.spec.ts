@@ -11,12 +11,14 @@ import { FailoverError, type FailoverOutcome } from '../../src/failover/index.js
 import type { NodeComponents } from '../../src/node/api/components.js'
 import { type FailoverApi, failoverRoutes } from '../../src/node/api/failover.js'
 import { failoverRequest } from '../../src/node/cli/failover.js'
+import { snapshotBuild } from '../helpers/nodes.js'
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'replimesh.js')
+// A private copy of the build: other helpers rewrite dist/ while tests run.
+let build: { bin: string; remove: () => Promise<void> }
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('node', [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile('node', [build.bin, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
     })
   })
@@ -59,6 +61,7 @@ let emptyDir: string
 let app: FastifyInstance
 let url: string
 beforeAll(async () => {
+  build = await snapshotBuild()
   dir = await mkdtemp(join(tmpdir(), 'replimesh-failover-cli-'))
   emptyDir = await mkdtemp(join(tmpdir(), 'replimesh-failover-none-'))
   app = Fastify()
@@ -71,6 +74,7 @@ beforeAll(async () => {
   await writeFile(join(dir, 'api.token'), 't0ken\n')
 })
 afterAll(async () => {
+  await build?.remove()
   await app.close()
   await rm(dir, { recursive: true, force: true })
   await rm(emptyDir, { recursive: true, force: true })
