@@ -211,7 +211,9 @@ export class LabHypervisor implements Hypervisor {
         disks: r.disks,
       }
     } else {
-      if (this.starting.has(id) || (await this.stateOf(entry)) !== 'stopped')
+      if (this.starting.has(id))
+        throw new VmStateError(entry.config.name, 'starting', 'try again once it runs')
+      if ((await this.stateOf(entry)) !== 'stopped')
         throw new VmStateError(entry.config.name, 'running', 'its guest belongs to another node process')
       stopped = await openStoppedPoint(entry.dir, entry.config, options.sinceReference ?? null)
       const disks = entry.config.disks.map((d, index) => ({

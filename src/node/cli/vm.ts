@@ -3,7 +3,7 @@
 // running node's API, because the node owns the guest processes.
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import type { RecordSummary, VmInfo } from '../../hyperv/index.js'
-import { parseCount, parseSize, printJson, readStdin, UsageError } from './output.js'
+import { parseCount, parseDurationMs, parseSize, printJson, readStdin, UsageError } from './output.js'
 
 async function hyperv() {
   return import('../../hyperv/index.js')
@@ -46,6 +46,23 @@ function recordsText(r: RecordSummary): string {
   return `last record #${r.lastSeq} at ${iso(r.lastTime)}; this run of the VM began ${begun}\n`
 }
 
+interface WorkloadFlags {
+  rate?: number
+  blockSize?: number
+  pattern?: 'random' | 'sequential'
+  hotSet?: number
+  workload?: boolean
+}
+
+interface CreateOptions extends WorkloadFlags {
+  dir: string
+  size: number
+  disks: number
+  format: 'vhdx' | 'vhd' | 'raw'
+  recordInterval?: number
+  json?: boolean
+}
+
 interface StartOptions {
   dir: string
   rate?: number
@@ -56,7 +73,7 @@ interface StartOptions {
   json?: boolean
 }
 
-function workloadOf(o: StartOptions) {
+function workloadOf(o: WorkloadFlags) {
   const w = {
     ...(o.rate !== undefined ? { rateBytesPerSec: o.rate } : {}),
     ...(o.blockSize !== undefined ? { blockBytes: o.blockSize } : {}),
@@ -78,39 +95,38 @@ export function register(program: Command): void {
     .requiredOption('--size <size>', 'size of each disk (512M, 2G)', parseSize)
     .option('--disks <n>', 'number of disks', parseCount, 1)
     .addOption(new Option('--format <format>', 'disk format').choices(['vhdx', 'vhd', 'raw']).default('vhdx'))
+    .option('--rate <size>', 'workload bytes per second when it runs (default 0: records only)', parseSize)
+    .option('--block-size <size>', 'workload write size (default 4K)', parseSize)
+    .addOption(
+      new Option('--pattern <pattern>', 'workload pattern (default random)').choices([
+        'random',
+        'sequential',
+      ]),
+    )
+    .option('--hot-set <fraction>', 'fraction of each disk random writes hit (default 1)', parseFraction)
     .option(
-      '--rate <size>',
-      'workload bytes per second written when it runs (default 0: records only)',
-      parseSize,
+      '--record-interval <duration>',
+      'how often the guest appends a record (default 50ms)',
+      parseDurationMs,
     )
     .option('--json', 'print the catalogue entry as JSON')
-    .action(
-      async (
-        name: string,
-        o: {
-          dir: string
-          size: number
-          disks: number
-          format: 'vhdx' | 'vhd' | 'raw'
-          rate?: number
-          json?: boolean
-        },
-      ) => {
-        const hv = await offlineHypervisor(o.dir)
-        await hv.createVm(name, {
-          sizeBytes: o.size,
-          disks: o.disks,
-          format: o.format,
-          ...(o.rate !== undefined ? { workload: { rateBytesPerSec: o.rate } } : {}),
-        })
-        const info = await hv.getVm(name)
-        if (o.json) printJson(lsRow(info))
-        else
-          process.stdout.write(
-            `created VM ${info.name} (${info.id}): ${info.disks.map((d) => d.path).join(', ')}\n`,
-          )
-      },
-    )
+    .action(async (name: string, o: CreateOptions) => {
+      const hv = await offlineHypervisor(o.dir)
+      const workload = workloadOf(o)
+      await hv.createVm(name, {
+        sizeBytes: o.size,
+        disks: o.disks,
+        format: o.format,
+        ...(workload ? { workload } : {}),
+        ...(o.recordInterval ? { recordIntervalMs: o.recordInterval } : {}),
+      })
+      const info = await hv.getVm(name)
+      if (o.json) printJson(lsRow(info))
+      else
+        process.stdout.write(
+          `created VM ${info.name} (${info.id}): ${info.disks.map((d) => d.path).join(', ')}\n`,
+        )
+    })
 
   vm.command('start <name>')
     .description('start a lab VM on the running node (its guest process writes the workload)')
