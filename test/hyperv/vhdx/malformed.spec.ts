@@ -230,6 +230,39 @@ describe('malformed VHDX', () => {
     expect(version.message).toMatch(/header version 2/)
   })
 
+  it.each([
+    [1, 'UNDEFINED'],
+    [2, 'ZERO'],
+    [3, 'UNMAPPED'],
+    [5, 'UNMAPPED of the 0.95 draft'],
+  ])('BAT state %d (%s) reads as zeros', async (state) => {
+    const bat = batOffsetOf(good)
+    const path = damaged(`state-${state}`, (b) => {
+      b[bat + 3 * 8] = (b[bat + 3 * 8] & ~7) | state
+    })
+    const d = await openRead(path)
+    const expected = Buffer.from(content)
+    expected.fill(0, 3 * MiB, 4 * MiB)
+    expect((await readAll(d)).equals(expected)).toBe(true)
+    expect(await d.map()).toEqual([
+      { start: 0, length: 2 * MiB, state: 'data' },
+      { start: 2 * MiB, length: 6 * MiB, state: 'zero' },
+    ])
+    expect(d.info().allocatedBytes).toBe(2 * MiB)
+    await d.close()
+  })
+
+  it.each([4, 7])('BAT state %d is refused in a dynamic disk', async (state) => {
+    const bat = batOffsetOf(good)
+    const err = await openError(
+      damaged(`bad-state-${state}`, (b) => {
+        b[bat + 3 * 8] = (b[bat + 3 * 8] & ~7) | state
+      }),
+    )
+    expect(err).toBeInstanceOf(CorruptDiskError)
+    expect(err.message).toMatch(new RegExp(`BAT: entry 3 has state ${state}`))
+  })
+
   it('seeded mutations of headers, region tables, metadata and BAT never crash or hang', async () => {
     const path = tmp.path('fuzz.vhdx')
     writeFileSync(path, good)

@@ -67,5 +67,10 @@ export const LOG_ENTRY_HEADER_SIZE = 64
 export const LOG_DESCRIPTOR_SIZE = 32
 export const DEFAULT_LOG_SIZE = MiB
 
+/** §2.6.1.2: a metadata item is at most 1 MiB. */
+export const MAX_METADATA_ITEM_SIZE = MiB
+/** A log is read whole into memory to replay it; Hyper-V makes 1 MiB logs. */
+export const MAX_LOG_LENGTH = 256 * MiB
+
 /** Bounded caches of the reader (STYLE.md §7). */
 export const SECTOR_BITMAP_CACHE_BLOCKS = 64

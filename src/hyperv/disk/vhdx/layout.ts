@@ -11,6 +11,8 @@ import {
   HEADER_SECTION_SIZE,
   HEADER_SIZE,
   MAX_BLOCK_SIZE,
+  MAX_LOG_LENGTH,
+  MAX_METADATA_ITEM_SIZE,
   MAX_VIRTUAL_SIZE,
   META_FILE_PARAMETERS,
   META_LOGICAL_SECTOR_SIZE,
@@ -101,6 +103,12 @@ export async function readLog(file: VhdxFile, header: VhdxHeader) {
       file.path,
       `log region extends past the end of the file (${file.size} bytes)`,
       header.logOffset,
+    )
+  }
+  if (header.logLength > MAX_LOG_LENGTH) {
+    throw new UnsupportedDiskError(
+      `a log of ${header.logLength} bytes (we replay logs up to ${MAX_LOG_LENGTH})`,
+      file.path,
     )
   }
   const ring = await file.readBytes(header.logOffset, header.logLength)
@@ -197,6 +205,9 @@ async function readMetadata(file: VhdxFile, regionOffset: number, regionLength: 
     if (!isKnown) {
       if (e.isRequired) throw new UnsupportedDiskError('metadata: unknown required item', path)
       continue
+    }
+    if (e.length > MAX_METADATA_ITEM_SIZE) {
+      throw new CorruptDiskError(path, `metadata: item of ${e.length} bytes exceeds 1 MiB`, regionOffset)
     }
     if (e.length > 0 && (e.offset < METADATA_TABLE_SIZE || e.offset + e.length > regionLength)) {
       throw new CorruptDiskError(
