@@ -14,3 +14,5 @@ export const CHANNEL_SEND_TIMEOUT_MS = 20_000
 export const CONTROL_REQUEST_TIMEOUT_MS = 5_000
 /** A failover handed to another node: it runs the whole promotion before it replies. */
 export const FAILOVER_REQUEST_TIMEOUT_MS = 300_000
+/** Every this many detection ticks, VMs running here are checked against their peers' owners. */
+export const RECONCILE_EVERY_TICKS = 8

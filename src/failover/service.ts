@@ -12,7 +12,11 @@
 import type { Hypervisor, VmInfo } from '../hyperv/index.js'
 import type { NodeState, PeerLiveness, PeerView } from '../mesh/index.js'
 import type { FailoverConfig } from './config.js'
-import { FAILOVER_REQUEST_TIMEOUT_MS } from './constants.js'
+import {
+  CONTROL_REQUEST_TIMEOUT_MS,
+  FAILOVER_REQUEST_TIMEOUT_MS,
+  RECONCILE_EVERY_TICKS,
+} from './constants.js'
 import type { ControlPeer, ControlReply, ControlRequest } from './control.js'
 import type { EpochCoordinator } from './coordinator.js'
 import type { EpochClaim } from './epoch.js'
@@ -88,6 +92,7 @@ export class FailoverService {
   private readonly busy = new Map<string, Promise<FailoverOutcome>>()
   private readonly log: NotifyLogger
   private ticking = false
+  private ticks = 0
 
   constructor(private readonly c: FailoverServiceComponents) {
     this.log = c.logger ?? silent
@@ -151,6 +156,7 @@ export class FailoverService {
       const aliveIds = peers.filter((p) => p.state === 'alive' && p.connected).map((p) => p.peerId)
       this.checkQuorum(members, aliveIds, witnessId)
       await this.learnFromGossip()
+      if (++this.ticks % RECONCILE_EVERY_TICKS === 1) await this.reconcile()
       for (const target of peers) {
         if (target.peerId === witnessId) continue
         const views: PeerView[] = [
@@ -246,6 +252,36 @@ export class FailoverService {
         if (vm.epoch <= 0) continue
         const claim = { vm: vm.name, epoch: vm.epoch, owner: s.peerId }
         if (this.c.coordinator.ledger.learn(claim) === 'newer') await this.onClaim(claim)
+      }
+    }
+  }
+
+  /**
+   * Asks live peers what they know of every VM running here, so a node that was away while its
+   * VMs moved (it missed the announcement) learns the new owner and fences itself.
+   */
+  async reconcile(): Promise<void> {
+    const running = (await this.c.hypervisor.listVms())
+      .filter((v) => v.state === 'running')
+      .map((v) => v.name)
+    if (running.length === 0) return
+    const alive = this.c.mesh
+      .peers()
+      .filter((p) => p.state === 'alive' && p.connected)
+      .map((p) => p.peerId)
+    for (const vm of running) {
+      const replies = await Promise.allSettled(
+        alive.map((peer) =>
+          this.c.coordinator.request(
+            peer,
+            { type: 'query', vm },
+            { signal: AbortSignal.timeout(CONTROL_REQUEST_TIMEOUT_MS) },
+          ),
+        ),
+      )
+      for (const r of replies) {
+        if (r.status !== 'fulfilled' || r.value.type !== 'known' || !r.value.current) continue
+        if (this.c.coordinator.ledger.learn(r.value.current) === 'newer') await this.onClaim(r.value.current)
       }
     }
   }

@@ -347,4 +347,23 @@ describe('FailoverService', () => {
     )
     await expect(b1.service.failback('db1', { to: 'zz' })).rejects.toThrow(/cannot fail over db1/)
   })
+
+  it('a node that missed the announcement learns the new owner by asking its peers, and fences', async () => {
+    const sims: Record<string, Sim> = {
+      a1: { site: 'A', alive: true, views: {}, vms: [], replicas: [] },
+      b1: { site: 'B', alive: true, views: {}, vms: [], replicas: [] },
+      c1: { site: 'C', alive: true, views: {}, vms: [], replicas: [] },
+    }
+    const { net, nodes } = world(sims)
+    const [a1, c1] = [nodes.get('a1')!, nodes.get('c1')!]
+    net.down.add('a1')
+    await c1.coordinator.claim('web1', { previous: 'a1' })
+    net.down.delete('a1')
+    a1.hv.vms.set('web1', { ...vmInfo('web1', '10.1.0.20/24'), state: 'running' })
+    expect(a1.coordinator.ledger.current('web1')).toBeUndefined()
+    await a1.service.reconcile()
+    expect(a1.hv.vms.get('web1')?.state).toBe('stopped')
+    expect(a1.coordinator.ledger.current('web1')).toEqual({ vm: 'web1', epoch: 1, owner: 'c1' })
+    expect(a1.channel.kinds()).toEqual(['fenced:web1'])
+  })
 })
