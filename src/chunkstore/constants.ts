@@ -16,6 +16,9 @@ export const INGEST_WINDOW_BYTES = 8 * 1024 * 1024
 /** Windows read ahead of the one being hashed and written: memory = window x (depth + 1). */
 export const INGEST_READ_AHEAD = 2
 
+/** A pack writer starts a background fdatasync after this many bytes, so writeback overlaps reads. */
+export const BACKGROUND_SYNC_BYTES = 64 * 1024 * 1024
+
 /** Ingest makes its new chunks durable and indexed every this many new chunks. */
 export const INGEST_FLUSH_CHUNKS = 8192
 

@@ -5,6 +5,7 @@
 // index in the same LevelDB batch as the entries that point into them. Bytes past a pack's
 // committed length are unreachable and are cut off when the store next opens.
 import { join } from 'node:path'
+import { BACKGROUND_SYNC_BYTES } from './constants.js'
 import { ChunkVerifyError } from './errors.js'
 import type { StoreFile, StoreFs } from './fs.js'
 import { ID_BYTES } from './hash.js'
@@ -53,6 +54,9 @@ interface OpenPack {
   end: number
   pending: Set<Promise<void>>
   failed: unknown
+  /** Bytes appended since the last background fdatasync started. */
+  unsynced: number
+  background: Promise<void> | null
 }
 
 /** Appends records to the active pack, rolling to a new pack at the size limit. */
@@ -92,7 +96,26 @@ export class PackWriter {
     })
     target.pending.add(write)
     void write.finally(() => target.pending.delete(write))
+    target.unsynced += pos - start
+    if (target.unsynced >= BACKGROUND_SYNC_BYTES && !target.background) this.backgroundSync(target, write)
     return { locations, written: write }
+  }
+
+  /**
+   * Starts writeback early: an fdatasync after this write, not awaited, so the disk writes while
+   * ingest keeps reading and the commit's own sync finds little left. Durability still comes
+   * only from sync(); a failure here poisons the pack like a failed sync.
+   */
+  private backgroundSync(target: OpenPack, after: Promise<void>): void {
+    target.unsynced = 0
+    target.background = after
+      .then(() => target.file.sync())
+      .catch((err) => {
+        target.failed ??= err
+      })
+      .finally(() => {
+        target.background = null
+      })
   }
 
   /** Bytes in flight on the active pack (for callers bounding memory). */
@@ -110,6 +133,7 @@ export class PackWriter {
     for (const p of [...this.dirty.values()]) {
       const end = p.end
       while (p.pending.size > 0) await Promise.all([...p.pending])
+      if (p.background) await p.background
       if (p.failed) throw p.failed
       try {
         await p.file.sync()
@@ -127,7 +151,7 @@ export class PackWriter {
   }
 
   async close(): Promise<void> {
-    for (const p of this.dirty.values()) await Promise.allSettled([...p.pending])
+    for (const p of this.dirty.values()) await Promise.allSettled([...p.pending, p.background])
     for (const p of new Set([...this.dirty.values(), ...(this.active ? [this.active] : [])]))
       await p.file.close()
     this.dirty.clear()
@@ -160,6 +184,8 @@ export class PackWriter {
         end: this.resume.length,
         pending: new Set(),
         failed: null,
+        unsynced: 0,
+        background: null,
       }
       this.resume = null
       return this.active
@@ -168,7 +194,7 @@ export class PackWriter {
     const pack = this.allocatePack()
     const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx')
     await this.fs.syncDir(this.dir)
-    this.active = { pack, file, end: 0, pending: new Set(), failed: null }
+    this.active = { pack, file, end: 0, pending: new Set(), failed: null, unsynced: 0, background: null }
     return this.active
   }
 }
