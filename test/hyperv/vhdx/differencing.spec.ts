@@ -77,6 +77,7 @@ describe.each([512, 4096] as const)('differencing chain with %d-byte logical sec
         [3 * MiB, MiB], // a whole block: FULLY_PRESENT
         [6 * MiB - 4096, 12288], // spans a NOT_PRESENT block edge into the next
         [MiB + 200_000, 70_000], // second write into an already partial block
+        [MiB + 700, 2000], // rewrite of sectors the partial block already holds
         [size - 513, 513], // the last sector(s)
       ],
       2,

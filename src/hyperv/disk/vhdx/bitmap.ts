@@ -85,6 +85,12 @@ export class SectorBitmaps {
     return bits
   }
 
+  /** Whether every sector of [first, first+count) of the block is already present. */
+  async allPresent(block: number, first: number, count: number): Promise<boolean> {
+    const runs = bitmapRuns(await this.get(block), first, count)
+    return runs.length === 1 && runs[0].present
+  }
+
   /**
    * Marks sectors [first, first+count) of the block present and writes the slice. With
    * `newBlockBitmap` (the file offset of the chunk's sector bitmap block, which the BAT may

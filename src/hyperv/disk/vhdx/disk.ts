@@ -228,6 +228,13 @@ export class VhdxDisk implements VirtualDisk {
       this.nextFree = plan.end
     }
     await this.writePayload(data, plan.payload)
+    // Rewriting sectors a partial block already holds changes no bitmap: no ordering needed.
+    const marks = []
+    for (const m of plan.marks) {
+      if (m.bitmapOffset !== undefined || !(await this.bitmaps.allPresent(m.block, m.first, m.count)))
+        marks.push(m)
+    }
+    plan.marks = marks
     const needsOrder =
       plan.marks.length > 0 || plan.bitmapEntries.length > 0 || plan.payloadEntries.length > 0
     if (needsOrder) await this.file.sync()
