@@ -97,6 +97,12 @@ class Guest {
       void this.shutdown(0)
     })
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => void this.shutdown(0))
+    // The node may have gone while the disks were opening, before anyone listened for it.
+    if (!process.connected) {
+      log('node gone before the guest was ready: shutting down')
+      void this.shutdown(0)
+      return
+    }
     send({
       type: 'ready',
       pid: process.pid,
