@@ -47,3 +47,6 @@ export const SNAPSHOT_TYPE_RECOVERY = 32768
 /** Msvm_VirtualSystemSnapshotSettingData.ConsistencyLevel. */
 export const CONSISTENCY_APPLICATION = 1
 export const CONSISTENCY_CRASH = 2
+
+/** ElementName given to our checkpoints, so a restarted node finds and removes its leftovers. */
+export const POINT_MARKER = 'replimesh point'

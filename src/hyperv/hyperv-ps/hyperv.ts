@@ -30,6 +30,7 @@ import {
   DEFAULT_JOB_TIMEOUT_SECONDS,
   MAX_CHANGE_QUERY_ROUNDS,
   MAX_EVENT_MESSAGE_BYTES,
+  POINT_MARKER,
 } from './constants.js'
 import { HyperVError, HyperVOutputError } from './errors.js'
 import { planFailover } from './network.js'
@@ -116,9 +117,24 @@ export class HyperVHypervisor implements Hypervisor {
     if (p.HyperV !== true)
       throw new HyperVError('the Hyper-V PowerShell module is not installed on this host')
     this.log.info({ psVersion: p.PSVersion }, 'hyper-v adapter started')
+    await this.removeStalePoints()
   }
 
-  /** Kills scripts in flight. Checkpoints of unreleased points stay on the host (visible in Hyper-V Manager). */
+  /** Checkpoints an earlier run left (it crashed mid-point): the VMs would write to AVHDXs forever. */
+  private async removeStalePoints(): Promise<void> {
+    try {
+      const rows = await this.run('cleanup-points', ops.CLEANUP_POINTS, { marker: POINT_MARKER })
+      for (const r of rows.map(obj))
+        this.log.warn(
+          { vmId: r.VirtualSystemIdentifier, checkpoint: r.InstanceID },
+          'removed a checkpoint left by an earlier run',
+        )
+    } catch (err) {
+      this.log.warn({ err: String(err) }, 'could not look for checkpoints left by an earlier run')
+    }
+  }
+
+  /** Kills scripts in flight. Checkpoints of unreleased points stay until the next start() removes them. */
   async stop(): Promise<void> {
     this.lifetime.abort(new HyperVError('Hyper-V adapter stopped'))
     this.runner.killAll()
@@ -153,7 +169,12 @@ export class HyperVHypervisor implements Hypervisor {
   async createPoint(vm: string, options: CreatePointOptions = {}): Promise<ConsistencyPoint> {
     const reference = this.readReference(options.sinceReference)
     const level = options.consistency === 'application' ? CONSISTENCY_APPLICATION : CONSISTENCY_CRASH
-    const [raw] = await this.run('create-point', ops.CREATE_POINT, { vm, consistency: level }, options.signal)
+    const [raw] = await this.run(
+      'create-point',
+      ops.CREATE_POINT,
+      { vm, consistency: level, marker: POINT_MARKER },
+      options.signal,
+    )
     const r = obj(raw)
     const snapshot = obj(r.Snapshot)
     const snapshotId = asString(snapshot.InstanceID)

@@ -66,6 +66,11 @@ if ($rct) { $type=32768 } else { $type=2 }
 $res=$svc.CreateSnapshot($cs,$ss.GetText(2),$type)
 $job=Wait-RmJob $res 'CreateSnapshot'
 if ($job) { $snap=$job.GetRelated('Msvm_VirtualSystemSettingData') | Select-Object -First 1 } else { $snap=[wmi]$res.ResultingSnapshot }
+try {
+  $vsms=Get-WmiObject -Namespace ${NS} -Class Msvm_VirtualSystemManagementService
+  $snap.ElementName=$p.marker
+  $null=Wait-RmJob $vsms.ModifySystemSettings($snap.GetText(1)) 'ModifySystemSettings'
+} catch { $script:rmKind=$null; $script:rmData=$null }
 $disks=@(foreach ($d in ${DRIVES}) {
   $live=Get-VHD -Path $d.Path | Select-Object ${VHD_FIELDS}
   $frozen=$null
@@ -151,6 +156,19 @@ if ($left.Count -gt 0) {
 $new=Import-VM -CompatibilityReport $r
 if ($p.name) { Rename-VM -VM $new -NewName $p.name; $new=Get-VM | Where-Object { $_.Id -eq $new.Id } }
 ConvertTo-RmVmRecord $new
+`
+
+/**
+ * Checkpoints we named (ElementName = $p.marker) that an earlier run never released: destroyed,
+ * so the VM stops writing to an AVHDX. The RCT baseline is unaffected (ids are continuous).
+ */
+export const CLEANUP_POINTS = `
+$svc=Get-WmiObject -Namespace ${NS} -Class Msvm_VirtualSystemSnapshotService
+$stale=@(Get-WmiObject -Namespace ${NS} -Class Msvm_VirtualSystemSettingData | Where-Object { $_.ElementName -eq $p.marker })
+foreach ($s in $stale) {
+  $null=Wait-RmJob $svc.DestroySnapshot($s) 'DestroySnapshot'
+  [pscustomobject]@{InstanceID=$s.InstanceID; VirtualSystemIdentifier=$s.VirtualSystemIdentifier}
+}
 `
 
 export const UNREGISTER_VM = `

@@ -304,6 +304,27 @@ describe('points and change tracking', () => {
     )
   })
 
+  it('a restarted adapter removes the checkpoints an earlier run left, and deltas stay exact', async () => {
+    const first = host.adapter()
+    const ref = await first.releasePoint(await first.createPoint('web01'))
+    host.guestWrite('web01', 0, 8192, 512)
+    await first.createPoint('web01', { sinceReference: ref }) // then the node "crashes"
+    expect(host.read().snapshots).toHaveLength(1)
+    expect(host.calls('create-point')[1].params.marker).toBe('replimesh point')
+    const warnings: object[] = []
+    const second = host.adapter({ logger: { info() {}, warn: (o: object) => warnings.push(o) } })
+    await second.start()
+    expect(host.read().snapshots).toEqual([])
+    expect((await second.getVm('web01')).disks[0].path).toBe('C:\\VMs\\web01\\web01-os.vhdx')
+    expect(warnings).toEqual([
+      { vmId: WEB01.toUpperCase(), checkpoint: expect.stringMatching(/^Microsoft:/) },
+    ])
+    // The old reference still holds: the abandoned point's writes come in the next delta.
+    const p = await second.createPoint('web01', { sinceReference: ref })
+    expect(p.disks[0].changed).toEqual([{ offset: 8192, length: 512 }])
+    await second.releasePoint(p)
+  })
+
   it('a second recovery checkpoint of the same VM is a WMI error, not a crash', async () => {
     const hv = host.adapter()
     const p = await hv.createPoint('web01')

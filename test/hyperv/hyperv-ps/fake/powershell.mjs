@@ -53,10 +53,12 @@ const OPS = {
       'ConsistencyLevel',
       '32768',
       'IgnoreNonSnapshottableDisks',
+      'ModifySystemSettings',
       "[version]'6.2'",
     ],
   },
   'disk-changes': { may: ['Get-WmiObject'], must: ['Msvm_ImageManagementService', 'GetVirtualDiskChanges'] },
+  'cleanup-points': { may: ['Get-WmiObject'], must: ['DestroySnapshot', 'ElementName -eq $p.marker'] },
   'release-point': {
     may: ['Get-WmiObject'],
     must: [
@@ -390,6 +392,7 @@ const handlers = {
     }
     state.snapshots.push({
       InstanceID: instanceId,
+      ElementName: p.marker,
       vmId: rec.VM.Id,
       type: rct ? 32768 : 2,
       level,
@@ -456,6 +459,16 @@ const handlers = {
       }
     }),
 
+  'cleanup-points': (p) => {
+    const stale = state.snapshots.filter((s) => s.ElementName === p.marker)
+    for (const snap of stale) {
+      const rec = state.vms.find((v) => v.VM.Id === snap.vmId)
+      if (rec) mergeBack(rec, snap, false)
+    }
+    state.snapshots = state.snapshots.filter((s) => !stale.includes(s))
+    return stale.map((s) => ({ InstanceID: s.InstanceID, VirtualSystemIdentifier: s.vmId.toUpperCase() }))
+  },
+
   'release-point': (p) => {
     const rec = findVm(p.vm)
     const i = state.snapshots.findIndex((s) => s.InstanceID === p.snapshotId)
@@ -473,14 +486,7 @@ const handlers = {
         fault.message ?? 'job failed',
       )
     state.snapshots.splice(i, 1)
-    // Merge: each drive goes back to its frozen parent (the AVHDX's data lands in it).
-    for (const d of vhdDrives(rec)) {
-      const sd = snap.disks.find((x) => x.Live.Path === d.Path)
-      if (!sd) continue
-      delete state.vhds[d.Path]
-      d.Path = sd.Frozen.Path
-      // Writes made during the point stay in pendingChanges[parent]: the next change set.
-    }
+    mergeBack(rec, snap, p.convert)
     if (!p.convert) return [{ ReferencePoint: null, Removed: [] }]
     const ref = {
       InstanceID: `Microsoft:${randomUUID().toUpperCase()}`,
@@ -637,6 +643,21 @@ const handlers = {
     })
     return [{ Written: true }]
   },
+}
+
+/**
+ * Merge: each drive goes back to its frozen parent (the AVHDX's data lands in it). Writes made
+ * during the point stay in pendingChanges[parent]: the next change set.
+ */
+function mergeBack(rec, snap, converted) {
+  for (const d of vhdDrives(rec)) {
+    const sd = snap.disks.find((x) => x.Live.Path === d.Path)
+    if (!sd) continue
+    delete state.vhds[d.Path]
+    d.Path = sd.Frozen.Path
+    // Destroyed, not converted: no new RCT id, so its changes stay tracked since the last one.
+    if (!converted) state.pendingChanges[d.Path] = [...sd.changes, ...(state.pendingChanges[d.Path] ?? [])]
+  }
 }
 
 function incompatible(list) {
