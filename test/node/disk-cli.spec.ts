@@ -112,6 +112,11 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
     })
     expect(info.virtualSize).not.toBe(24 * MiB) // CHS rounding, as qemu reads it
     expect(json(['disk', 'info', 'fix.vhd'])).toMatchObject({ subformat: 'fixed', virtualSize: 6 * MiB })
+    // --format skips detection: the same file as raw is its data plus the 512-byte footer.
+    expect(json(['disk', 'info', 'fix.vhd', '--format', 'raw'])).toMatchObject({
+      format: 'raw',
+      virtualSize: 6 * MiB + 512,
+    })
     const vhdx = json(['disk', 'info', 'dyn.vhdx'])
     expect(vhdx).toMatchObject({ format: 'vhdx', subformat: 'dynamic', blockSize: MiB })
     expect(vhdx.virtualSize).toBe(qemuInfo('dyn.vhdx', 'vhdx')['virtual-size'])

@@ -16,6 +16,8 @@ export const ZERO_SCAN_BYTES = 64 * 1024
 
 export interface ConvertOptions {
   to: DiskFormat
+  /** Format of the input; detected when absent. */
+  inputFormat?: DiskFormat
   /** Default dynamic (raw is always fixed). */
   subformat?: 'dynamic' | 'fixed'
   blockSize?: number
@@ -35,7 +37,7 @@ export async function convertDisk(
   output: string,
   options: ConvertOptions,
 ): Promise<ConvertResult> {
-  const source = await openDisk(input)
+  const source = await openDisk(input, { format: options.inputFormat })
   const tmp = `${output}.tmp`
   let target: VirtualDisk | undefined
   try {

@@ -29,8 +29,9 @@ export function register(program: Command): void {
     .command('info <file>')
     .description('format, sizes, parent and allocation of a disk image')
     .option('--json', 'print JSON {format, subformat, virtualSize, blockSize, …}')
-    .action(async (file: string, opts: { json?: boolean }) => {
-      const info = await withDisk(file, async (d) => d.info())
+    .addOption(formatOption())
+    .action(async (file: string, opts: { json?: boolean; format?: Format }) => {
+      const info = await withDisk(file, opts.format, async (d) => d.info())
       if (opts.json) printJson(info)
       else process.stdout.write(infoTable(file, info))
     })
@@ -40,8 +41,9 @@ export function register(program: Command): void {
     .description('allocation map: extents of data, zero, or parent (differencing disks)')
     .option('--json', 'print JSON [{start, length, state}]')
     .option('--resolve', 'resolve parent extents through the differencing chain')
-    .action(async (file: string, opts: { json?: boolean; resolve?: boolean }) => {
-      const map = await withDisk(file, (d) => d.map({ resolveParents: opts.resolve }))
+    .addOption(formatOption())
+    .action(async (file: string, opts: { json?: boolean; resolve?: boolean; format?: Format }) => {
+      const map = await withDisk(file, opts.format, (d) => d.map({ resolveParents: opts.resolve }))
       if (opts.json) printJson(map)
       else process.stdout.write(mapTable(map))
     })
@@ -49,8 +51,9 @@ export function register(program: Command): void {
   disk
     .command('cat <file>')
     .description("write the virtual disk's bytes to stdout (parents resolved)")
-    .action(async (file: string) => {
-      await withDisk(file, catToStdout)
+    .addOption(formatOption())
+    .action(async (file: string, opts: { format?: Format }) => {
+      await withDisk(file, opts.format, catToStdout)
     })
 
   disk
@@ -58,9 +61,10 @@ export function register(program: Command): void {
     .description("write stdin's bytes into the disk at a virtual offset")
     .requiredOption('--offset <n>', 'virtual byte offset', parseSize)
     .option('--json', 'print JSON {offset, bytesWritten}')
-    .action(async (file: string, opts: { offset: number; json?: boolean }) => {
+    .addOption(formatOption())
+    .action(async (file: string, opts: { offset: number; json?: boolean; format?: Format }) => {
       const { openDisk } = await diskLayer()
-      const d = await openDisk(file, { readOnly: false })
+      const d = await openDisk(file, { readOnly: false, format: opts.format })
       let written = 0
       try {
         written = await stdinToDisk(d, opts.offset)
@@ -77,11 +81,12 @@ export function register(program: Command): void {
     .addOption(new Option('--subformat <kind>', 'dynamic or fixed (default dynamic)').choices(SUBFORMATS))
     .option('--block-size <n>', 'block size of the output (VHDX 1–256 MiB, VHD default 2 MiB)', parseSize)
     .option('--json', 'print JSON {format, virtualSize, writtenBytes}')
+    .addOption(formatOption('format of <in>'))
     .action(
       async (
         input: string,
         output: string,
-        opts: { to: string; subformat?: string; blockSize?: number; json?: boolean },
+        opts: { to: string; subformat?: string; blockSize?: number; json?: boolean; format?: Format },
       ) => {
         const { convertDisk } = await diskLayer()
         const progress = terminalProgress(`converting ${input}`)
@@ -89,6 +94,7 @@ export function register(program: Command): void {
           to: opts.to as 'vhdx' | 'vhd' | 'raw',
           subformat: opts.subformat as 'dynamic' | 'fixed' | undefined,
           blockSize: opts.blockSize,
+          inputFormat: opts.format,
           onProgress: progress?.update,
         })
         progress?.done()
@@ -116,7 +122,6 @@ export function register(program: Command): void {
         throw new UsageError('disk create needs --size (or --parent)')
       if (opts.parent && opts.subformat === 'fixed')
         throw new UsageError('a differencing disk (--parent) cannot be --subformat fixed')
-      type Format = 'vhdx' | 'vhd' | 'raw'
       const format = (opts.to ??
         (opts.parent ? await detectFormat(opts.parent) : formatFromName(out))) as Format
       const d = await createDisk(out, {
@@ -152,9 +157,16 @@ interface CreateFlags {
   json?: boolean
 }
 
-async function withDisk<T>(file: string, fn: (d: VirtualDisk) => Promise<T> | T): Promise<T> {
+type Format = 'vhdx' | 'vhd' | 'raw'
+
+/** `--format`: skip detection (like qemu-img -f), for a raw image that happens to hold a footer. */
+function formatOption(description = 'format of the file (default: detected)'): Option {
+  return new Option('--format <format>', description).choices(FORMATS)
+}
+
+async function withDisk<T>(file: string, format: Format | undefined, fn: (d: VirtualDisk) => Promise<T> | T) {
   const { openDisk } = await diskLayer()
-  const d = await openDisk(file)
+  const d = await openDisk(file, { format })
   try {
     return await fn(d)
   } finally {
