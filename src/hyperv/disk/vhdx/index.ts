@@ -1,9 +1,11 @@
 // VHDX (MS-VHDX): reader, writer, log replay, differencing. The front door of the format;
 // the dispatcher (../open.ts) calls openVhdx and createVhdx.
 //
-// Files: format.ts (structures), layout.ts (opening them in order), log.ts (the metadata
-// log), bat.ts and bitmap.ts (allocation), disk.ts (the VirtualDisk), create.ts, dirty-log.ts
-// (fixtures for tests: a log written but not applied).
+// Files: constants.ts, guid.ts, crc32c.ts, format.ts (structures), layout.ts (opening them
+// in order, header updates), file.ts (positional I/O with the in-memory log overlay), log.ts
+// (the metadata log), bat.ts and bitmap.ts (allocation), read-plan.ts (coalesced reads),
+// disk.ts (the VirtualDisk), open.ts (opening, parent lookup), create.ts, dirty-log.ts
+// (fixtures: a log written but not applied).
 import type { CreateOptions, VirtualDisk } from '../types.js'
 import { createVhdxDisk } from './create.js'
 import { type OpenParent, openVhdxDisk } from './open.js'
