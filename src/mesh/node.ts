@@ -347,12 +347,14 @@ export class MeshNode extends EventEmitter<{
 
   /** The VMs this node owns, as published in its state (the replication layer calls this). */
   setVms(vms: OwnedVm[]): void {
+    if (JSON.stringify(vms) === JSON.stringify(this.vms)) return
     this.vms = vms
     this.queuePublish()
   }
 
   /** The replicas this node holds with their last committed point. */
   setReplicas(replicas: HeldReplica[]): void {
+    if (JSON.stringify(replicas) === JSON.stringify(this.replicas)) return
     this.replicas = replicas
     this.queuePublish()
   }

@@ -6,9 +6,9 @@ import { issueCertificate, MeshNode, type MeshNodeInit, type MeshTiming } from '
 
 export const FAST_TIMING: Partial<MeshTiming> = {
   pingIntervalMs: 200,
-  pingTimeoutMs: 400,
-  suspectAfterMs: 800,
-  downAfterMs: 1600,
+  pingTimeoutMs: 1000,
+  suspectAfterMs: 2500,
+  downAfterMs: 5000,
   gossipIntervalMs: 300,
   stateTtlMs: 5000,
   membershipTimeoutMs: 1500,
@@ -46,7 +46,7 @@ export async function makeNode(
   })
 }
 
-export async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+export async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)

@@ -43,4 +43,21 @@ describe('MeshNode (in process, real sockets on loopback)', () => {
     expect(a.peers()).toEqual([])
     expect(x.peers()).toEqual([])
   })
+
+  it('mDNS finds a member on the LAN without bootstrap; another mesh on the LAN is not listed', async () => {
+    const meshKey = await generateKeyPair('Ed25519')
+    const lan = { mdns: true, listen: ['/ip4/0.0.0.0/tcp/0'] }
+    const a = await makeNode(meshKey, 'a', lan)
+    const b = await makeNode(meshKey, 'a', lan)
+    const x = await makeNode(await generateKeyPair('Ed25519'), 'x', lan)
+    nodes.push(a, b, x)
+    await Promise.all([a.start(), b.start(), x.start()])
+    await waitFor(
+      'a finds b by mDNS',
+      () => a.peers().some((p) => p.peerId === b.peerId && p.state === 'alive'),
+      30_000,
+    )
+    expect(a.peers().map((p) => p.peerId)).not.toContain(x.peerId)
+    expect(x.peers()).toEqual([])
+  })
 })
