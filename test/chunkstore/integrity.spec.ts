@@ -120,6 +120,26 @@ function faultyFs(failWriteAt: number, failSyncAt = Number.POSITIVE_INFINITY): S
   }
 }
 
+describe('opening', () => {
+  it('a second opener of a store in use gets a named error, and a reopen keeps everything', async () => {
+    const src = join(tmp.dir, 'a.raw')
+    makeRawDisk(src, 4 * MiB, 4 * MiB)
+    const store = await open()
+    await put(store, src, 'a')
+    await expect(openChunkStore({ dir: join(tmp.dir, 'store') })).rejects.toThrow(/in use by another process/)
+    await store.close()
+    stores = []
+    const again = await open()
+    expect((await again.listPoints()).map((p) => p.seq)).toEqual([1])
+    expect((await readBack(again, 'a@1')).equals(readFileSync(src))).toBe(true)
+    // Appends resume in the last pack rather than starting a new one per process.
+    await put(again, src, 'b')
+    makeRawDisk(src, 4 * MiB, 4 * MiB)
+    await put(again, src, 'c')
+    expect([...(await again.packLengths()).keys()]).toEqual([1])
+  })
+})
+
 describe('faults while writing', () => {
   it.each([
     ['the 3rd pack write fails', 3, Number.POSITIVE_INFINITY],
