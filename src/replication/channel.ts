@@ -28,10 +28,15 @@ export class MessageChannel<M> {
     this.iterator = this.credit[Symbol.asyncIterator]()
   }
 
+  /**
+   * Sends one message. The signal is checked, not handed to the credit stream (which would add
+   * a listener per waiting send to a long-lived signal); abort the channel to cancel a wait.
+   */
   async send(m: M, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
     const frame = this.encode(m).subarray(FRAME_PREFIX_BYTES)
     this.stats.bytesSent += frame.length + CREDIT_HEADER_BYTES
-    await this.credit.send(frame, { signal })
+    await this.credit.send(frame)
   }
 
   /** The next message, or null when the remote ended its half. Throws FrameError on a bad frame. */

@@ -47,6 +47,9 @@ export interface ReplicationNetwork {
   ): Promise<DuplexByteStream>
 }
 
+/** Opening a session (dial, hello, state) gives up after this long. */
+const OPEN_TIMEOUT_MS = 30_000
+
 export interface ReplicationLogger {
   info(obj: object, msg?: string): void
   warn(obj: object, msg?: string): void
@@ -129,25 +132,39 @@ export class TargetSession {
     readonly state: TargetState,
   ) {
     this.corruptLeft = init.corruptChunks ?? 0
+    init.signal?.addEventListener('abort', this.onAbort, { once: true })
     void this.pump()
   }
 
+  private readonly onAbort = () =>
+    this.abort(new ReplicationError(`replication to ${this.init.peer} stopped`))
+
   static async open(init: SessionInit): Promise<TargetSession> {
     const { network, peer, signal } = init
-    const pointsStream = await network.dialProtocol(peer, POINTS_PROTOCOL, { signal })
+    const dialSignal = () =>
+      signal
+        ? AbortSignal.any([signal, AbortSignal.timeout(OPEN_TIMEOUT_MS)])
+        : AbortSignal.timeout(OPEN_TIMEOUT_MS)
+    const pointsStream = await network.dialProtocol(peer, POINTS_PROTOCOL, { signal: dialSignal() })
     const points = new MessageChannel(pointsStream, encodePointsMessage, decodePointsMessage)
+    const timer = setTimeout(
+      () => points.abort(new ReplicationError(`target ${peer} did not answer within ${OPEN_TIMEOUT_MS} ms`)),
+      OPEN_TIMEOUT_MS,
+    )
     try {
       await points.send({ type: 'hello', vm: init.vm, vmId: init.vmId }, signal)
       const state = await points.expect<Extract<PointsMessage, { type: 'state' }>>(
         'state',
         'the target state',
       )
-      const chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal })
+      const chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: dialSignal() })
       const chunks = new MessageChannel(chunksStream, encodeChunksMessage, decodeChunksMessage)
       return new TargetSession(init, chunks, points, { lastSeq: state.lastSeq, epoch: state.epoch })
     } catch (err) {
       points.abort(err as Error)
       throw err
+    } finally {
+      clearTimeout(timer)
     }
   }
 
@@ -234,11 +251,13 @@ export class TargetSession {
   }
 
   async close(): Promise<void> {
+    this.init.signal?.removeEventListener('abort', this.onAbort)
     await Promise.all([this.chunks.end(), this.points.end()])
     this.stats.wireBytes = this.wire()
   }
 
   abort(err: Error): void {
+    this.init.signal?.removeEventListener('abort', this.onAbort)
     this.fail(err)
     this.chunks.abort(err)
     this.points.abort(err)

@@ -308,7 +308,13 @@ describe('replication pipeline (in process)', () => {
       mesh: a.mesh,
       store: a.store,
       hypervisor: hv.asHypervisor(),
-      logger: { info() {}, warn() {} },
+      logger:
+        a.service === undefined
+          ? { info() {}, warn() {} }
+          : {
+              info: (o: object, m?: string) => a.logs.push({ obj: o as Record<string, unknown>, msg: m }),
+              warn: (o: object, m?: string) => a.logs.push({ obj: o as Record<string, unknown>, msg: m }),
+            },
     })
     a.service = restarted
     await restarted.start()
@@ -318,6 +324,13 @@ describe('replication pipeline (in process)', () => {
     await until('write after restart', async () => {
       const last = await b.store.lastPoint('web')
       return last && last.time >= t0 && (await restoredBytes(b, 'web', 4 * MiB, 4096, last.seq)).equals(w)
+    }).catch((err) => {
+      throw new Error(
+        `${err.message}; A logged: ${a.logs
+          .map((l) => `${l.msg} ${JSON.stringify(l.obj)}`)
+          .slice(-6)
+          .join(' | ')}`,
+      )
     })
     // The restarted source read only what changed: no full chunk was resent for an unchanged disk.
     const t = restarted.protection('web').targets[0]
