@@ -40,6 +40,11 @@ export interface VmInfo {
   tags: string[]
   /** Where the hypervisor keeps its configuration (vm.json, .vmcx), or null. */
   configPath: string | null
+  /**
+   * Settings only the same kind of hypervisor understands, carried with a replica so a failed-over
+   * VM behaves as before (the lab's workload and record stream). Opaque to every other layer.
+   */
+  settings?: Record<string, unknown>
 }
 
 export interface ChangedRange {

@@ -22,6 +22,7 @@ import { VmConfigError } from './errors.js'
 import { readPid } from './guest.js'
 import {
   isValidVmName,
+  labSettingsOf,
   newVmId,
   parseVmConfig,
   randomMac,
@@ -177,6 +178,7 @@ export class LabCatalogue {
         nics: info.nics.map((n) => ({ ...n, mac: options.newId ? randomMac() : n.mac })),
         notes: info.notes,
         tags: info.tags,
+        ...labSettingsOf(info),
       },
       file,
     )

@@ -146,5 +146,24 @@ export function toVmInfo(vmDir: string, config: VmConfig, state: VmState): VmInf
     notes: config.notes,
     tags: [...config.tags],
     configPath: vmConfigPath(vmDir),
+    settings: {
+      lab: {
+        workload: { ...config.workload },
+        recordIntervalMs: config.recordIntervalMs,
+        trackingBlockBytes: config.trackingBlockBytes,
+      },
+    },
   }
+}
+
+const labSettingsSchema = z.object({
+  workload: workloadSchema.optional(),
+  recordIntervalMs: vmConfigSchema.shape.recordIntervalMs.optional(),
+  trackingBlockBytes: vmConfigSchema.shape.trackingBlockBytes.optional(),
+})
+
+/** The lab settings carried in a replicated VmInfo, if any are there and valid (else none). */
+export function labSettingsOf(info: VmInfo): z.infer<typeof labSettingsSchema> {
+  const r = labSettingsSchema.safeParse((info.settings as { lab?: unknown } | undefined)?.lab)
+  return r.success ? r.data : {}
 }

@@ -135,7 +135,11 @@ describe('lab VM life cycle', () => {
 
   it('re-IP rewrites vm.json addresses; register keeps disks where they are; events append', async () => {
     const { hv } = host
-    await hv.createVm('net', { sizeBytes: 8 * MiB })
+    await hv.createVm('net', {
+      sizeBytes: 8 * MiB,
+      workload: { rateBytesPerSec: 12345 },
+      recordIntervalMs: 70,
+    })
     const nic = (await hv.getVm('net')).nics[0]
     await hv.applyNetworkMapping('net', [
       { nic: nic.name, addresses: ['192.168.50.7/24'], gateway: '192.168.50.1' },
@@ -152,6 +156,14 @@ describe('lab VM life cycle', () => {
     const copy = await hv.registerVm(after, [after.disks[0].path], { name: 'net-test', newId: true })
     expect(copy.disks[0].path).toBe(after.disks[0].path)
     expect(copy.nics[0].mac).not.toBe(nic.mac)
+    // The lab's settings travel with the replicated configuration (JSON, as in a point header).
+    const carried = await hv.registerVm(JSON.parse(JSON.stringify(after)), [after.disks[0].path], {
+      name: 'net-failover',
+      newId: true,
+    })
+    const carriedJson = JSON.parse(await readFile(carried.configPath as string, 'utf8'))
+    expect(carriedJson.workload.rateBytesPerSec).toBe(12345)
+    expect(carriedJson.recordIntervalMs).toBe(70)
     await hv.writeEvent({ level: 'error', eventId: 4100, message: 'site down' })
     expect((await host.readEvents()).at(-1)).toMatchObject({
       level: 'error',
