@@ -163,7 +163,7 @@ describe('failover command line', () => {
     await failoverRoutes(bare, {} as NodeComponents)
     const res = await bare.inject({ method: 'GET', url: '/failover' })
     expect(res.statusCode).toBe(503)
-    expect(res.json().error).toMatch(/failover is not running on this node/)
+    expect(res.json().error).toBe('failover is not running on this node (no hypervisor on this node)')
     await bare.close()
   })
 })

@@ -3,17 +3,29 @@
 //   POST /failover                 {vm, to?, mode?: manual|test|planned} | {host} | {site}
 //   POST /failover/test/end        {vm}: stop and remove a test-failover copy
 //   POST /failback                 {vm, to?}
-// The daemon puts its FailoverService in components.failover; without it every route answers
-// 503 with one line saying so.
+// The failover service is composed here (like replication's): its epoch ledger in
+// <dir>/failover/epochs.json, its settings in <dir>/failover.json (optional; defaults otherwise),
+// the control protocol on the mesh. It needs the hypervisor; without one (or when composition
+// fails) every route answers 503 with one line saying why.
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { z } from 'zod'
 import {
+  createNotifier,
+  EpochCoordinator,
+  EpochLedger,
   EpochQuorumError,
   FailoverError,
-  type FailoverService,
+  FailoverMetrics,
+  FailoverService,
+  meshControlTransport,
   NetworkMappingError,
+  parseFailoverConfig,
+  type ReplicaSource,
 } from '../../failover/index.js'
 import type { NodeComponents } from './components.js'
+import { nodeSnapshot } from './metrics.js'
 
 /** The service methods the routes use (a FailoverService, or a stand-in in tests). */
 export type FailoverApi = Pick<
@@ -36,16 +48,109 @@ const failoverBody = z.union([
 const failbackBody = z.object({ vm: name, to: z.string().min(1).max(128).optional() }).strict()
 const endTestBody = z.object({ vm: name }).strict()
 
-function unavailable(reply: FastifyReply) {
-  return reply
-    .code(503)
-    .send({ error: 'failover is not running on this node (the daemon did not start its failover service)' })
-}
-
 function badBody(reply: FastifyReply, issues: z.core.$ZodIssue[], expected: string) {
   const first = issues[0]
   const where = first?.path.length ? `${first.path.join('.')}: ` : ''
   return reply.code(400).send({ error: `${where}${first?.message ?? 'bad request'} (expected ${expected})` })
+}
+
+/** What failover needs of the replication layer, when the daemon's components carry it. */
+interface ReplicationHandOver {
+  prepareReplica?: ReplicaSource['prepare']
+  becomeOwner?: (vm: string, epoch: number) => Promise<void>
+  becomeReplica?: (vm: string, owner: string, epoch: number) => Promise<void>
+  setProducing?: (allowed: boolean, reason: string) => void
+}
+
+type FailoverNodeComponents = NodeComponents & {
+  metrics?: FailoverMetrics
+  replication?: ReplicationHandOver
+}
+
+function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
+  const r = () => components.replication
+  return {
+    prepare: async (vm, options) => {
+      const handOver = r()
+      if (!handOver?.prepareReplica)
+        throw new FailoverError(vm, 'the replication layer on this node cannot hand over a replica yet')
+      return handOver.prepareReplica(vm, options)
+    },
+    owned: async (vm, epoch) => r()?.becomeOwner?.(vm, epoch),
+    fenced: async (vm, owner, epoch) => r()?.becomeReplica?.(vm, owner, epoch),
+    setProducing: (allowed, reason) => r()?.setProducing?.(allowed, reason),
+  }
+}
+
+async function readJson(file: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8'))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new Error(`${file}: ${(err as Error).message}`)
+  }
+}
+
+/** Builds and starts the node's failover service; returns it with its stop function. */
+export async function composeFailover(
+  components: FailoverNodeComponents,
+): Promise<{ service: FailoverService; stop: () => Promise<void> }> {
+  const { mesh, hypervisor } = components
+  if (!hypervisor) throw new Error('no hypervisor on this node')
+  const config = parseFailoverConfig(await readJson(join(components.dir, 'failover.json')))
+  const dir = join(components.dir, 'failover')
+  await mkdir(dir, { recursive: true })
+  const ledgerFile = join(dir, 'epochs.json')
+  const ledger = new EpochLedger((await readJson(ledgerFile)) as ConstructorParameters<typeof EpochLedger>[0])
+  const persist = async (state: unknown) => {
+    await writeFile(`${ledgerFile}.tmp`, JSON.stringify(state), { flush: true })
+    await rename(`${ledgerFile}.tmp`, ledgerFile)
+  }
+  const witnessId = config.witness?.peerId
+  const logger = components.logger.child({ module: 'failover' })
+  components.metrics ??= new FailoverMetrics({ snapshot: () => nodeSnapshot(components) })
+  const metrics = components.metrics
+  const notifier = createNotifier(config.notifications, { hypervisor, metrics, logger })
+  let service: FailoverService | null = null
+  const coordinator = new EpochCoordinator({
+    self: { peerId: mesh.peerId, site: mesh.site },
+    transport: meshControlTransport(mesh),
+    members: () =>
+      mesh
+        .peers()
+        .filter((p) => p.peerId !== witnessId)
+        .map((p) => ({ peerId: p.peerId, site: p.site })),
+    alive: () =>
+      mesh
+        .peers()
+        .filter((p) => p.state !== 'down' && p.connected)
+        .map((p) => p.peerId),
+    persist,
+    ledger,
+    witness: config.witness,
+    onClaim: (claim) => service?.onClaim(claim),
+  })
+  service = new FailoverService({
+    mesh,
+    coordinator,
+    hypervisor,
+    replicas: replicaSourceOf(components),
+    notifier,
+    metrics,
+    config,
+    logger,
+  })
+  coordinator.start()
+  await service.start()
+  const started = service
+  return {
+    service: started,
+    stop: async () => {
+      await started.stop()
+      await coordinator.stop()
+      await notifier.stop()
+    },
+  }
 }
 
 /** A failover that could not be done is a conflict with the mesh's state (409), not a crash. */
@@ -63,6 +168,21 @@ export async function failoverRoutes(
   app: FastifyInstance,
   components: NodeComponents & { failover?: FailoverApi | null },
 ): Promise<void> {
+  let unavailableReason = 'the daemon did not start its failover service'
+  const unavailable = (reply: FastifyReply) =>
+    reply.code(503).send({ error: `failover is not running on this node (${unavailableReason})` })
+  if (components.failover === undefined) {
+    // Compose the service; a failure leaves the node running without failover, and says why.
+    try {
+      const composed = await composeFailover(components as FailoverNodeComponents)
+      components.failover = composed.service
+      app.addHook('onClose', composed.stop)
+    } catch (err) {
+      unavailableReason = (err as Error).message
+      components.failover = null
+      components.logger?.warn({ reason: unavailableReason }, 'failover service not started')
+    }
+  }
   app.get('/failover', async (_request, reply) => {
     const svc = components.failover
     return svc ? svc.status() : unavailable(reply)
