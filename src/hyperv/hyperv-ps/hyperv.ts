@@ -330,7 +330,9 @@ export class HyperVHypervisor implements Hypervisor {
       throw new HyperVError(`VM '${config.name}' has no Hyper-V configuration file to register from`)
     const copy = options.newId === true
     const source = diskPaths[0] ? win32.dirname(diskPaths[0]) : win32.dirname(config.configPath)
-    const dest = this.init.copyRoot ?? win32.join(source, `replimesh-copy-${options.name ?? config.name}`)
+    // A folder name from a VM name: nothing that could climb out of `source` or be a device.
+    const folder = `replimesh-copy-${(options.name ?? config.name).replace(/[^A-Za-z0-9._-]/g, '_')}`
+    const dest = this.init.copyRoot ?? win32.join(source, folder)
     const switchMap = Object.entries(this.init.switchMap ?? {}).map(([from, to]) => ({ from, to }))
     const rows = await this.run(
       'register-vm',

@@ -392,6 +392,11 @@ describe('recovery', () => {
       vhdSourcePath: 'E:\\Replica\\web01',
       vmDestinationPath: 'E:\\Replica\\web01\\replimesh-copy-web01-test',
     })
+    await hv.unregisterVm('web01-test')
+    await hv.registerVm(config, replicaDisks, { newId: true, name: '..\\..\\Windows' })
+    expect(host.calls('register-vm')[1].params.vmDestinationPath).toBe(
+      'E:\\Replica\\web01\\replimesh-copy-.._.._Windows',
+    )
   })
 
   it('names what stops an import: missing disk (40010), missing configuration, no configuration', async () => {
