@@ -8,6 +8,8 @@ import { LOG_SECTOR_SIZE } from './constants.js'
 export class VhdxFile {
   /** 4 KiB pages replayed from the log, by page index (file offset / 4096). */
   private overlay: Map<number, Buffer> | null = null
+  /** Byte ranges the log zeroed, older than every page of `overlay`. */
+  private zeroRanges: [number, number][] = []
   private logicalSize: number
 
   constructor(
@@ -23,8 +25,9 @@ export class VhdxFile {
     return this.logicalSize
   }
 
-  setOverlay(pages: Map<number, Buffer>, minSize: number): void {
+  setOverlay(pages: Map<number, Buffer>, zeroRanges: [number, number][], minSize: number): void {
     this.overlay = pages.size > 0 ? pages : null
+    this.zeroRanges = zeroRanges
     this.logicalSize = Math.max(this.physicalSize, minSize)
   }
 
@@ -40,6 +43,11 @@ export class VhdxFile {
       done += bytesRead
     }
     if (done < length) buffer.fill(0, bufferOffset + done, bufferOffset + length)
+    for (const [start, end] of this.zeroRanges) {
+      const from = Math.max(start, fileOffset)
+      const to = Math.min(end, fileOffset + length)
+      if (to > from) buffer.fill(0, bufferOffset + (from - fileOffset), bufferOffset + (to - fileOffset))
+    }
     if (this.overlay) this.applyOverlay(buffer, bufferOffset, length, fileOffset)
   }
 

@@ -10,6 +10,7 @@ import {
   HEADER_OFFSETS,
   HEADER_SECTION_SIZE,
   HEADER_SIZE,
+  LOG_SECTOR_SIZE,
   MAX_BLOCK_SIZE,
   MAX_LOG_LENGTH,
   MAX_METADATA_ITEM_SIZE,
@@ -38,7 +39,7 @@ import {
   type VhdxHeader,
 } from './format.js'
 import { guidEquals, isZeroGuid } from './guid.js'
-import { findActiveLog } from './log.js'
+import { findActiveLog, type LogReplay } from './log.js'
 
 export interface CurrentHeader {
   header: VhdxHeader
@@ -113,14 +114,37 @@ export async function readLog(file: VhdxFile, header: VhdxHeader) {
   }
   const ring = await file.readBytes(header.logOffset, header.logLength)
   const replay = findActiveLog(ring, header.logGuid, file.path, header.logOffset)
-  if (replay && replay.flushedFileOffset > file.size) {
+  if (replay) checkReplayBounds(file, header, replay)
+  return replay
+}
+
+/** The log may grow the file (LastFileOffset) but never write past what it says it grows to. */
+function checkReplayBounds(file: VhdxFile, header: VhdxHeader, replay: LogReplay): void {
+  const limit = Math.max(file.size, replay.lastFileOffset)
+  if (replay.lastFileOffset > 2 * MAX_VIRTUAL_SIZE) {
+    throw new CorruptDiskError(
+      file.path,
+      `log: LastFileOffset ${replay.lastFileOffset} is beyond any VHDX`,
+      header.logOffset,
+    )
+  }
+  let end = 0
+  for (const [, b] of replay.zeroRanges) end = Math.max(end, b)
+  for (const page of replay.pages.keys()) end = Math.max(end, (page + 1) * LOG_SECTOR_SIZE)
+  if (end > limit) {
+    throw new CorruptDiskError(
+      file.path,
+      `log: an entry writes up to ${end}, past LastFileOffset ${replay.lastFileOffset}`,
+      header.logOffset,
+    )
+  }
+  if (replay.flushedFileOffset > file.size) {
     throw new CorruptDiskError(
       file.path,
       `log: file is ${file.size} bytes but the log says it was flushed to ${replay.flushedFileOffset} (cut short)`,
       header.logOffset,
     )
   }
-  return replay
 }
 
 export async function readLayout(file: VhdxFile, current: CurrentHeader): Promise<VhdxLayout> {

@@ -30,6 +30,12 @@ export interface LogUpdate {
 export interface LogReplay {
   /** Page index (file offset / 4096) to its 4 KiB content after replay. */
   pages: Map<number, Buffer>
+  /**
+   * Byte ranges [start, end) zeroed by zero descriptors. Every page in `pages` is newer than
+   * any zero range over it (a later zero range removes older pages), so applying the zero
+   * ranges first and the pages second gives the replayed content.
+   */
+  zeroRanges: [number, number][]
   /** The file must be at least this long after replay. */
   lastFileOffset: number
   /** The file must be at least this long before replay, or it was cut short. */
@@ -157,19 +163,28 @@ export function findActiveLog(
     )
   }
   const pages = new Map<number, Buffer>()
+  const zeroRanges: [number, number][] = []
   for (const entry of best.slice(from)) {
     for (const u of entry.updates) {
       if (u.data) {
         pages.set(u.fileOffset / LOG_SECTOR_SIZE, u.data as Buffer)
-      } else {
-        for (let o = 0; o < (u.zeroLength ?? 0); o += LOG_SECTOR_SIZE) {
-          pages.set((u.fileOffset + o) / LOG_SECTOR_SIZE, Buffer.alloc(LOG_SECTOR_SIZE))
-        }
+        continue
       }
+      const start = u.fileOffset
+      const end = u.fileOffset + (u.zeroLength ?? 0)
+      const first = start / LOG_SECTOR_SIZE
+      const last = end / LOG_SECTOR_SIZE
+      if (last - first < pages.size) {
+        for (let page = first; page < last; page++) pages.delete(page)
+      } else {
+        for (const page of pages.keys()) if (page >= first && page < last) pages.delete(page)
+      }
+      if (end > start) zeroRanges.push([start, end])
     }
   }
   return {
     pages,
+    zeroRanges,
     lastFileOffset: head.lastFileOffset,
     flushedFileOffset: head.flushedFileOffset,
     entryCount: best.length - from,

@@ -5,7 +5,7 @@ import { basename, dirname, isAbsolute, resolve } from 'node:path'
 import { CorruptDiskError, ParentMismatchError } from '../errors.js'
 import type { VirtualDisk } from '../types.js'
 import { Bat } from './bat.js'
-import { FILE_IDENTIFIER_SIGNATURE, LOG_SECTOR_SIZE } from './constants.js'
+import { FILE_IDENTIFIER_SIGNATURE, LOG_SECTOR_SIZE, MiB } from './constants.js'
 import { VhdxDisk } from './disk.js'
 import { VhdxFile } from './file.js'
 import { ZERO_GUID } from './guid.js'
@@ -29,9 +29,14 @@ export async function openVhdxDisk(
     let current = await readCurrentHeader(file)
     const replay = await readLog(file, current.header)
     if (replay && readOnly) {
-      file.setOverlay(replay.pages, replay.lastFileOffset)
+      file.setOverlay(replay.pages, replay.zeroRanges, replay.lastFileOffset)
     } else if (replay) {
       // MS-VHDX §2.3.3: apply the entries, extend the file, flush, then clear LogGuid.
+      const zeros = Buffer.alloc(Math.min(MiB, Math.max(0, ...replay.zeroRanges.map(([a, b]) => b - a))))
+      for (const [start, end] of replay.zeroRanges) {
+        for (let at = start; at < end; at += zeros.length)
+          await file.write(zeros.subarray(0, Math.min(zeros.length, end - at)), at)
+      }
       for (const [page, data] of [...replay.pages].sort((a, b) => a[0] - b[0])) {
         await file.write(data, page * LOG_SECTOR_SIZE)
       }
