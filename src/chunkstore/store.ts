@@ -9,15 +9,9 @@
 // Garbage collection never removes a chunk that a running ingest or an uncommitted putChunk may
 // still need: those ids are *protected* by a lease until the caller commits or gives up.
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { deflateRaw as deflateRawCb, deflateRawSync, inflateRaw as inflateRawCb } from 'node:zlib'
-import {
-  COMPRESSION_MIN_SAVING,
-  COMPRESSION_PROBE_BYTES,
-  DEFAULT_PACK_SIZE_LIMIT,
-  INGEST_FLUSH_CHUNKS,
-  MERKLE_FANOUT,
-} from './constants.js'
+import type { VirtualDisk } from '../hyperv/index.js'
+import { compress, inflateRaw } from './compress.js'
+import { DEFAULT_PACK_SIZE_LIMIT, INGEST_FLUSH_CHUNKS, MERKLE_FANOUT } from './constants.js'
 import {
   ChunkHashMismatchError,
   ChunkVerifyError,
@@ -47,13 +41,13 @@ import {
   pointKey,
   vmPointRange,
 } from './index-db.js'
+import { type IngestOptions, type IngestResult, ingestDisk } from './ingest.js'
 import { Mutex } from './lock.js'
+import { type MaterialiseOptions, type MaterialiseResult, materialise } from './materialise.js'
 import { type ChunkChange, decodeNode, diffTrees, leaves, treeShape } from './merkle.js'
-import { FLAG_DEFLATE, PackReader, PackWriter, packFileName, parsePackFileName } from './packs.js'
+import { FLAG_DEFLATE, PackReader, PackWriter, packFileName } from './packs.js'
 import { type ManifestRef, parsePointName, pointName, type RecoveryPoint, validatePoint } from './points.js'
-
-const deflateRaw = promisify(deflateRawCb)
-const inflateRaw = promisify(inflateRawCb)
+import { repairPacks } from './repair.js'
 
 export type Compression = 'off' | 'deflate'
 
@@ -431,6 +425,23 @@ export class ChunkStore {
     return out
   }
 
+  // ---- disks --------------------------------------------------------------------------------
+
+  /** Reads a disk into chunks and returns its manifest (see ingestDisk); commit it with commitPoint. */
+  ingest(disk: VirtualDisk, options: IngestOptions): Promise<IngestResult> {
+    return ingestDisk(this, disk, options)
+  }
+
+  /** Writes disk `diskIndex` of a point into `target` (see materialise). */
+  materialise(
+    point: RecoveryPoint,
+    diskIndex: number,
+    target: VirtualDisk,
+    options?: MaterialiseOptions,
+  ): Promise<MaterialiseResult> {
+    return materialise(this, point, diskIndex, target, options)
+  }
+
   // ---- points -------------------------------------------------------------------------------
 
   /**
@@ -557,61 +568,4 @@ export class ChunkStore {
       out.set(Number(k.slice(2)), parseJson<{ length: number }>(v).length)
     return out
   }
-}
-
-/** Compresses when a probe of the chunk's start suggests it pays, keeps it only if it did. */
-async function compress(bytes: Uint8Array): Promise<Buffer | null> {
-  const probe = bytes.subarray(0, COMPRESSION_PROBE_BYTES)
-  if (deflateRawSync(probe, { level: 1 }).length > probe.byteLength * (1 - COMPRESSION_MIN_SAVING))
-    return null
-  const out = await deflateRaw(bytes, { level: 1 })
-  return out.length <= bytes.byteLength * (1 - COMPRESSION_MIN_SAVING) ? out : null
-}
-
-/**
- * Open-time repair: packs without a committed length were never indexed (deleted); bytes past a
- * pack's committed length were never indexed (cut off).
- */
-async function repairPacks(
-  fs: StoreFs,
-  dir: string,
-  db: IndexDb,
-): Promise<{ resume: { pack: number; length: number } | null; nextPack: number; short: number[] }> {
-  const committed = new Map<number, number>()
-  for await (const [k, v] of db.iterator(PACK_RANGE))
-    committed.set(Number(k.slice(2)), parseJson<{ length: number }>(v).length)
-  let max = 0
-  const short: number[] = []
-  let changed = false
-  for (const name of await fs.list(dir)) {
-    const pack = parsePackFileName(name)
-    if (pack === null) continue
-    max = Math.max(max, pack)
-    const length = committed.get(pack)
-    if (length === undefined) {
-      await fs.remove(join(dir, name))
-      changed = true
-      continue
-    }
-    const file = await fs.open(join(dir, name), 'r+')
-    try {
-      const size = await file.size()
-      if (size > length) {
-        await file.truncate(length)
-        await file.sync()
-      } else if (size < length) short.push(pack)
-    } finally {
-      await file.close()
-    }
-  }
-  if (changed) await fs.syncDir(dir)
-  const present = new Set((await fs.list(dir)).map(parsePackFileName))
-  for (const pack of committed.keys()) {
-    max = Math.max(max, pack)
-    if (!present.has(pack)) short.push(pack)
-  }
-  const last = [...committed.keys()].sort((a, b) => b - a)[0]
-  const resume =
-    last !== undefined && !short.includes(last) ? { pack: last, length: committed.get(last)! } : null
-  return { resume, nextPack: max + 1, short }
 }
