@@ -64,11 +64,11 @@ function linkCheck(dir: string): Promise<string | null> {
 /** Short timers so liveness tests take seconds on a busy 2-core machine. */
 export const TEST_TIMING = {
   pingIntervalMs: 1000,
-  pingTimeoutMs: 2000,
-  suspectAfterMs: 3000,
-  downAfterMs: 6000,
+  pingTimeoutMs: 3000,
+  suspectAfterMs: 5000,
+  downAfterMs: 10_000,
   gossipIntervalMs: 1000,
-  stateTtlMs: 20_000,
+  stateTtlMs: 30_000,
   membershipTimeoutMs: 10_000,
 }
 
@@ -289,10 +289,10 @@ export async function createTestMesh(
       const token = await mesh.token()
       const r = await runCli(
         ['init', '--dir', dir, '--site', site, '--join', token, '--listen', '/ip4/127.0.0.1/tcp/0'],
-        { env },
+        { env, bin },
       )
       if (r.code !== 0) throw new Error(`init ${name} failed: ${r.stderr}`)
-      const node = new TestNode(name, dir, site, env)
+      const node = new TestNode(name, dir, site, env, bin)
       nodes.push(node)
       if (start) await node.start()
       return node
@@ -308,10 +308,10 @@ export async function createTestMesh(
     const firstDir = join(root, 'n0')
     const r = await runCli(
       ['mesh', 'create', '--dir', firstDir, '--site', sites[0], '--listen', '/ip4/127.0.0.1/tcp/0'],
-      { env },
+      { env, bin },
     )
     if (r.code !== 0) throw new Error(`mesh create failed: ${r.stderr}`)
-    const first = new TestNode('n0', firstDir, sites[0], env)
+    const first = new TestNode('n0', firstDir, sites[0], env, bin)
     nodes.push(first)
     await first.start()
     for (const site of sites.slice(1)) await mesh.addNode(site, false)
