@@ -1,7 +1,7 @@
 // `replimesh disk …` as an operator runs it: real processes on the built CLI, qemu-img and
 // libvhdi as the independent readers.
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm, truncate } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hasTool, oracle } from '../helpers/oracles.js'
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
-const BIN = join(ROOT, 'bin', 'replimesh.js')
+/** The CLI under test: a snapshot of the built dist (see snapshotDist). */
+let BIN = join(ROOT, 'bin', 'replimesh.js')
 const HAVE_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 const MiB = 1024 * 1024
 
@@ -53,14 +54,41 @@ function expectOneLineError(r: Run, status: number, pattern: RegExp) {
   expect(r.stderr).not.toMatch(/\n\s+at /)
 }
 
+/**
+ * Copies dist/ and the launcher into `into` and checks the copy runs (the VHDX module included).
+ * Other work may rebuild dist/ while these tests run; a copy caught half-written fails its
+ * check and is taken again, so the tests see one whole build.
+ */
+async function snapshotDist(into: string): Promise<string> {
+  const deadline = Date.now() + 45_000
+  for (let attempt = 1; ; attempt++) {
+    const root = join(into, `cli-${attempt}`)
+    cpSync(join(ROOT, 'dist'), join(root, 'dist'), { recursive: true })
+    cpSync(join(ROOT, 'bin'), join(root, 'bin'), { recursive: true })
+    writeFileSync(join(root, 'package.json'), '{"type":"module"}')
+    symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules'))
+    const bin = join(root, 'bin', 'replimesh.js')
+    const probe = spawnSync(
+      'sh',
+      ['-c', `node "${bin}" disk create p.vhdx --size 1M --json && node "${bin}" disk info p.vhdx --json`],
+      { cwd: root, timeout: 30_000 },
+    )
+    if (probe.status === 0) return bin
+    if (Date.now() > deadline) throw new Error(`the built CLI does not run: ${probe.stderr}`)
+    await new Promise((r) => setTimeout(r, 3000))
+  }
+}
+
 let dir: string
 beforeAll(async () => {
   if (!existsSync(join(ROOT, 'dist', 'src', 'node', 'cli', 'disk.js')))
     execFileSync('npx', ['tsc', '-p', '.'], { cwd: ROOT, stdio: 'ignore' })
   dir = await mkdtemp(join(tmpdir(), 'replimesh-disk-cli-'))
-})
+  BIN = await snapshotDist(await mkdtemp(join(tmpdir(), 'replimesh-disk-cli-bin-')))
+}, 180_000)
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
+  if (BIN.startsWith(tmpdir())) await rm(resolve(BIN, '..', '..', '..'), { recursive: true, force: true })
 })
 
 describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
