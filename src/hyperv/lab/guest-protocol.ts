@@ -24,8 +24,10 @@ export interface GuestStatus {
   frozen: boolean
   journalBytes: number
   pendingOps: number
+  /** The newest record issued (it may still wait behind other writes). */
   seq: number
   bytesWritten: number
+  /** The newest record written: what a copy of the disks taken now holds at least. */
   records: RecordSummary
 }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { GUEST_PID_FILE, MAX_JOURNAL_BYTES, MAX_WORKLOAD_PENDING_OPS, WORKLOAD_TICK_MS } from './constants.js'
 import type { GuestRequest, GuestStatus, GuestToNode, NodeToGuest } from './guest-protocol.js'
 import { GuestVolume } from './guest-volume.js'
-import { summarize } from './records.js'
+import { type StreamRecord, summarize } from './records.js'
 import { readVmConfig, type VmConfig, type WorkloadOptions, workloadSchema } from './vm-config.js'
 import { WorkloadPlanner } from './workload.js'
 
@@ -71,6 +71,8 @@ class Guest {
   private timers: NodeJS.Timeout[] = []
   private lastTick = Date.now()
   private stopping: Promise<void> | null = null
+  /** The newest record that reached the disks (or the journal of a frozen point). */
+  private lastWritten: StreamRecord | null = null
 
   constructor(
     private readonly config: VmConfig,
@@ -86,6 +88,7 @@ class Guest {
     this.startSeq = newest?.seq ?? 0
     this.startTime = newest?.timeMs ?? 0
     this.seq = this.startSeq
+    this.lastWritten = newest
     await this.appendRecord()
     this.timers.push(
       setInterval(() => this.appendRecord().catch((e) => this.fail(e)), this.config.recordIntervalMs),
@@ -122,13 +125,9 @@ class Guest {
 
   private async appendRecord(): Promise<void> {
     if (this.stopping) return
-    const seq = ++this.seq
-    await this.volume.writeRecord({
-      seq,
-      timeMs: Date.now(),
-      startSeq: this.startSeq,
-      startTime: this.startTime,
-    })
+    const record = { seq: ++this.seq, timeMs: Date.now(), startSeq: this.startSeq, startTime: this.startTime }
+    await this.volume.writeRecord(record)
+    if (record.seq > (this.lastWritten?.seq ?? 0)) this.lastWritten = record
   }
 
   private workloadTick(): void {
@@ -182,12 +181,7 @@ class Guest {
       pendingOps: this.volume.pending,
       seq: this.seq,
       bytesWritten: this.bytesWritten,
-      records: summarize({
-        seq: this.seq,
-        timeMs: Date.now(),
-        startSeq: this.startSeq,
-        startTime: this.startTime,
-      }),
+      records: summarize(this.lastWritten),
     }
   }
 
