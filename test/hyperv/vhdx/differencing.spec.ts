@@ -2,13 +2,14 @@
 // leave blocks PARTIALLY_PRESENT) read identically through our reader and through libvhdi
 // with set_parent, and match a model of the writes.
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, renameSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ParentMismatchError } from '../../../src/hyperv/disk/errors.js'
 import type { VirtualDisk } from '../../../src/hyperv/disk/types.js'
 import { createVhdx, openVhdx } from '../../../src/hyperv/disk/vhdx/index.js'
 import {
   batEntry,
+  batOffsetOf,
   HAVE_PYVHDI,
   MiB,
   openParent,
@@ -217,6 +218,47 @@ describe('differencing disks larger than one sector bitmap chunk', () => {
     const file = readHead(child, 8 * MiB) // the BAT, not the sparse payload
     expect(batEntry(file, 17 + 1).state).toBe(7) // payload block 17 (chunk 1) is BAT index 17 + 1
     expect(batEntry(file, 33).state).toBe(6) // chunk 1's sector bitmap: 1 * (16 + 1) + 16
+  })
+})
+
+describe('differencing disks without sector bitmap blocks', () => {
+  it('a child whose bitmap entry is NOT_PRESENT reads its parent and allocates the bitmap on a partial write', async () => {
+    const size = 8 * MiB
+    const model = Buffer.alloc(size)
+    const base = tmp.path('nosb-base.vhdx')
+    const child = tmp.path('nosb-child.vhdx')
+    const b = await createVhdx(base, { format: 'vhdx', virtualSize: size, blockSize: MiB }, openParent)
+    await applyWrites(b, model, [[100, 5000]], 8)
+    await b.close()
+    await (await createVhdx(child, { format: 'vhdx', parent: base, blockSize: MiB }, openParent)).close()
+    // As another writer may leave it: the chunk's sector bitmap entry NOT_PRESENT (BAT index 4096).
+    const fd = openSync(child, 'r+')
+    const head = readHead(child, 8 * MiB)
+    writeSync(fd, Buffer.alloc(8), 0, 8, batOffsetOf(head) + 4096 * 8)
+    closeSync(fd)
+    expect(batEntry(readHead(child, 8 * MiB), 4096).state).toBe(0)
+    const r = await openRead(child)
+    expect((await readAll(r)).equals(model)).toBe(true)
+    await r.close()
+
+    const w = await openVhdx(child, { readOnly: false, openParent })
+    await applyWrites(
+      w,
+      model,
+      [
+        [2 * MiB + 1000, 3000],
+        [2 * MiB + 600_000, 10],
+      ],
+      9,
+    )
+    await w.close()
+    const after = readHead(child, 8 * MiB)
+    expect(batEntry(after, 4096).state).toBe(6)
+    expect(batEntry(after, 2).state).toBe(7)
+    const d = await openRead(child)
+    expect((await readAll(d)).equals(model)).toBe(true)
+    await d.close()
+    if (HAVE_PYVHDI) expect(pyvhdiRead([child, base]).equals(model)).toBe(true)
   })
 })
 
