@@ -157,6 +157,7 @@ describe('VHDX writer', () => {
     await expect(ro.write(Buffer.alloc(1), 0)).rejects.toBeInstanceOf(ReadOnlyDiskError)
     expect((await readAll(ro)).equals(model)).toBe(true)
     await ro.close()
+    await expect(ro.read(Buffer.alloc(1), 0)).rejects.toThrow(/disk is closed/)
     await expect(createVhdx(image, { format: 'vhdx', virtualSize: size }, openParent)).rejects.toThrow(
       /EEXIST/,
     )

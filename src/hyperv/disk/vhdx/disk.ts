@@ -5,7 +5,7 @@
 // session's first change; new payload (and sector bitmap) blocks are written and fdatasync'd
 // before the BAT entry that points at them; data is durable before the bitmap bits that
 // make it visible.
-import { DiskRangeError, ReadOnlyDiskError } from '../errors.js'
+import { DiskError, DiskRangeError, ReadOnlyDiskError } from '../errors.js'
 import type { DiskInfo, DiskSubformat, Extent, ExtentState, MapOptions, VirtualDisk } from '../types.js'
 import { type Bat, isAllocated } from './bat.js'
 import { bitmapRuns, SectorBitmaps } from './bitmap.js'
@@ -136,6 +136,7 @@ export class VhdxDisk implements VirtualDisk {
 
   async read(buffer: Uint8Array, offset: number, length?: number, bufferOffset = 0): Promise<void> {
     const len = length ?? buffer.length - bufferOffset
+    if (this.closed) throw new DiskError('disk is closed', this.path)
     this.checkRange(offset, len)
     if (bufferOffset < 0 || bufferOffset + len > buffer.length) {
       throw new DiskRangeError(
@@ -202,7 +203,8 @@ export class VhdxDisk implements VirtualDisk {
   }
 
   async write(data: Uint8Array, offset: number): Promise<void> {
-    if (this.readOnly || this.closed) throw new ReadOnlyDiskError('disk is open read-only', this.path)
+    if (this.closed) throw new DiskError('disk is closed', this.path)
+    if (this.readOnly) throw new ReadOnlyDiskError('disk is open read-only', this.path)
     this.checkRange(offset, data.length)
     const run = this.writeChain.then(() => this.writeSerial(data, offset))
     this.writeChain = run.catch(() => undefined)
