@@ -16,3 +16,5 @@ export const CONTROL_REQUEST_TIMEOUT_MS = 5_000
 export const FAILOVER_REQUEST_TIMEOUT_MS = 300_000
 /** Every this many detection ticks, VMs running here are checked against their peers' owners. */
 export const RECONCILE_EVERY_TICKS = 8
+/** After start, losing quorum is not notified for this long (the mesh is still forming). */
+export const STARTUP_GRACE_MS = 30_000

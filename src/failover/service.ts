@@ -16,6 +16,7 @@ import {
   CONTROL_REQUEST_TIMEOUT_MS,
   FAILOVER_REQUEST_TIMEOUT_MS,
   RECONCILE_EVERY_TICKS,
+  STARTUP_GRACE_MS,
 } from './constants.js'
 import type { ControlPeer, ControlReply, ControlRequest } from './control.js'
 import type { EpochCoordinator } from './coordinator.js'
@@ -93,6 +94,7 @@ export class FailoverService {
   private readonly log: NotifyLogger
   private ticking = false
   private ticks = 0
+  private startedAt = 0
 
   constructor(private readonly c: FailoverServiceComponents) {
     this.log = c.logger ?? silent
@@ -112,6 +114,7 @@ export class FailoverService {
   }
 
   async start(): Promise<void> {
+    this.startedAt = Date.now()
     this.timer = setInterval(
       () =>
         void this.tick().catch((err) =>
@@ -191,7 +194,8 @@ export class FailoverService {
               }
             : null,
         })
-        if (d.state === 'alive') this.handled.delete(target.peerId)
+        // Not down any more (alive, or back to suspect): a later confirmation is a new failure.
+        if (d.state !== 'down') this.handled.delete(target.peerId)
         if (d.state === 'down' && !this.handled.has(target.peerId)) {
           this.handled.add(target.peerId)
           this.log.info({ peer: target.peerId, reason: d.reason }, 'host confirmed down')
@@ -221,7 +225,8 @@ export class FailoverService {
     if (was === q.reached) return
     const reason = q.reached ? 'quorum of sites reachable' : `no quorum: ${q.votes} of ${q.needed} site votes`
     this.c.replicas.setProducing?.(q.reached, reason)
-    if (!q.reached && was !== undefined) {
+    // At start-up peers connect one by one: quorum may come and go before the mesh has formed.
+    if (!q.reached && was !== undefined && Date.now() - this.startedAt > STARTUP_GRACE_MS) {
       const owned = this.ownedHere()
       void this.c.notifier.notify(
         messages.quorumLost(this.reporter(), {

@@ -164,6 +164,14 @@ export async function startDaemon(dir: string): Promise<RunningDaemon> {
     if (vmRoutes) modules.push(vmRoutes)
     const replicationRoutes = await loadOptionalRoutes('./replication.js', 'replicationRoutes')
     if (replicationRoutes) modules.push(replicationRoutes)
+    // Failover after replication (it uses what replication put in components), then /metrics.
+    for (const [file, name] of [
+      ['./failover.js', 'failoverRoutes'],
+      ['./metrics.js', 'metricsRoutes'],
+    ] as const) {
+      const routes = await loadOptionalRoutes(file, name)
+      if (routes) modules.push(routes)
+    }
     const token = randomBytes(32).toString('base64url')
     const app = await buildApiServer({ components, token, modules })
     await app.listen({ host: '127.0.0.1', port: 0 })
