@@ -16,8 +16,13 @@ export const DEFAULT_RECORD_INTERVAL_MS = 50
 /** Workload ticks: writes due are issued this often. */
 export const WORKLOAD_TICK_MS = 50
 
-/** The workload skips a tick while this many disk operations wait (it owes the writes instead). */
-export const MAX_WORKLOAD_PENDING_OPS = 64
+/**
+ * The workload skips a tick while this many disk operations wait (it owes the writes instead).
+ * Operations run one at a time, so a deeper queue adds no throughput, only barrier latency.
+ */
+export const MAX_WORKLOAD_PENDING_OPS = 4
+/** Planned workload writes waiting for the disks; beyond this a tick's writes are dropped. */
+export const MAX_WORKLOAD_BACKLOG = 4096
 /** Largest single `vm write` (one IPC message). */
 export const MAX_GUEST_WRITE_BYTES = 64 * 1024 * 1024
 /** While a point is frozen, workload writes pause once the copy-on-write journal reaches this. */

@@ -5,12 +5,18 @@
 import { randomFillSync } from 'node:crypto'
 import { open, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { GUEST_PID_FILE, MAX_JOURNAL_BYTES, MAX_WORKLOAD_PENDING_OPS, WORKLOAD_TICK_MS } from './constants.js'
+import {
+  GUEST_PID_FILE,
+  MAX_JOURNAL_BYTES,
+  MAX_WORKLOAD_BACKLOG,
+  MAX_WORKLOAD_PENDING_OPS,
+  WORKLOAD_TICK_MS,
+} from './constants.js'
 import type { GuestRequest, GuestStatus, GuestToNode, NodeToGuest } from './guest-protocol.js'
 import { GuestVolume } from './guest-volume.js'
 import { type StreamRecord, summarize } from './records.js'
 import { readVmConfig, type VmConfig, type WorkloadOptions, workloadSchema } from './vm-config.js'
-import { WorkloadPlanner } from './workload.js'
+import { type PlannedWrite, WorkloadPlanner } from './workload.js'
 
 const send = (m: GuestToNode) => {
   if (process.connected) process.send?.(m)
@@ -73,6 +79,7 @@ class Guest {
   private stopping: Promise<void> | null = null
   /** The newest record that reached the disks (or the journal of a frozen point). */
   private lastWritten: StreamRecord | null = null
+  private backlog: PlannedWrite[] = []
 
   constructor(
     private readonly config: VmConfig,
@@ -134,19 +141,28 @@ class Guest {
     const now = Date.now()
     const elapsed = now - this.lastTick
     this.lastTick = now
-    // Hold back while the disks lag or a frozen point's journal is full: writes are owed, not queued.
-    if (
-      this.stopping ||
-      this.volume.pending > MAX_WORKLOAD_PENDING_OPS ||
-      this.volume.journalBytes > MAX_JOURNAL_BYTES
-    )
-      return
-    for (const w of this.planner.due(elapsed)) {
+    if (this.stopping) return
+    // Writes the disks cannot take yet wait here, not in the volume's queue, where they would
+    // delay a barrier; the planner owes at most a second of them.
+    if (this.backlog.length < MAX_WORKLOAD_BACKLOG) this.backlog.push(...this.planner.due(elapsed))
+    this.pump()
+  }
+
+  /** Keeps a few workload writes queued in the volume (never more: see MAX_WORKLOAD_PENDING_OPS). */
+  private pump(): void {
+    while (
+      !this.stopping &&
+      this.backlog.length > 0 &&
+      this.volume.pending < MAX_WORKLOAD_PENDING_OPS &&
+      this.volume.journalBytes < MAX_JOURNAL_BYTES
+    ) {
+      const w = this.backlog.shift() as PlannedWrite
       const data = Buffer.allocUnsafe(w.length)
       randomFillSync(data)
       this.volume.write(w.disk, w.offset, data).then(
         () => {
           this.bytesWritten += w.length
+          this.pump()
         },
         (e) => this.fail(e),
       )
@@ -164,6 +180,7 @@ class Guest {
         return { bytes: request.data.length }
       case 'workload':
         this.planner = this.makePlanner(request.workload)
+        this.backlog = []
         return this.planner.settings
       case 'status':
         return this.status()
