@@ -135,6 +135,27 @@ describe.each([512, 4096] as const)('differencing chain with %d-byte logical sec
     },
   )
 
+  it('a partial block whose sectors all become present turns FULLY_PRESENT', async () => {
+    const path = tmp.path(`promote-${lss}.vhdx`)
+    const d = await createVhdx(path, { format: 'vhdx', parent: base, blockSize: MiB }, openParent)
+    const first = Buffer.alloc(MiB / 2 + lss, 0x31)
+    const second = Buffer.alloc(MiB / 2, 0x32)
+    await d.write(first, 5 * MiB)
+    expect(batEntry(readHead(path, 8 * MiB), 5).state).toBe(7)
+    await d.write(second, 5 * MiB + MiB / 2)
+    await d.close()
+    expect(batEntry(readHead(path, 8 * MiB), 5).state).toBe(6)
+    const baseDisk = await openRead(base)
+    const expected = await readAll(baseDisk)
+    await baseDisk.close()
+    first.copy(expected, 5 * MiB)
+    second.copy(expected, 5 * MiB + MiB / 2)
+    const r = await openRead(path)
+    expect((await readAll(r)).equals(expected)).toBe(true)
+    await r.close()
+    if (HAVE_PYVHDI) expect(pyvhdiRead([path, base]).equals(expected)).toBe(true)
+  })
+
   it('map says data, parent and zero, and resolves parents to data or zero', async () => {
     const c = await openRead(child)
     try {

@@ -241,12 +241,31 @@ export class VhdxDisk implements VirtualDisk {
       plan.marks.length > 0 || plan.bitmapEntries.length > 0 || plan.payloadEntries.length > 0
     if (needsOrder) await this.file.sync()
     for (const m of plan.marks) await this.bitmaps.markPresent(m.block, m.first, m.count, m.bitmapOffset)
+    await this.promoteFullBlocks(plan)
     // A sector bitmap block and its BAT entry are durable before a payload entry relies on them.
     if (plan.bitmapEntries.length > 0) await this.writeBatEntries(plan.bitmapEntries)
     if (plan.marks.some((m) => m.bitmapOffset !== undefined) || plan.bitmapEntries.length > 0)
       await this.file.sync()
     if (plan.payloadEntries.length > 0) await this.writeBatEntries(plan.payloadEntries)
     this.dirty = true
+  }
+
+  /**
+   * A partial block whose sectors are now all present becomes FULLY_PRESENT at the same place
+   * (both states read the same bytes, so this entry needs no particular order).
+   */
+  private async promoteFullBlocks(plan: WritePlan): Promise<void> {
+    const g = this.layout.geometry
+    for (const m of plan.marks) {
+      const sectors = Math.ceil(
+        Math.min(this.blockSize, this.virtualSize - m.block * this.blockSize) / this.logicalSectorSize,
+      )
+      if (!(await this.bitmaps.allPresent(m.block, 0, sectors))) continue
+      const index = g.payloadIndex(m.block)
+      const planned = plan.payloadEntries.find((e) => e.index === index)
+      const fileOffset = planned ? planned.fileOffset : this.bat.fileOffset(index)
+      plan.payloadEntries.push({ index, state: PAYLOAD_BLOCK_FULLY_PRESENT, fileOffset })
+    }
   }
 
   /**
