@@ -10,6 +10,7 @@ import { VhdxDisk } from './disk.js'
 import { VhdxFile } from './file.js'
 import { ZERO_GUID } from './guid.js'
 import { readCurrentHeader, readLayout, readLog, updateHeader, type VhdxLayout } from './layout.js'
+import type { LogReplay } from './log.js'
 
 export type OpenParent = (parentPath: string) => Promise<VirtualDisk>
 
@@ -31,17 +32,7 @@ export async function openVhdxDisk(
     if (replay && readOnly) {
       file.setOverlay(replay.pages, replay.zeroRanges, replay.lastFileOffset)
     } else if (replay) {
-      // MS-VHDX §2.3.3: apply the entries, extend the file, flush, then clear LogGuid.
-      const zeros = Buffer.alloc(Math.min(MiB, Math.max(0, ...replay.zeroRanges.map(([a, b]) => b - a))))
-      for (const [start, end] of replay.zeroRanges) {
-        for (let at = start; at < end; at += zeros.length)
-          await file.write(zeros.subarray(0, Math.min(zeros.length, end - at)), at)
-      }
-      for (const [page, data] of [...replay.pages].sort((a, b) => a[0] - b[0])) {
-        await file.write(data, page * LOG_SECTOR_SIZE)
-      }
-      if (replay.lastFileOffset > file.size) await file.truncate(replay.lastFileOffset)
-      await file.sync()
+      await replayIntoFile(file, replay)
     }
     if (!readOnly && !current.header.logGuid.equals(ZERO_GUID)) {
       current = await updateHeader(file, current, { logGuid: ZERO_GUID })
@@ -62,6 +53,22 @@ export async function openVhdxDisk(
     await handle.close()
     throw err
   }
+}
+
+/** MS-VHDX §2.3.3: apply the entries, extend the file and flush; the caller then clears LogGuid. */
+async function replayIntoFile(file: VhdxFile, replay: LogReplay): Promise<void> {
+  const zeros = Buffer.alloc(MiB)
+  for (const [start, end] of replay.zeroRanges) {
+    for (let at = start; at < end; at += zeros.length) {
+      await file.write(zeros.subarray(0, Math.min(zeros.length, end - at)), at)
+    }
+  }
+  // Pages after zero ranges: every surviving page is newer than the zeros under it.
+  for (const [page, data] of [...replay.pages].sort((a, b) => a[0] - b[0])) {
+    await file.write(data, page * LOG_SECTOR_SIZE)
+  }
+  if (replay.lastFileOffset > file.size) await file.truncate(replay.lastFileOffset)
+  await file.sync()
 }
 
 /** MS-VHDX §2.6.2.6.3: relative_path, then volume_path, then absolute_win32_path. */
