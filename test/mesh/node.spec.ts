@@ -1,6 +1,6 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type MeshNode, NotMemberError } from '../../src/mesh/index.js'
+import { type MeshNode, NotMemberError, signRevocationList } from '../../src/mesh/index.js'
 import { makeNode, waitFor } from './helpers.js'
 
 describe('MeshNode (in process, real sockets on loopback)', () => {
@@ -59,5 +59,29 @@ describe('MeshNode (in process, real sockets on loopback)', () => {
     )
     expect(a.peers().map((p) => p.peerId)).not.toContain(x.peerId)
     expect(x.peers()).toEqual([])
+  })
+
+  it('a revoked member is dropped and refused everywhere once the signed list spreads', async () => {
+    const meshKey = await generateKeyPair('Ed25519')
+    const a = await makeNode(meshKey, 'a')
+    nodes.push(a)
+    await a.start()
+    const b = await makeNode(meshKey, 'b', { bootstrap: a.addrs() })
+    const c = await makeNode(meshKey, 'c', { bootstrap: a.addrs() })
+    nodes.push(b, c)
+    await Promise.all([b.start(), c.start()])
+    await waitFor('b sees c alive', () => b.peers().some((p) => p.peerId === c.peerId && p.state === 'alive'))
+    await a.revoke(await signRevocationList(meshKey, [c.peerId], 1))
+    await waitFor('a and b forget c', () =>
+      [a, b].every((n) => n.peers().every((p) => p.peerId !== c.peerId) && n.revocationSeq === 1),
+    )
+    await expect(c.connect(b.addrs()[0])).rejects.toThrow()
+    await new Promise((r) => setTimeout(r, 500))
+    expect(b.peers().map((p) => p.peerId)).not.toContain(c.peerId)
+    // A forged list (not signed by the mesh key) is ignored.
+    await expect(
+      b.revoke(await signRevocationList(await generateKeyPair('Ed25519'), [a.peerId], 2)),
+    ).rejects.toThrow()
+    expect(b.peers().map((p) => p.peerId)).toContain(a.peerId)
   })
 })
