@@ -1,14 +1,18 @@
 // `replimesh store ...` as an operator runs it: real processes on the built CLI.
 import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { hasTool, oracle, qemuImg } from '../helpers/oracles.js'
-import { assertBuilt, cli, MiB, makeRawDisk, tempDir } from './helpers.js'
+import { cli, MiB, makeRawDisk, snapshotBuild, tempDir } from './helpers.js'
 
 const haveQemu = oracle('qemu-img', hasTool('qemu-img'))
 
 let tmp: ReturnType<typeof tempDir>
-beforeAll(() => assertBuilt())
+let dropBuild: () => void
+beforeAll(() => {
+  dropBuild = snapshotBuild()
+})
+afterAll(() => dropBuild())
 beforeEach(() => {
   tmp = tempDir('cli')
 })

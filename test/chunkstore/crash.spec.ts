@@ -3,15 +3,19 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { materialise, openChunkStore, verifyStore } from '../../src/chunkstore/index.js'
 import { createDisk } from '../../src/hyperv/index.js'
-import { assertBuilt, BIN, MiB, makeRawDisk, scribble, tempDir } from './helpers.js'
+import { build, MiB, makeRawDisk, scribble, snapshotBuild, tempDir } from './helpers.js'
 
 const ROUNDS = 15
 const children = new Set<ChildProcess>()
 let tmp: ReturnType<typeof tempDir> | null = null
-beforeAll(() => assertBuilt())
+let dropBuild: () => void
+beforeAll(() => {
+  dropBuild = snapshotBuild()
+})
+afterAll(() => dropBuild())
 afterEach(() => {
   for (const c of children) c.kill('SIGKILL')
   children.clear()
@@ -20,10 +24,10 @@ afterEach(() => {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
-/** Runs `store put`, SIGKILLs it after `killAfterMs`; resolves how it ended (deadline 20 s). */
+/** Runs `store put`, SIGKILLs it after `killAfterMs`; resolves how it ended (deadline 60 s). */
 function putAndKill(store: string, disk: string, killAfterMs: number): Promise<'killed' | 'done'> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'store', 'put', '--store', store, disk, '--json'], {
+    const child = spawn(process.execPath, [build.bin, 'store', 'put', '--store', store, disk, '--json'], {
       stdio: ['ignore', 'ignore', 'pipe'],
     })
     children.add(child)
@@ -34,8 +38,8 @@ function putAndKill(store: string, disk: string, killAfterMs: number): Promise<'
     const killer = setTimeout(() => child.kill('SIGKILL'), killAfterMs)
     const deadline = setTimeout(() => {
       child.kill('SIGKILL')
-      reject(new Error('store put did not end within 20 s'))
-    }, 20_000)
+      reject(new Error('store put did not end within 60 s'))
+    }, 60_000)
     child.on('exit', (code, signal) => {
       clearTimeout(killer)
       clearTimeout(deadline)
@@ -65,20 +69,20 @@ async function pointContent(dir: string, storeDir: string, name: string): Promis
 }
 
 describe('kill -9 during store put', () => {
-  it(`never loses or damages a committed point (${ROUNDS} random kills)`, { timeout: 240_000 }, async () => {
+  it(`never loses or damages a committed point (${ROUNDS} random kills)`, { timeout: 420_000 }, async () => {
     tmp = tempDir('crash')
     const storeDir = join(tmp.dir, 'st')
     const disk = join(tmp.dir, 'vm.raw')
-    makeRawDisk(disk, 64 * MiB, 64 * MiB, false)
+    makeRawDisk(disk, 32 * MiB, 32 * MiB, false)
     const started = Date.now()
     expect(await putAndKill(storeDir, disk, 60_000)).toBe('done')
     const fullPutMs = Date.now() - started
     const expected = new Map<string, string>([['vm@1', sha(readFileSync(disk))]])
     let killed = 0
     for (let round = 0; round < ROUNDS; round++) {
-      // 24 MiB of new content per round, so every put has real work to be killed in.
-      const base = (round % 3) * 20 * MiB
-      for (let at = base; at < base + 24 * MiB; at += MiB) scribble(disk, [at], MiB)
+      // 12 MiB of new content per round, so every put has real work to be killed in.
+      const base = (round % 3) * 10 * MiB
+      for (let at = base; at < base + 12 * MiB; at += MiB) scribble(disk, [at], MiB)
       const content = sha(readFileSync(disk))
       const outcome = await putAndKill(storeDir, disk, Math.random() * fullPutMs * 1.2)
       if (outcome === 'killed') killed++

@@ -1,7 +1,18 @@
 // Test data for the chunk store tests: made at test time under os.tmpdir(), removed afterwards.
 import { spawnSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  copyFileSync,
+  cpSync,
+  ftruncateSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -50,9 +61,46 @@ export function run(command: string, args: string[], timeoutMs = 60_000) {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** The CLI the tests run: a private copy of the build (see snapshotBuild), else bin/ itself. */
+export const build = { bin: BIN }
+
 /** Runs the built CLI (`npx tsc -p .` first). */
 export function cli(args: string[], timeoutMs = 60_000) {
-  return run(process.execPath, [BIN, ...args], timeoutMs)
+  return run(process.execPath, [build.bin, ...args], timeoutMs)
+}
+
+/**
+ * Copies dist/ and bin/ to a private directory and points `build.bin` there, so another
+ * process rebuilding dist/ mid-test cannot hand us half-written modules. Retries until the copy
+ * passes a smoke run. Returns the cleanup.
+ */
+export function snapshotBuild(): () => void {
+  assertBuilt()
+  for (let attempt = 0; ; attempt++) {
+    const root = mkdtempSync(join(tmpdir(), 'replimesh-build-'))
+    cpSync(join(REPO, 'dist'), join(root, 'dist'), { recursive: true })
+    cpSync(join(REPO, 'bin'), join(root, 'bin'), { recursive: true })
+    copyFileSync(join(REPO, 'package.json'), join(root, 'package.json'))
+    symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'))
+    const bin = join(root, 'bin', 'replimesh.js')
+    const smoke = spawnSync(
+      process.execPath,
+      [bin, 'store', 'ls', '--store', join(root, 'smoke'), '--json'],
+      {
+        timeout: 30_000,
+      },
+    )
+    if (smoke.status === 0) {
+      build.bin = bin
+      return () => {
+        build.bin = BIN
+        rmSync(root, { recursive: true, force: true })
+      }
+    }
+    rmSync(root, { recursive: true, force: true })
+    if (attempt >= 4) throw new Error(`the build does not run: ${smoke.stderr}`)
+    spawnSync('sleep', ['2'])
+  }
 }
 
 /** The CLI tests run dist/ (`npx tsc -p .` or `npm test` builds it). */
