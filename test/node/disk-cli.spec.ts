@@ -107,6 +107,25 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
       'create',
       '-q',
       '-f',
+      'vpc',
+      '-o',
+      'subformat=dynamic,force_size=on',
+      join(dir, 'dyn-exact.vhd'),
+      '9M',
+    ])
+    qemu(['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', join(dir, 'fix-chs.vhd'), '7M'])
+    for (const f of ['dyn-exact.vhd', 'fix-chs.vhd'])
+      execFileSync(
+        'qemu-io',
+        ['-f', 'vpc', '-c', 'write -P 0x66 2047k 2k', '-c', 'write -P 0x67 6M 100k', f],
+        {
+          cwd: dir,
+        },
+      )
+    qemu([
+      'create',
+      '-q',
+      '-f',
       'vhdx',
       '-o',
       'subformat=dynamic,block_size=1M',
@@ -168,13 +187,16 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
 
   it.each([
     ['dyn.vhd', 'vpc'],
+    ['dyn-exact.vhd', 'vpc'],
     ['fix.vhd', 'vpc'],
+    ['fix-chs.vhd', 'vpc'],
     ['dyn.vhdx', 'vhdx'],
-  ])('cat %s equals qemu-img convert -O raw byte for byte', (file, fmt) => {
+  ])('cat %s equals qemu-img convert -O raw byte for byte; info has its size', (file, fmt) => {
     const raw = join(dir, `${file}.qemu.raw`)
     qemu(['convert', '-f', fmt, '-O', 'raw', join(dir, file), raw])
     const ours = ok(['disk', 'cat', file])
     expect(ours.equals(readFileSync(raw))).toBe(true)
+    expect(json(['disk', 'info', file]).virtualSize).toBe(qemuInfo(file, fmt)['virtual-size'])
   })
 
   it('cat into a reader that stops early ends quietly', () => {
