@@ -24,6 +24,8 @@ import {
   parseFailoverConfig,
   type ReplicaSource,
 } from '../../failover/index.js'
+import { openDisk, type VmInfo } from '../../hyperv/index.js'
+import { type ReplicaRecord, replicaDiskPath } from '../../replication/index.js'
 import type { NodeComponents } from './components.js'
 import { nodeSnapshot } from './metrics.js'
 
@@ -67,13 +69,65 @@ type FailoverNodeComponents = NodeComponents & {
   replication?: ReplicationHandOver
 }
 
+/**
+ * Stop-gap until the replication layer hands replicas over itself (prepareReplica): the replica
+ * disks kept at <dir>/replicas/<vm>/ and their replica.json. Refuses a replica whose last apply was
+ * interrupted (replication rolls it forward at start). The VM's replicated configuration lives in
+ * the store, which replication holds open, so CPU, memory and NICs fall back to defaults here.
+ */
+async function prepareFromReplicaFiles(dir: string, vm: string, signal?: AbortSignal) {
+  const replicasDir = join(dir, 'replicas')
+  const deadline = Date.now() + REPLICA_SETTLE_MS
+  let record: ReplicaRecord | null = null
+  for (;;) {
+    signal?.throwIfAborted()
+    record = (await readJson(join(replicasDir, vm, 'replica.json'))) as ReplicaRecord | null
+    if (!record || record.appliedSeq === null)
+      throw new FailoverError(vm, 'no committed point of it is held on this node')
+    // Points still being applied when the source died finish within moments: wait for them.
+    if (record.applyingSeq === null && record.appliedSeq === record.lastSeq) break
+    if (Date.now() > deadline)
+      throw new FailoverError(
+        vm,
+        `its replica is still applying point ${record.applyingSeq ?? record.lastSeq}`,
+      )
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const disks: VmInfo['disks'] = []
+  for (let i = 0; ; i++) {
+    const path = replicaDiskPath(replicasDir, vm, i)
+    const disk = await openDisk(path, { readOnly: true }).catch(() => null)
+    if (!disk) break
+    disks.push({ path, format: disk.format, virtualSize: disk.virtualSize, parents: [] })
+    await disk.close()
+  }
+  if (disks.length === 0) throw new FailoverError(vm, 'its replica disks are missing on this node')
+  const config: VmInfo = {
+    id: record.vmId,
+    name: vm,
+    generation: 2,
+    state: 'stopped',
+    cpus: 1,
+    memoryBytes: 512 * 2 ** 20,
+    disks,
+    nics: [],
+    notes: 'registered by replimesh failover from its replica disks',
+    tags: [],
+    configPath: null,
+  }
+  return {
+    config,
+    diskPaths: disks.map((d) => d.path),
+    point: { seq: record.appliedSeq as number, time: record.lastPointTime ?? Date.now() },
+  }
+}
+
 function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
   const r = () => components.replication
   return {
     prepare: async (vm, options) => {
       const handOver = r()
-      if (!handOver?.prepareReplica)
-        throw new FailoverError(vm, 'the replication layer on this node cannot hand over a replica yet')
+      if (!handOver?.prepareReplica) return prepareFromReplicaFiles(components.dir, vm, options?.signal)
       return handOver.prepareReplica(vm, options)
     },
     owned: async (vm, epoch) => r()?.becomeOwner?.(vm, epoch),
@@ -81,6 +135,9 @@ function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
     setProducing: (allowed, reason) => r()?.setProducing?.(allowed, reason),
   }
 }
+
+/** How long a promotion waits for points that were being applied when the source died. */
+const REPLICA_SETTLE_MS = 10_000
 
 async function readJson(file: string): Promise<unknown> {
   try {
