@@ -81,6 +81,9 @@ interface OpenPoint {
 
 type Obj = Record<string, unknown>
 
+/** A folder name from a VM name: nothing that could climb out of its parent or be a device. */
+const copyFolder = (name: string) => `replimesh-copy-${name.replace(/[^A-Za-z0-9._-]/g, '_')}`
+
 /** At most `maxBytes` of UTF-8, cut at a character boundary, marked with an ellipsis. */
 export function truncateUtf8(text: string, maxBytes: number): string {
   if (Buffer.byteLength(text, 'utf8') <= maxBytes) return text
@@ -326,13 +329,11 @@ export class HyperVHypervisor implements Hypervisor {
   }
 
   async registerVm(config: VmInfo, diskPaths: string[], options: RegisterOptions = {}): Promise<VmInfo> {
-    if (!config.configPath)
-      throw new HyperVError(`VM '${config.name}' has no Hyper-V configuration file to register from`)
+    if (!config.configPath || !/\.(vmcx|xml)$/i.test(config.configPath))
+      return this.createFromCatalogue(config, diskPaths, options)
     const copy = options.newId === true
     const source = diskPaths[0] ? win32.dirname(diskPaths[0]) : win32.dirname(config.configPath)
-    // A folder name from a VM name: nothing that could climb out of `source` or be a device.
-    const folder = `replimesh-copy-${(options.name ?? config.name).replace(/[^A-Za-z0-9._-]/g, '_')}`
-    const dest = this.init.copyRoot ?? win32.join(source, folder)
+    const dest = this.init.copyRoot ?? win32.join(source, copyFolder(options.name ?? config.name))
     const switchMap = Object.entries(this.init.switchMap ?? {}).map(([from, to]) => ({ from, to }))
     const rows = await this.run(
       'register-vm',
@@ -351,6 +352,52 @@ export class HyperVHypervisor implements Hypervisor {
       ops.VM_RECORD_HELPER,
     )
     if (rows.length === 0) throw new HyperVOutputError('register-vm', 'Import-VM returned no VM')
+    return toVmRecord(rows[0]).info
+  }
+
+  /** No Hyper-V configuration to import (a lab VM, or none replicated): New-VM from VmInfo. */
+  private async createFromCatalogue(
+    config: VmInfo,
+    diskPaths: string[],
+    options: RegisterOptions,
+  ): Promise<VmInfo> {
+    if (diskPaths.length !== config.disks.length)
+      throw new HyperVError(
+        `VM '${config.name}' has ${config.disks.length} disks, ${diskPaths.length} paths given`,
+      )
+    const name = options.name ?? config.name
+    const differencing = options.newId === true
+    const folder = this.init.copyRoot ?? win32.join(win32.dirname(diskPaths[0] ?? ''), copyFolder(name))
+    const childPaths = diskPaths.map((p, i) =>
+      win32.join(folder, `${i}-${win32.basename(p).replace(/\.[^.]*$/, '')}.avhdx`),
+    )
+    const map = this.init.switchMap ?? {}
+    const rows = await this.run(
+      'create-vm',
+      ops.CREATE_VM,
+      {
+        name,
+        config: {
+          generation: config.generation,
+          memoryBytes: config.memoryBytes,
+          cpus: config.cpus,
+          notes: config.notes,
+        },
+        vmPath: differencing ? folder : null,
+        diskPaths,
+        differencing,
+        childPaths,
+        nics: config.nics.map((n) => ({
+          name: n.name,
+          switch: n.switch ? (map[n.switch] ?? n.switch) : null,
+          // A test copy must not answer on the production MAC: Hyper-V assigns a new one.
+          mac: differencing ? null : n.mac.replace(/[^0-9a-fA-F]/g, '').toUpperCase(),
+        })),
+      },
+      undefined,
+      ops.VM_RECORD_HELPER,
+    )
+    if (rows.length === 0) throw new HyperVOutputError('create-vm', 'New-VM returned no VM')
     return toVmRecord(rows[0]).info
   }
 

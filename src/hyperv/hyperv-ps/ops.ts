@@ -171,6 +171,39 @@ foreach ($s in $stale) {
 }
 `
 
+/**
+ * No replicated configuration file: a new VM from the catalogue entry (a new id, as New-VM
+ * always gives). With $p.differencing (test failover) each disk is a new differencing child of
+ * the replica's file, so the replica itself is never written.
+ */
+export const CREATE_VM = `
+$cfg=$p.config
+$nv=@{Name=$p.name; Generation=[int16]$cfg.generation; MemoryStartupBytes=[int64]$cfg.memoryBytes; NoVHD=$true}
+if ($p.vmPath) { $nv.Path=$p.vmPath }
+$vm=New-VM @nv
+Set-VMProcessor -VM $vm -Count ([int64]$cfg.cpus)
+if ($cfg.notes) { Set-VM -VM $vm -Notes $cfg.notes }
+$paths=@($p.diskPaths)
+for ($i=0; $i -lt $paths.Count; $i++) {
+  $path=$paths[$i]
+  if ($p.differencing) { $path=(New-VHD -Path @($p.childPaths)[$i] -ParentPath $paths[$i] -Differencing).Path }
+  if ([int]$cfg.generation -eq 1 -and $i -eq 0) { Add-VMHardDiskDrive -VM $vm -ControllerType IDE -ControllerNumber 0 -ControllerLocation 0 -Path $path }
+  else {
+    if (@(Get-VMScsiController -VM $vm).Count -eq 0) { Add-VMScsiController -VM $vm }
+    Add-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -Path $path
+  }
+}
+Get-VMNetworkAdapter -VM $vm | Remove-VMNetworkAdapter
+$switches=@(Get-VMSwitch | ForEach-Object { $_.Name })
+foreach ($n in @($p.nics)) {
+  $na=@{VM=$vm; Name=$n.name}
+  if ($n.switch -and $switches -contains $n.switch) { $na.SwitchName=$n.switch }
+  if ($n.mac) { $na.StaticMacAddress=$n.mac }
+  Add-VMNetworkAdapter @na
+}
+ConvertTo-RmVmRecord (Get-VM | Where-Object { $_.Id -eq $vm.Id })
+`
+
 export const UNREGISTER_VM = `
 $vm=Find-RmVm $p.vm
 if ($vm.State -ne 'Off' -and $vm.State -ne 'Saved') { $script:rmKind='vm-state'; $script:rmData=@{vm=$vm.Name; state=$vm.State.ToString()}; throw 'stop it before unregistering' }

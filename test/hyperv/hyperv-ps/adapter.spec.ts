@@ -10,7 +10,7 @@ import {
   HyperVOutputError,
   HyperVTimeoutError,
 } from '../../../src/hyperv/hyperv-ps/index.js'
-import { HypervisorError, VmNotFoundError, VmStateError } from '../../../src/hyperv/hypervisor.js'
+import { VmNotFoundError, VmStateError } from '../../../src/hyperv/hypervisor.js'
 import { DB01, FakeHost, type Json, LEGACY01, WEB01 } from './fake-host.js'
 
 const GiB = 1024 ** 3
@@ -239,9 +239,46 @@ describe('recovery', () => {
     const missing = await hv.registerVm({ ...config, configPath: 'E:\\x.vmcx' }, replicaDisks).catch((e) => e)
     expect(missing).toBeInstanceOf(HyperVCommandError)
     expect(missing.message).toBe("Compare-VM: Could not find the file 'E:\\x.vmcx'.")
-    await expect(hv.registerVm({ ...config, configPath: null }, replicaDisks)).rejects.toBeInstanceOf(
-      HypervisorError,
+    // Without a configuration file the catalogue entry is used; its disk count must match.
+    await expect(hv.registerVm({ ...config, configPath: null }, replicaDisks.slice(1))).rejects.toThrow(
+      /has 2 disks, 1 paths given/,
     )
+  })
+
+  it('without a configuration file, builds the VM from its catalogue entry (New-VM)', async () => {
+    const hv = host.adapter({ switchMap: { 'Prod-vSwitch': 'DR-vSwitch' } })
+    const config = { ...(await hv.getVm('web01')), configPath: '/var/lib/replimesh/vms/web01/vm.json' }
+    const vm = await hv.registerVm(config, replicaDisks)
+    expect(vm).toMatchObject({
+      name: 'web01',
+      generation: 2,
+      cpus: 4,
+      memoryBytes: 4 * GiB,
+      tags: ['prod', 'web'],
+    })
+    expect(vm.id).not.toBe(WEB01)
+    expect(vm.disks.map((d) => [d.path, d.parents])).toEqual(replicaDisks.map((p) => [p, []]))
+    expect(vm.nics.map((n) => [n.name, n.switch, n.mac])).toEqual([
+      ['Network Adapter', 'DR-vSwitch', '00:15:5d:01:02:03'],
+      ['Backup', null, '00:15:5d:01:02:04'],
+    ])
+    // A test copy: differencing children beside, never writing the replica; a fresh MAC.
+    const test = await hv.registerVm({ ...config, configPath: null }, replicaDisks, {
+      newId: true,
+      name: 'web01-test',
+    })
+    expect(test.disks.map((d) => [d.path, d.parents])).toEqual([
+      ['E:\\Replica\\web01\\replimesh-copy-web01-test\\0-web01-os.avhdx', [replicaDisks[0]]],
+      ['E:\\Replica\\web01\\replimesh-copy-web01-test\\1-web01-data.avhdx', [replicaDisks[1]]],
+    ])
+    expect(test.nics[0].mac).not.toBe('00:15:5d:01:02:03')
+    const params = host.calls('create-vm').map((c: Json) => c.params)
+    expect(params[0].nics[0]).toEqual({ name: 'Network Adapter', switch: 'DR-vSwitch', mac: '00155D010203' })
+    expect(params[1]).toMatchObject({
+      differencing: true,
+      vmPath: 'E:\\Replica\\web01\\replimesh-copy-web01-test',
+    })
+    expect(params[1].nics[0].mac).toBeNull()
   })
 
   it('starts, stops gracefully or by power, and unregisters only a stopped VM', async () => {

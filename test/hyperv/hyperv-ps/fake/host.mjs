@@ -332,6 +332,69 @@ export const handlers = {
     return [vmRecord(rec)]
   },
 
+  'create-vm': (p) => {
+    const c = p.config
+    const id = randomUUID()
+    const drives = asList(p.diskPaths).map((path, i) => {
+      let file = path
+      const parent = state.vhds[path]
+      if (!parent)
+        throw new ScriptError(`The system cannot find the file '${path}'.`, {
+          cmdlet: p.differencing ? 'New-VHD' : 'Add-VMHardDiskDrive',
+          category: 'ObjectNotFound',
+        })
+      if (p.differencing) {
+        file = p.childPaths[i]
+        state.vhds[file] = {
+          ...parent,
+          Path: file,
+          VhdType: 4,
+          ParentPath: path,
+          DiskIdentifier: randomUUID().toUpperCase(),
+        }
+      }
+      const ide = c.generation === 1 && i === 0
+      return {
+        ControllerType: ide ? 0 : 1,
+        ControllerNumber: 0,
+        ControllerLocation: ide ? 0 : i,
+        Path: file,
+        DiskNumber: null,
+      }
+    })
+    const rec = {
+      VM: {
+        Id: id,
+        Name: p.name,
+        State: 3,
+        Generation: c.generation,
+        ProcessorCount: c.cpus,
+        MemoryStartup: c.memoryBytes,
+        Notes: c.notes ?? '',
+        Path: p.vmPath ?? 'C:\\ProgramData\\Microsoft\\Windows\\Hyper-V',
+        ConfigurationLocation: p.vmPath ?? 'C:\\ProgramData\\Microsoft\\Windows\\Hyper-V',
+        Version: '10.0',
+        CheckpointType: 3,
+        CreationTime: date(state.now ?? Date.now()),
+      },
+      Drives: drives,
+      Adapters: asList(p.nics).map((n, i) => ({
+        Name: n.name,
+        Id: `Microsoft:${id.toUpperCase()}\\${String(i).padStart(8, '0')}-0000-4000-8000-000000000000`,
+        SwitchName: n.switch && state.switches.includes(n.switch) ? n.switch : null,
+        MacAddress: n.mac ?? `00155D${randomUUID().replace(/-/g, '').slice(0, 6).toUpperCase()}`,
+        IPAddresses: [],
+      })),
+      Guest: [],
+      IntegrationServices: [
+        { Name: 'Shutdown', Enabled: true },
+        { Name: 'VSS', Enabled: true },
+      ],
+    }
+    state.vms.push(rec)
+    return [vmRecord(rec)]
+  },
+
   'unregister-vm': (p) => {
     const rec = findVm(p.vm)
     if (rec.VM.State !== 3 && rec.VM.State !== 6)
