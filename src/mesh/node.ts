@@ -166,7 +166,16 @@ export class MeshNode extends EventEmitter<{
       table: this.table,
       logger: this.log,
       onState: (state) => {
-        this.track(state.peerId)
+        const track = this.track(state.peerId)
+        // Fresh gossip says the peer is up: if we are not connected, do not let an earlier run
+        // of failed dials (it was still starting) keep us waiting for the long end of the backoff.
+        if (!this.membership.isProven(state.peerId)) {
+          track.dialAttempt = Math.min(track.dialAttempt, 3)
+          track.nextDialAtMs = Math.min(
+            track.nextDialAtMs,
+            Date.now() + backoffMs(3, RECONNECT_MIN_MS, RECONNECT_MAX_MS),
+          )
+        }
         this.emit('node:state', state)
       },
       onContact: (peer) => this.seen(peer),

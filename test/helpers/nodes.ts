@@ -129,8 +129,8 @@ export function runCli(
     child.stderr.on('data', (d) => (stderr += d))
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
-      reject(new Error(`replimesh ${args.join(' ')} did not finish within ${options.timeoutMs ?? 30_000} ms`))
-    }, options.timeoutMs ?? 30_000)
+      reject(new Error(`replimesh ${args.join(' ')} did not finish within ${options.timeoutMs ?? 120_000} ms`))
+    }, options.timeoutMs ?? 120_000)
     child.on('error', reject)
     child.on('close', (code) => {
       clearTimeout(timer)
