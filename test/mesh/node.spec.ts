@@ -75,6 +75,7 @@ describe('MeshNode (in process, real sockets on loopback)', () => {
     await waitFor('a and b forget c', () =>
       [a, b].every((n) => n.peers().every((p) => p.peerId !== c.peerId) && n.revocationSeq === 1),
     )
+    await waitFor('b hangs up on c', () => !c.peers().find((p) => p.peerId === b.peerId)?.connected)
     await expect(c.connect(b.addrs()[0])).rejects.toThrow()
     await new Promise((r) => setTimeout(r, 500))
     expect(b.peers().map((p) => p.peerId)).not.toContain(c.peerId)
