@@ -1,15 +1,3 @@
-// The Hypervisor interface over Windows PowerShell 5.1 and WMI root\virtualization\v2.
-//
-// A point, in order (docs/disk-formats-and-hyperv.md §4 "RCT"):
-//   createPoint   one script: a recovery checkpoint (CreateSnapshot, type 32768) of all disks;
-//                 each live disk becomes an AVHDX and its parent file is frozen. Then, when a
-//                 reference is given, GetVirtualDiskChanges per disk from the reference's RCT id,
-//                 looped here on ProcessedByteLength (few disks per script, resumed as needed).
-//   openPointDisk the frozen parent file, read-only, through our own disk readers.
-//   releasePoint  ConvertToReferencePoint (merges the AVHDX, keeps RCT ids), prune older points.
-// Without RCT (configuration version < 6.2, or a query error) a disk's `changed` is null and the
-// replicator compares everything by hash; the checkpoint is then a full one, destroyed on release.
-import { win32 } from 'node:path'
 import { openDisk as defaultOpenDisk, type OpenOptions, type VirtualDisk } from '../disk/index.js'
 import type {
   ChangedRange,
@@ -43,6 +31,7 @@ import {
   normalizeRanges,
   rctIdsByDisk,
 } from './reference.js'
+import { createVmParams, importVmParams } from './register.js'
 import { PowerShellRunner, type RunnerInit } from './runner.js'
 
 /** The logging calls the adapter makes (a pino logger fits). */
@@ -80,9 +69,6 @@ interface OpenPoint {
 }
 
 type Obj = Record<string, unknown>
-
-/** A folder name from a VM name: nothing that could climb out of its parent or be a device. */
-const copyFolder = (name: string) => `replimesh-copy-${name.replace(/[^A-Za-z0-9._-]/g, '_')}`
 
 /** At most `maxBytes` of UTF-8, cut at a character boundary, marked with an ellipsis. */
 export function truncateUtf8(text: string, maxBytes: number): string {
@@ -328,76 +314,17 @@ export class HyperVHypervisor implements Hypervisor {
     return encodeReference({ vmId: open.vmId, referencePointId: refId, disks })
   }
 
+  /**
+   * From a replicated .vmcx/.xml: Compare-VM + Import-VM (in place, or a copy with a new id).
+   * Without one (a lab VM, or no configuration replicated): New-VM from the catalogue entry.
+   */
   async registerVm(config: VmInfo, diskPaths: string[], options: RegisterOptions = {}): Promise<VmInfo> {
-    if (!config.configPath || !/\.(vmcx|xml)$/i.test(config.configPath))
-      return this.createFromCatalogue(config, diskPaths, options)
-    const copy = options.newId === true
-    const source = diskPaths[0] ? win32.dirname(diskPaths[0]) : win32.dirname(config.configPath)
-    const dest = this.init.copyRoot ?? win32.join(source, copyFolder(options.name ?? config.name))
-    const switchMap = Object.entries(this.init.switchMap ?? {}).map(([from, to]) => ({ from, to }))
-    const rows = await this.run(
-      'register-vm',
-      ops.REGISTER_VM,
-      {
-        configPath: config.configPath,
-        copy,
-        name: options.name ?? null,
-        diskPaths,
-        vhdSourcePath: source,
-        vhdDestinationPath: win32.join(dest, 'Virtual Hard Disks'),
-        vmDestinationPath: dest,
-        switchMap,
-      },
-      undefined,
-      ops.VM_RECORD_HELPER,
-    )
-    if (rows.length === 0) throw new HyperVOutputError('register-vm', 'Import-VM returned no VM')
-    return toVmRecord(rows[0]).info
-  }
-
-  /** No Hyper-V configuration to import (a lab VM, or none replicated): New-VM from VmInfo. */
-  private async createFromCatalogue(
-    config: VmInfo,
-    diskPaths: string[],
-    options: RegisterOptions,
-  ): Promise<VmInfo> {
-    if (diskPaths.length !== config.disks.length)
-      throw new HyperVError(
-        `VM '${config.name}' has ${config.disks.length} disks, ${diskPaths.length} paths given`,
-      )
-    const name = options.name ?? config.name
-    const differencing = options.newId === true
-    const folder = this.init.copyRoot ?? win32.join(win32.dirname(diskPaths[0] ?? ''), copyFolder(name))
-    const childPaths = diskPaths.map((p, i) =>
-      win32.join(folder, `${i}-${win32.basename(p).replace(/\.[^.]*$/, '')}.avhdx`),
-    )
-    const map = this.init.switchMap ?? {}
-    const rows = await this.run(
-      'create-vm',
-      ops.CREATE_VM,
-      {
-        name,
-        config: {
-          generation: config.generation,
-          memoryBytes: config.memoryBytes,
-          cpus: config.cpus,
-          notes: config.notes,
-        },
-        vmPath: differencing ? folder : null,
-        diskPaths,
-        differencing,
-        childPaths,
-        nics: config.nics.map((n) => ({
-          name: n.name,
-          switch: n.switch ? (map[n.switch] ?? n.switch) : null,
-          // A test copy must not answer on the production MAC: Hyper-V assigns a new one.
-          mac: differencing ? null : n.mac.replace(/[^0-9a-fA-F]/g, '').toUpperCase(),
-        })),
-      },
-      undefined,
-      ops.VM_RECORD_HELPER,
-    )
-    if (rows.length === 0) throw new HyperVOutputError('create-vm', 'New-VM returned no VM')
+    const fromFile = config.configPath && /\.(vmcx|xml)$/i.test(config.configPath)
+    const [op, body, params] = fromFile
+      ? ['register-vm', ops.REGISTER_VM, importVmParams(config, diskPaths, options, this.init)]
+      : ['create-vm', ops.CREATE_VM, createVmParams(config, diskPaths, options, this.init)]
+    const rows = await this.run(op, body, params, undefined, ops.VM_RECORD_HELPER)
+    if (rows.length === 0) throw new HyperVOutputError(op, 'no VM was registered')
     return toVmRecord(rows[0]).info
   }
 
