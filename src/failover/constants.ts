@@ -18,3 +18,7 @@ export const FAILOVER_REQUEST_TIMEOUT_MS = 300_000
 export const RECONCILE_EVERY_TICKS = 8
 /** After start, losing quorum is not notified for this long (the mesh is still forming). */
 export const STARTUP_GRACE_MS = 30_000
+/** While a peer looks down here, live peers are asked directly for their view this often. */
+export const PROBE_INTERVAL_MS = 1_000
+/** A direct answer counts instead of gossip for this long. */
+export const PROBE_FRESH_MS = 3_000

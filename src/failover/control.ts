@@ -25,6 +25,8 @@ export const controlRequestSchema = z.discriminatedUnion('type', [
     previous: z.string().min(1).max(128).optional(),
   }),
   z.object({ type: z.literal('query'), vm: z.string().min(1).max(256) }),
+  /** A direct probe: how does the receiver see `peer` now (when gossip about it is stale)? */
+  z.object({ type: z.literal('view'), peer: z.string().min(1).max(128) }),
   /** An operator asked another node to run `vm` (failover --to, failback, host/site plans). */
   z.object({
     type: z.literal('failover'),
@@ -55,6 +57,11 @@ export const controlReplySchema = z.discriminatedUnion('type', [
       dataLossMs: z.number(),
       tookMs: z.number(),
     }),
+  }),
+  z.object({
+    type: z.literal('seen'),
+    peer: z.string(),
+    state: z.enum(['alive', 'suspect', 'down']).nullable(),
   }),
   z.object({ type: z.literal('error'), message: z.string().max(1024) }),
 ])

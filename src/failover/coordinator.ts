@@ -74,7 +74,7 @@ export class EpochCoordinator {
 
   /** Answers one request from another member. */
   answer(from: ControlPeer, req: ControlRequest): Promise<ControlReply> {
-    if (req.type === 'failover') {
+    if (req.type === 'failover' || req.type === 'view') {
       if (!this.c.delegate)
         return Promise.resolve({ type: 'error', message: 'failover is not running on this node' })
       return this.c.delegate(from, req)

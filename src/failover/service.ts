@@ -15,6 +15,8 @@ import type { FailoverConfig } from './config.js'
 import {
   CONTROL_REQUEST_TIMEOUT_MS,
   FAILOVER_REQUEST_TIMEOUT_MS,
+  PROBE_FRESH_MS,
+  PROBE_INTERVAL_MS,
   RECONCILE_EVERY_TICKS,
   STARTUP_GRACE_MS,
 } from './constants.js'
@@ -40,7 +42,11 @@ export interface FailoverMeshView {
     state: PeerLiveness
     connected: boolean
     nodeState: NodeState | null
+    /** ms since the epoch of the last answer or gossip from it, when the mesh tracks it. */
+    lastSeenMs?: number
   }>
+  /** The mesh's silence limit: a peer silent this long is down in this node's own view. */
+  readonly timing?: { downAfterMs: number }
   /** Fresh signed states of every member, this node's own included. */
   nodeStates(): NodeState[]
 }
@@ -94,6 +100,8 @@ export class FailoverService {
   private readonly log: NotifyLogger
   private ticking = false
   private ticks = 0
+  private readonly probedAt = new Map<string, number>()
+  private readonly probes = new Map<string, { state: PeerLiveness; at: number }>()
   private startedAt = 0
 
   constructor(private readonly c: FailoverServiceComponents) {
@@ -103,6 +111,10 @@ export class FailoverService {
 
   /** Another node hands us a VM to run (an operator's --to, a failback, a host or site plan). */
   private async onRequest(from: ControlPeer, req: ControlRequest): Promise<ControlReply> {
+    if (req.type === 'view') {
+      const p = this.c.mesh.peers().find((x) => x.peerId === req.peer)
+      return { type: 'seen', peer: req.peer, state: p ? this.localView(p) : null }
+    }
     if (req.type !== 'failover') return { type: 'error', message: `unexpected request ${req.type}` }
     this.log.info({ vm: req.vm, mode: req.mode, by: from.peerId }, 'failover requested by a peer')
     try {
@@ -162,13 +174,9 @@ export class FailoverService {
       if (++this.ticks % RECONCILE_EVERY_TICKS === 1) await this.reconcile()
       for (const target of peers) {
         if (target.peerId === witnessId) continue
+        const mine = this.localView(target)
         const views: PeerView[] = [
-          {
-            reporter: this.self.peerId,
-            reporterSite: this.self.site,
-            reporterAlive: true,
-            state: target.state,
-          },
+          { reporter: this.self.peerId, reporterSite: this.self.site, reporterAlive: true, state: mine },
         ]
         for (const p of peers) {
           if (p.peerId === target.peerId || p.peerId === witnessId) continue
@@ -181,6 +189,7 @@ export class FailoverService {
               state: v.state,
             })
         }
+        if (mine !== 'alive') this.mergeProbes(target.peerId, peers, views)
         const witness = witnessId ? peers.find((p) => p.peerId === witnessId) : undefined
         const d = confirmDown({
           target: target.peerId,
@@ -209,6 +218,57 @@ export class FailoverService {
       }
     } finally {
       this.ticking = false
+    }
+  }
+
+  /**
+   * This node's own view of a peer: the mesh's verdict waits for another site before it says
+   * "down", but a vote must be this node's own, so silence beyond downAfterMs counts as down.
+   */
+  private localView(p: { state: PeerLiveness; lastSeenMs?: number }): PeerLiveness {
+    const limit = this.c.mesh.timing?.downAfterMs
+    if (p.state !== 'down' && limit && p.lastSeenMs !== undefined && Date.now() - p.lastSeenMs >= limit)
+      return 'down'
+    return p.state
+  }
+
+  /**
+   * Gossip can lag (a relay lost, a state not yet refreshed): while this node sees `target` down,
+   * it also asks every live peer directly, at most once per PROBE_INTERVAL_MS, and a fresh answer
+   * replaces that peer's gossiped view.
+   */
+  private mergeProbes(target: string, peers: ReturnType<FailoverMeshView['peers']>, views: PeerView[]): void {
+    const now = Date.now()
+    const asked = this.probedAt.get(target) ?? 0
+    if (now - asked >= PROBE_INTERVAL_MS) {
+      this.probedAt.set(target, now)
+      for (const p of peers) {
+        if (p.peerId === target || p.state !== 'alive' || !p.connected) continue
+        void this.c.coordinator
+          .request(
+            p.peerId,
+            { type: 'view', peer: target },
+            { signal: AbortSignal.timeout(CONTROL_REQUEST_TIMEOUT_MS) },
+          )
+          .then((r) => {
+            if (r.type === 'seen' && r.state)
+              this.probes.set(`${target}|${p.peerId}`, { state: r.state, at: Date.now() })
+          })
+          .catch(() => {})
+      }
+    }
+    for (const p of peers) {
+      const probe = this.probes.get(`${target}|${p.peerId}`)
+      if (!probe || now - probe.at > PROBE_FRESH_MS || p.state !== 'alive') continue
+      const fresh: PeerView = {
+        reporter: p.peerId,
+        reporterSite: p.site,
+        reporterAlive: true,
+        state: probe.state,
+      }
+      const i = views.findIndex((v) => v.reporter === p.peerId)
+      if (i >= 0) views[i] = fresh
+      else views.push(fresh)
     }
   }
 

@@ -20,6 +20,8 @@ interface Sim {
   views: Views
   vms: NodeState['vms']
   replicas: NodeState['replicas']
+  /** What its gossiped state says, when it lags behind `views`. */
+  gossipViews?: Views
 }
 
 const G = 2 ** 30
@@ -40,7 +42,7 @@ function state(peerId: string, s: Sim, seq: number): NodeState {
     },
     vms: s.vms,
     replicas: s.replicas,
-    views: Object.entries(s.views).map(([id, st]) => ({ peerId: id, state: st })),
+    views: Object.entries(s.gossipViews ?? s.views).map(([id, st]) => ({ peerId: id, state: st })),
   }
 }
 
@@ -365,5 +367,39 @@ describe('FailoverService', () => {
     expect(a1.hv.vms.get('web1')?.state).toBe('stopped')
     expect(a1.coordinator.ledger.current('web1')).toEqual({ vm: 'web1', epoch: 1, owner: 'c1' })
     expect(a1.channel.kinds()).toEqual(['fenced:web1'])
+  })
+
+  it('asks peers directly when their gossip lags, and then confirms', async () => {
+    const sims: Record<string, Sim> = {
+      a1: {
+        site: 'A',
+        alive: true,
+        views: {},
+        vms: [{ id: 'id-web1', name: 'web1', state: 'running', epoch: 0 }],
+        replicas: [],
+      },
+      b1: { site: 'B', alive: true, views: {}, vms: [], replicas: [] },
+      c1: {
+        site: 'C',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: [{ vm: 'web1', lastPoint: { seq: 5, time: Date.now() }, epoch: 0 }],
+      },
+    }
+    const { net, nodes } = world(sims)
+    services = [...nodes.values()].map((n) => n.service)
+    const c1 = nodes.get('c1')!
+    for (const n of nodes.values()) await n.service.tick()
+    net.down.add('a1')
+    sims.b1.views = { a1: 'down' }
+    sims.b1.gossipViews = { a1: 'alive' } // b1's published state has not caught up
+    sims.c1.views = { a1: 'down' }
+    await c1.service.tick()
+    expect(c1.coordinator.ledger.current('web1')).toBeUndefined() // gossip alone: no quorum
+    await new Promise((r) => setTimeout(r, 50))
+    await c1.service.tick()
+    await until('web1 runs on c1', () => c1.hv.vms.get('web1')?.state === 'running')
+    expect(c1.coordinator.ledger.current('web1')).toEqual({ vm: 'web1', epoch: 1, owner: 'c1' })
   })
 })
