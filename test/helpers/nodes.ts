@@ -129,7 +129,9 @@ export function runCli(
     child.stderr.on('data', (d) => (stderr += d))
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
-      reject(new Error(`replimesh ${args.join(' ')} did not finish within ${options.timeoutMs ?? 120_000} ms`))
+      reject(
+        new Error(`replimesh ${args.join(' ')} did not finish within ${options.timeoutMs ?? 120_000} ms`),
+      )
     }, options.timeoutMs ?? 120_000)
     child.on('error', reject)
     child.on('close', (code) => {
