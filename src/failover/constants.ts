@@ -22,3 +22,5 @@ export const STARTUP_GRACE_MS = 30_000
 export const PROBE_INTERVAL_MS = 1_000
 /** A direct answer counts instead of gossip for this long. */
 export const PROBE_FRESH_MS = 3_000
+/** VMs checked against their peers' owners per reconcile round. */
+export const MAX_RECONCILE_VMS = 256

@@ -15,6 +15,7 @@ import type { FailoverConfig } from './config.js'
 import {
   CONTROL_REQUEST_TIMEOUT_MS,
   FAILOVER_REQUEST_TIMEOUT_MS,
+  MAX_RECONCILE_VMS,
   PROBE_FRESH_MS,
   PROBE_INTERVAL_MS,
   RECONCILE_EVERY_TICKS,
@@ -322,13 +323,12 @@ export class FailoverService {
   }
 
   /**
-   * Asks live peers what they know of every VM running here, so a node that was away while its
-   * VMs moved (it missed the announcement) learns the new owner and fences itself.
+   * Asks live peers what they know of every VM registered here, so a node that was away while
+   * its VMs moved (it missed the announcement) learns the new owner and fences itself.
    */
   async reconcile(): Promise<void> {
-    const running = (await this.c.hypervisor.listVms())
-      .filter((v) => v.state === 'running')
-      .map((v) => v.name)
+    // Stopped VMs too: a host that comes back after its VMs moved learns it is now their replica.
+    const running = (await this.c.hypervisor.listVms()).map((v) => v.name).slice(0, MAX_RECONCILE_VMS)
     if (running.length === 0) return
     const alive = this.c.mesh
       .peers()

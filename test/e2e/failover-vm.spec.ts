@@ -1,6 +1,7 @@
 // The customer's case with real processes: a protected lab VM runs on host B; B (node and guest)
 // is killed; the VM runs again on C, the only holder of its newest point, within its RTO; the data
-// lost, read from the guest's record stream on both copies, is within its RPO.
+// lost, read from the guest's record stream on both copies, is within its RPO; when B returns it
+// learns the new owner and its copy stays stopped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestMesh, type TestMesh, testEnv, waitFor } from '../helpers/nodes.js'
 
@@ -111,5 +112,19 @@ describe('failover of a VM whose host dies', () => {
       '/failover',
     )
     expect(status.owners).toContainEqual({ vm: 'web1', epoch: 1, owner: c.peerId })
+
+    // The old host comes back: it learns the new owner from its peers and keeps its copy stopped.
+    await b.start()
+    await waitFor(
+      'B to learn that C owns web1',
+      async () =>
+        (
+          await b.call<{ owners: Array<{ vm: string; epoch: number; owner: string }> }>('GET', '/failover')
+        ).owners.some((o) => o.vm === 'web1' && o.epoch === 1 && o.owner === c.peerId),
+      90_000,
+      250,
+    )
+    expect((await b.call<{ state: string }>('GET', '/vms/web1')).state).toBe('stopped')
+    expect((await c.call<{ state: string }>('GET', '/vms/web1')).state).toBe('running')
   })
 })
