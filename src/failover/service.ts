@@ -54,11 +54,17 @@ export interface FailoverMeshView {
 
 /** What failover needs of replication (the node composes it from the replication service). */
 export interface ReplicaSource {
-  /** Makes the replica disks equal a committed point (rolling an interrupted apply forward). */
+  /**
+   * Makes the replica disks equal a committed point (rolling an interrupted apply forward). With
+   * `test`, returns a separate copy of that point's disks instead: a test failover must never
+   * write into the replica that replication keeps applying to.
+   */
   prepare(
     vm: string,
-    options?: { signal?: AbortSignal },
+    options?: { signal?: AbortSignal; test?: boolean },
   ): Promise<{ config: VmInfo; diskPaths: string[]; point: { seq: number; time: number } }>
+  /** Deletes the disks of a test copy made by prepare({test: true}). */
+  releaseTest?(vm: string): Promise<void>
   /** After a promotion: this node owns `vm` at `epoch` and protects it to others. */
   owned?(vm: string, epoch: number): Promise<void>
   /** After fencing: `vm` belongs to `owner`; resync the local copy from it by delta. */
@@ -520,7 +526,7 @@ export class FailoverService {
       if (!test && !this.hasQuorum) throw new FailoverError(vm, 'this node cannot reach a quorum of sites')
       const previous = from === 'unknown' ? undefined : from
       const claim = test ? null : await this.c.coordinator.claim(vm, { signal: opts.signal, previous })
-      const prep = await this.c.replicas.prepare(vm, { signal: opts.signal })
+      const prep = await this.c.replicas.prepare(vm, { signal: opts.signal, test })
       const name = test ? `${vm}-test` : vm
       const registered = await this.c.hypervisor.getVm(name).catch(() => null)
       if (!registered)
@@ -680,5 +686,6 @@ export class FailoverService {
     const name = `${vm}-test`
     await this.c.hypervisor.stopVm(name, { force: true }).catch(() => {})
     await this.c.hypervisor.unregisterVm(name)
+    await this.c.replicas.releaseTest?.(vm)
   }
 }

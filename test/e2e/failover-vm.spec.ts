@@ -1,7 +1,8 @@
 // The customer's case with real processes: a protected lab VM runs on host B; B (node and guest)
 // is killed; the VM runs again on C, the only holder of its newest point, within its RTO; the data
 // lost, read from the guest's record stream on both copies, is within its RPO; when B returns it
-// learns the new owner and its copy stays stopped.
+// learns the new owner and its copy stays stopped. Before that, a test failover runs an isolated
+// copy while production and replication go on, and is removed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestMesh, type TestMesh, testEnv, waitFor } from '../helpers/nodes.js'
 
@@ -64,6 +65,24 @@ describe('failover of a VM whose host dies', () => {
       120_000,
       500,
     )
+
+    // A test failover first: an isolated copy on C from its own copy of the disks; B keeps running.
+    const pointsBefore = (JSON.parse(await ok(['points', '--dir', c.dir, 'web1', '--json'])) as unknown[])
+      .length
+    const test = JSON.parse(await ok(['failover', '--dir', c.dir, 'web1', '--test', '--json']))
+    expect(test).toMatchObject({ vm: 'web1', name: 'web1-test', on: c.peerId, epoch: null })
+    expect((await c.call<{ state: string }>('GET', '/vms/web1-test')).state).toBe('running')
+    expect((await b.call<{ state: string }>('GET', '/vms/web1')).state).toBe('running')
+    await waitFor(
+      'replication to go on during the test',
+      async () =>
+        (JSON.parse(await ok(['points', '--dir', c.dir, 'web1', '--json'])) as unknown[]).length >
+        pointsBefore,
+      60_000,
+      500,
+    )
+    await ok(['failover', '--dir', c.dir, 'web1', '--end-test'])
+    await expect(c.call('GET', '/vms/web1-test')).rejects.toThrow(/404/)
 
     const killedAt = Date.now()
     await b.kill()

@@ -100,12 +100,17 @@ function world(sims: Record<string, Sim>) {
       onClaim: (claim) => service.onClaim(claim),
     })
     coordinator.start()
+    const replicaCalls: string[] = []
     const replicas: ReplicaSource = {
-      prepare: async (vm) => ({
-        config: vmInfo(vm, '10.1.0.20/24'),
-        diskPaths: [`/r/${vm}.vhdx`],
-        point: { seq: 9, time: Date.now() - 1500 },
-      }),
+      releaseTest: async (vm) => void replicaCalls.push(`release ${vm}`),
+      prepare: async (vm, o) => {
+        replicaCalls.push(`prepare ${vm}${o?.test ? ' test' : ''}`)
+        return {
+          config: vmInfo(vm, '10.1.0.20/24'),
+          diskPaths: [`/r/${vm}.vhdx`],
+          point: { seq: 9, time: Date.now() - 1500 },
+        }
+      },
       setProducing: (allowed) => void producing.push(allowed),
     }
     service = new FailoverService({
@@ -116,7 +121,7 @@ function world(sims: Record<string, Sim>) {
       notifier: new Notifier([{ channel, minLevel: 'info' }]),
       config,
     })
-    nodes.set(id, { service, hv, channel, coordinator, producing })
+    nodes.set(id, { service, hv, channel, coordinator, producing, replicaCalls })
   }
   return { net, nodes }
 }
@@ -297,6 +302,7 @@ describe('FailoverService', () => {
     expect(c1.channel.kinds()).toEqual(['test-failover:web1'])
     await c1.service.endTest('web1')
     expect(c1.hv.vms.has('web1-test')).toBe(false)
+    expect(c1.replicaCalls).toEqual(['prepare web1 test', 'release web1'])
   })
 
   it('an operator fails a VM over to a chosen peer, fails it back, and fails a whole host over', async () => {

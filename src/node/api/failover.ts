@@ -7,8 +7,8 @@
 // <dir>/failover/epochs.json, its settings in <dir>/failover.json (optional; defaults otherwise),
 // the control protocol on the mesh. It needs the hypervisor; without one (or when composition
 // fails) every route answers 503 with one line saying why.
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { extname, join } from 'node:path'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { z } from 'zod'
 import {
@@ -122,13 +122,44 @@ async function prepareFromReplicaFiles(dir: string, vm: string, signal?: AbortSi
   }
 }
 
+const testCopyDir = (dir: string, vm: string) => join(dir, 'failover', 'tests', vm)
+
+/**
+ * A test failover's own copy of the replica disks, taken while no apply runs: copied, then the
+ * replica record re-read; if a point was applied meanwhile the copy may mix two points, so it is
+ * taken again.
+ */
+async function testCopyFromReplicaFiles(dir: string, vm: string, signal?: AbortSignal) {
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const prep = await prepareFromReplicaFiles(dir, vm, signal)
+    const out = testCopyDir(dir, vm)
+    await rm(out, { recursive: true, force: true })
+    await mkdir(out, { recursive: true })
+    const copies = prep.diskPaths.map((p, i) => join(out, `disk${i}${extname(p)}`))
+    for (const [i, from] of prep.diskPaths.entries()) await copyFile(from, copies[i])
+    const after = (await readJson(join(dir, 'replicas', vm, 'replica.json'))) as ReplicaRecord | null
+    if (after && after.applyingSeq === null && after.appliedSeq === prep.point.seq)
+      return {
+        ...prep,
+        config: { ...prep.config, disks: prep.config.disks.map((d, i) => ({ ...d, path: copies[i] })) },
+        diskPaths: copies,
+      }
+  }
+  throw new FailoverError(vm, 'its replica kept changing while a test copy was taken; try again')
+}
+
 function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
   const r = () => components.replication
   return {
     prepare: async (vm, options) => {
       const handOver = r()
-      if (!handOver?.prepareReplica) return prepareFromReplicaFiles(components.dir, vm, options?.signal)
-      return handOver.prepareReplica(vm, options)
+      if (handOver?.prepareReplica) return handOver.prepareReplica(vm, options)
+      return options?.test
+        ? testCopyFromReplicaFiles(components.dir, vm, options.signal)
+        : prepareFromReplicaFiles(components.dir, vm, options?.signal)
+    },
+    releaseTest: async (vm) => {
+      if (!r()?.prepareReplica) await rm(testCopyDir(components.dir, vm), { recursive: true, force: true })
     },
     owned: async (vm, epoch) => r()?.becomeOwner?.(vm, epoch),
     fenced: async (vm, owner, epoch) => r()?.becomeReplica?.(vm, owner, epoch),
