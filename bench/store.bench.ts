@@ -174,7 +174,7 @@ async function chunkSizeRows(ctx: BenchContext): Promise<BenchRow[]> {
         unit: 'MiB',
         note:
           cs === CHUNK
-            ? 'why 256 KiB stands: the delta of scattered small writes grows linearly with the chunk size (compare these rows), while index entries and Merkle leaves per GiB grow as it shrinks (4096 per GiB at 256 KiB, 16384 at 64 KiB) and put speed falls below 128 KiB; 256 KiB keeps a 40-write delta near 10 MiB with a small index'
+            ? 'why 256 KiB stands: the delta of scattered small writes grows linearly with the chunk size (compare these rows) while index entries and Merkle leaves per GiB grow as it shrinks (4096 per GiB at 256 KiB, 16384 at 64 KiB); put speed here is bound by the store disk, not the chunk size. 256 KiB keeps a 40-write delta near 10 MiB with a small index'
             : undefined,
       })
       ctx.log(
