@@ -1,5 +1,7 @@
 // The CLI's side of the daemon's local HTTP API: finds the address and token in --dir and calls it.
+
 import { readFile } from 'node:fs/promises'
+import { request } from 'node:http'
 import { nodePaths } from './paths.js'
 
 export class DaemonUnavailableError extends Error {
@@ -37,27 +39,61 @@ export async function callDaemon<T = unknown>(
     url = JSON.parse(await readFile(paths.api, 'utf8')).url
     token = (await readFile(paths.apiToken, 'utf8')).trim()
   } catch {
-    throw new DaemonUnavailableError(`no node is running on ${dir} (start it with: replimesh start --dir ${dir})`)
+    throw new DaemonUnavailableError(
+      `no node is running on ${dir} (start it with: replimesh start --dir ${dir})`,
+    )
   }
   const signal = options.signal ?? AbortSignal.timeout(options.timeoutMs ?? 30_000)
-  let res: Response
+  let res: { status: number; text: string }
   try {
-    res = await fetch(new URL(path, url), {
-      method,
-      signal,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      body: options.body === undefined ? undefined : JSON.stringify(options.body),
-    })
+    res = await httpRequest(new URL(path, url), method, token, options.body, signal)
   } catch (err) {
     throw new DaemonUnavailableError(
       `the node on ${dir} does not answer at ${url} (${(err as Error).message}); is it running?`,
     )
   }
-  const text = await res.text()
+  const text = res.text
   const value = text ? JSON.parse(text) : undefined
-  if (!res.ok) throw new DaemonRequestError(value?.error ?? `HTTP ${res.status}`, res.status)
+  if (res.status >= 400) throw new DaemonRequestError(value?.error ?? `HTTP ${res.status}`, res.status)
   return value as T
+}
+
+/**
+ * One HTTP request with node:http rather than fetch: undici keeps the CLI process alive for
+ * ~0.3 s after the answer, and `status` must return fast (issue 5).
+ */
+function httpRequest(
+  url: URL,
+  method: string,
+  token: string,
+  body: unknown,
+  signal: AbortSignal,
+): Promise<{ status: number; text: string }> {
+  const payload = body === undefined ? undefined : JSON.stringify(body)
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method,
+        signal,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(payload === undefined
+            ? {}
+            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+        },
+      },
+      (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (part: string) => {
+          text += part
+        })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(payload)
+  })
 }

@@ -21,6 +21,11 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     if (given.length !== expected.length || !timingSafeEqual(given, expected))
       return reply.code(401).send({ error: 'missing or wrong API token (see api.token in the node folder)' })
   })
+  // The CLI makes one request per process: closing the connection lets it exit at once instead
+  // of waiting for a keep-alive socket (measured: ~0.2 s of every `status`).
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('connection', 'close')
+  })
   app.setErrorHandler((err, request, reply) => {
     const message = err instanceof Error ? err.message : String(err)
     init.components.logger.warn({ route: request.url, reason: message }, 'API request failed')
