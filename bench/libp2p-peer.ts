@@ -3,8 +3,6 @@
 // answers the count (8 bytes) when the sender ends, and exits when its stdin closes.
 import '../src/node/polyfill.js'
 import { createServer } from 'node:net'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { CreditStream, createTransportNode } from '../src/mesh/index.js'
 
 export const BENCH_PROTOCOL = '/replimesh/bench/1.0.0'
 
@@ -28,6 +26,9 @@ async function main(mode: string): Promise<void> {
     process.stdin.on('end', () => process.exit(0))
     return
   }
+  // libp2p is loaded only for the libp2p modes: the raw TCP reference runs without it.
+  const { generateKeyPair } = await import('@libp2p/crypto/keys')
+  const { CreditStream, createTransportNode } = await import('../src/mesh/index.js')
   const node = await createTransportNode({
     privateKey: await generateKeyPair('Ed25519'),
     listen: ['/ip4/127.0.0.1/tcp/0'],
