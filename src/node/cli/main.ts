@@ -14,9 +14,11 @@ export function buildProgram(): Command {
   const program = new Command('replimesh')
     .description('Peer-to-peer replication and failover of Hyper-V virtual machines across sites')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
+    // One line per usage error (commander's own text plus a pointer to --help), never a help dump.
+    .configureOutput({
+      outputError: (str, write) => write(`replimesh: ${str.split('\n')[0].replace(/^error: /, '')} (see --help)\n`),
+    })
   registerDisk(program)
   registerStore(program)
   registerMesh(program)
