@@ -82,9 +82,12 @@ describe('init --join', { timeout: 120_000 }, () => {
     })
   })
 
-  it('refuses a token when the member that issued it is not running, and writes nothing', async () => {
+  it('stops cleanly on SIGTERM; a token whose issuer is not running is refused and nothing written', async () => {
     const token = await mesh.token()
-    await mesh.nodes[0].stop()
+    // SIGTERM stops the daemon cleanly: exit 0, api.json and the lock removed.
+    expect(await mesh.nodes[0].stop()).toBe(0)
+    for (const f of ['api.json', 'api.token', 'daemon.lock'])
+      expect(await exists(join(mesh.nodes[0].dir, f))).toBe(false)
     try {
       const r = await init('offline', token)
       expect(r.code).toBe(1)
