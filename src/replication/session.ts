@@ -49,6 +49,8 @@ export interface ReplicationNetwork {
 
 /** Opening a session (dial, hello, state) gives up after this long. */
 const OPEN_TIMEOUT_MS = 30_000
+/** A target that answers nothing for this long while work is outstanding is given up on. */
+const STALL_TIMEOUT_MS = 20_000
 
 export interface ReplicationLogger {
   info(obj: object, msg?: string): void
@@ -133,8 +135,19 @@ export class TargetSession {
   ) {
     this.corruptLeft = init.corruptChunks ?? 0
     init.signal?.addEventListener('abort', this.onAbort, { once: true })
+    // A killed peer does not always reset its streams promptly: a watchdog ends a stalled session.
+    this.watchdog = setInterval(() => {
+      const busy = this.inFlight.size > 0 || this.queries.size > 0 || this.awaitingReply
+      if (busy && Date.now() - this.lastActivity > STALL_TIMEOUT_MS)
+        this.abort(new ReplicationError(`target ${init.peer} answered nothing for ${STALL_TIMEOUT_MS} ms`))
+    }, 1000)
+    this.watchdog.unref?.()
     void this.pump()
   }
+
+  private readonly watchdog: NodeJS.Timeout
+  private lastActivity = Date.now()
+  private awaitingReply = false
 
   private readonly onAbort = () =>
     this.abort(new ReplicationError(`replication to ${this.init.peer} stopped`))
@@ -227,7 +240,11 @@ export class TargetSession {
         )
     }
     await this.points.send({ type: 'commit', seq: point.seq }, signal)
-    const reply = await this.points.next()
+    this.lastActivity = Date.now()
+    this.awaitingReply = true
+    const reply = await this.points.next().finally(() => {
+      this.awaitingReply = false
+    })
     if (reply === null)
       throw new CommitRefusedError(
         `target ${this.peer} closed the stream before answering`,
@@ -251,12 +268,14 @@ export class TargetSession {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.watchdog)
     this.init.signal?.removeEventListener('abort', this.onAbort)
     await Promise.all([this.chunks.end(), this.points.end()])
     this.stats.wireBytes = this.wire()
   }
 
   abort(err: Error): void {
+    clearInterval(this.watchdog)
     this.init.signal?.removeEventListener('abort', this.onAbort)
     this.fail(err)
     this.chunks.abort(err)
@@ -312,6 +331,7 @@ export class TargetSession {
     this.bytesInFlight += bytes
     this.stats.payloadBytes += bytes
     await this.chunks.send(message, this.init.signal)
+    this.lastActivity = Date.now()
   }
 
   private async pump(): Promise<void> {
@@ -319,6 +339,7 @@ export class TargetSession {
       for (;;) {
         const m = await this.chunks.next()
         if (m === null) break
+        this.lastActivity = Date.now()
         if (m.type === 'lack') {
           this.queries.get(m.req)?.resolve(m.lacking)
           this.queries.delete(m.req)
