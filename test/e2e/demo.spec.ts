@@ -3,7 +3,7 @@
 // survive it, whether it ends by --exit or by Ctrl-C (SIGINT) while the survivors serve.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -45,6 +45,17 @@ const alive = (pid: number) => {
   } catch {
     return false
   }
+}
+
+/** Processes whose command line names `folder`: the nodes and their lab guests (Linux /proc). */
+async function processesUsing(folder: string): Promise<string[]> {
+  const found: string[] = []
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
+    if (cmdline.includes(folder)) found.push(`${pid}: ${cmdline.replaceAll('\0', ' ')}`)
+  }
+  return found
 }
 
 function measured(stdout: string, what: 'RPO' | 'RTO') {
@@ -94,7 +105,9 @@ describe('replimesh demo', () => {
     expect(rto.measuredMs).toBeLessThanOrEqual(rto.setMs)
     for (const pid of nodePids(out)) expect(alive(pid), `node pid ${pid} still runs`).toBe(false)
     const lab = out.match(/^lab folder: (.+)$/m)?.[1]
-    expect(lab && existsSync(lab)).toBe(false)
+    expect(lab).toBeTruthy()
+    expect(existsSync(lab!)).toBe(false)
+    expect(await processesUsing(lab!)).toEqual([])
   })
 
   it('without --exit: the survivors serve until Ctrl-C, which stops them and removes --dir', {
@@ -110,10 +123,14 @@ describe('replimesh demo', () => {
     expect(out).toContain(`status --dir ${join(dir, 'c')} --json`)
     expect(alive(a) && alive(c)).toBe(true)
     expect(alive(b)).toBe(false)
+    // the demo, nodes a and c, and web1's guest on c: every process naming the lab folder
+    const using = await processesUsing(dir)
+    expect(using, using.join('\n')).toHaveLength(4)
     run.child.kill('SIGINT')
     expect(await finish(run, 30_000)).toBe(0)
     expect(alive(a) || alive(c)).toBe(false)
     expect(existsSync(dir)).toBe(false)
+    expect(await processesUsing(dir)).toEqual([])
   })
 
   it('refuses a --dir that is not empty, with one line and exit 1', { timeout: 60_000 }, async () => {
