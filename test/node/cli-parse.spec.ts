@@ -14,7 +14,9 @@ describe('command-line value parsing', () => {
   })
 
   it.each(['', 'abc', '12Q', '-5M', '0.3'])('size %j is refused with a message naming it', (text) => {
-    expect(() => parseSize(text)).toThrow(text === '' ? /is not/ : new RegExp(`'${text.replace('.', '\\.')}'`))
+    expect(() => parseSize(text)).toThrow(
+      text === '' ? /is not/ : new RegExp(`'${text.replace('.', '\\.')}'`),
+    )
   })
 
   it.each([

@@ -17,7 +17,8 @@ export function buildProgram(): Command {
     .exitOverride()
     // One line per usage error (commander's own text plus a pointer to --help), never a help dump.
     .configureOutput({
-      outputError: (str, write) => write(`replimesh: ${str.split('\n')[0].replace(/^error: /, '')} (see --help)\n`),
+      outputError: (str, write) =>
+        write(`replimesh: ${str.split('\n')[0].replace(/^error: /, '')} (see --help)\n`),
     })
   registerDisk(program)
   registerStore(program)
