@@ -212,7 +212,7 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
       unit: 'x',
       limit: 1.2,
       ratio: wire / changed / 1.2,
-      note: `${wire} bytes on the wire (both directions, all framing and the point commit) for ${changed} changed; ${after.deltasSent - before.deltasSent} deltas. Change tracking here is exact; the lab hypervisor tracks 64 KiB blocks, which costs up to 16x`,
+      note: `${wire} bytes on the wire (both directions, all framing and the point commit) for ${changed} changed; ${after.deltasSent - before.deltasSent} deltas. Change tracking here is exact; with the lab's 64 KiB tracking, 4 KiB block fingerprints keep deltas at the changed blocks (test/replication/pipeline.spec.ts)`,
     })
     try {
       const out = execFileSync('rsync', ['--no-whole-file', '--inplace', '--stats', disk, rsyncBase], {
