@@ -76,11 +76,19 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
     while (this.sendCredit < payload.byteLength) {
       if (this.failure) throw this.failure
       options.signal?.throwIfAborted()
-      await new Promise<void>((resolve, reject) => {
-        const waiter = { resolve, reject }
-        this.creditWaiters.push(waiter)
-        options.signal?.addEventListener('abort', () => reject(options.signal?.reason), { once: true })
-      })
+      const signal = options.signal
+      const onAbort = () => waiterReject?.(signal?.reason)
+      let waiterReject: ((reason: unknown) => void) | undefined
+      signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        await new Promise<void>((resolve, reject) => {
+          waiterReject = reject
+          this.creditWaiters.push({ resolve, reject })
+        })
+      } finally {
+        // A long-lived signal must not collect one listener per wait.
+        signal?.removeEventListener('abort', onAbort)
+      }
     }
     if (this.failure) throw this.failure
     this.sendCredit -= payload.byteLength
