@@ -62,6 +62,8 @@ interface PeerView {
 
 class LabNode {
   proc: ChildProcess | null = null
+  /** Set at teardown: a start racing with Ctrl-C must not leave a node behind. */
+  closed = false
   peerId = ''
   private readonly tail: string[] = []
 
@@ -76,6 +78,7 @@ class LabNode {
   }
 
   async start(env: NodeJS.ProcessEnv): Promise<void> {
+    if (this.closed) throw new DemoError('the demo is stopping')
     const child = spawn(process.execPath, [BIN, 'start', '--dir', this.dir], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -156,8 +159,14 @@ function cli(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
       if (code === 0) return resolveRun(stdout)
       const why = signal
         ? `did not finish within ${CLI_TIMEOUT_MS / 1000} s`
-        : stderr.trim().split('\n').at(-1)
-      reject(new DemoError(`replimesh ${args.slice(0, 2).join(' ')} failed: ${why}`))
+        : (stderr.trim().split('\n').at(-1) ?? `exit code ${code}`).replace(/^replimesh: /, '')
+      const command = args
+        .slice(
+          0,
+          args.findIndex((a) => a.startsWith('--')),
+        )
+        .join(' ')
+      reject(new DemoError(`replimesh ${command} failed: ${why}`))
     })
   })
 }
@@ -180,29 +189,33 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     new LabNode('c', 'C', join(root, 'c')),
   ]
   const teardown = async () => {
+    for (const n of nodes) n.closed = true
     await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => {})))
     if (options.keep) say(`kept the lab folder ${root}`)
     else await rm(root, { recursive: true, force: true })
   }
-  // Ctrl-C during the run: stop everything before the process goes.
-  let interrupted = false
+  // Ctrl-C during the run: stop everything, then exit 130; the scenario's failure that the
+  // stopping nodes cause is not reported (the process exits when the teardown is done).
+  const stopping: { done: Promise<void> | null } = { done: null }
   const onSignal = () => {
-    interrupted = true
     say('\nstopping every node…')
-    void teardown().finally(() => process.exit(130))
+    stopping.done = teardown().finally(() => process.exit(130))
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
+  let failure: unknown = null
   try {
     await runScenario(nodes, env, root)
   } catch (err) {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    if (!interrupted) await teardown()
-    throw err instanceof DemoError ? err : new DemoError((err as Error).message)
+    failure = err
   }
   process.off('SIGINT', onSignal)
   process.off('SIGTERM', onSignal)
+  if (stopping.done) await stopping.done
+  if (failure) {
+    await teardown()
+    throw failure instanceof DemoError ? failure : new DemoError((failure as Error).message)
+  }
   if (options.exit) {
     say('\n--exit: stopping nodes a and c')
     await teardown()
