@@ -39,6 +39,7 @@ export { PointScheduler, type PointSchedulerInit } from './scheduler.js'
 export {
   type PointSummary,
   type ProtectRequest,
+  pointSummary,
   type ReplicationMesh,
   ReplicationService,
   type ReplicationServiceInit,

@@ -204,7 +204,7 @@ export class ReplicationService {
   /** Recovery points of a VM held in this node's store, oldest first. */
   async points(vm: string): Promise<PointSummary[]> {
     const points = await this.init.store.listPoints(vm)
-    return points.map(summary)
+    return points.map(pointSummary)
   }
 
   /** Writes one disk of a point (default: the newest) to a new raw or VHDX file. */
@@ -226,7 +226,7 @@ export class ReplicationService {
     const target = await createDisk(options.out, { format: options.format, virtualSize: d.virtualSize })
     try {
       const r = await materialise(this.init.store, point, disk, target, { targetIsZero: true })
-      return { point: summary(point), disk, bytesWritten: r.bytesWritten }
+      return { point: pointSummary(point), disk, bytesWritten: r.bytesWritten }
     } finally {
       await target.close()
     }
@@ -328,7 +328,8 @@ export class ReplicationService {
   }
 }
 
-function summary(p: RecoveryPoint): PointSummary {
+/** What `points` shows of a recovery point: the same whether asked of a node or of a store. */
+export function pointSummary(p: RecoveryPoint): PointSummary {
   return {
     vm: p.vm,
     seq: p.seq,

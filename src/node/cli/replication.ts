@@ -128,20 +128,8 @@ export function register(program: Command): void {
         async () => {
           const store = await offlineStore(o.dir)
           try {
-            return (await store.listPoints(vm)).map((p) => ({
-              vm: p.vm,
-              seq: p.seq,
-              epoch: p.epoch,
-              time: p.time,
-              consistency: p.consistency,
-              source: p.source,
-              disks: p.disks.map((d, disk) => ({
-                disk,
-                virtualSize: d.virtualSize,
-                chunkSize: d.chunkSize,
-                root: d.root,
-              })),
-            }))
+            const { pointSummary } = await import('../../replication/index.js')
+            return (await store.listPoints(vm)).map(pointSummary)
           } finally {
             await store.close()
           }
