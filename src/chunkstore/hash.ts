@@ -16,7 +16,10 @@ export const ZERO_HEX = ZERO_ID.toString('hex')
 export type HashFn = (bytes: Uint8Array) => Buffer
 
 export function hashFunction(algorithm: HashAlgorithm): HashFn {
-  if (algorithm === 'blake3') return (bytes) => blake3(bytes)
+  // The native binding's types ask for a Buffer; a view over the same memory costs no copy.
+  if (algorithm === 'blake3')
+    return (bytes) =>
+      blake3(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
   return (bytes) => createHash('sha256').update(bytes).digest()
 }
 
