@@ -52,6 +52,25 @@ export interface ChangedRange {
   length: number
 }
 
+/** Sorted, clipped to [0, limit), overlapping and touching ranges merged. */
+export function coalesceRanges(
+  ranges: Iterable<ChangedRange>,
+  limit = Number.POSITIVE_INFINITY,
+): ChangedRange[] {
+  const sorted = [...ranges]
+    .map((r) => ({ offset: Math.max(0, r.offset), end: Math.min(limit, r.offset + r.length) }))
+    .filter((r) => r.end > r.offset)
+    .sort((a, b) => a.offset - b.offset)
+  const out: ChangedRange[] = []
+  for (const r of sorted) {
+    const last = out[out.length - 1]
+    if (last && r.offset <= last.offset + last.length)
+      last.length = Math.max(last.length, r.end - last.offset)
+    else out.push({ offset: r.offset, length: r.end - r.offset })
+  }
+  return out
+}
+
 /**
  * One instant of all a VM's disks, frozen (a recovery checkpoint on Hyper-V, a copy-on-write
  * freeze in the lab). Read it with openPointDisk, then release it.

@@ -2,6 +2,7 @@
 // changed byte ranges of the new chunk plus the id of the chunk they patch (which the receiver
 // holds); the receiver rebuilds the new chunk from its stored base and checks the result's hash
 // before storing it. Pure functions over byte arrays; the engine supplies the hash.
+import { coalesceRanges } from '../hyperv/index.js'
 import { DELTA_MAX_FRACTION, MAX_DELTA_RANGES, SECTOR_BYTES } from './constants.js'
 import { ChunkHashMismatchError, FrameError } from './errors.js'
 import type { ChunkId } from './ids.js'
@@ -19,18 +20,7 @@ export function chunkLength(index: number, chunkSize: number, virtualSize: numbe
 
 /** Sorts, clips to [0, limit) and merges touching or overlapping ranges. */
 export function coalesce(ranges: Iterable<DiskRange>, limit = Number.POSITIVE_INFINITY): DiskRange[] {
-  const sorted = [...ranges]
-    .map((r) => ({ offset: Math.max(0, r.offset), end: Math.min(limit, r.offset + r.length) }))
-    .filter((r) => r.end > r.offset)
-    .sort((a, b) => a.offset - b.offset)
-  const out: DiskRange[] = []
-  for (const r of sorted) {
-    const last = out[out.length - 1]
-    if (last && r.offset <= last.offset + last.length)
-      last.length = Math.max(last.length, r.end - last.offset)
-    else out.push({ offset: r.offset, length: r.end - r.offset })
-  }
-  return out
+  return coalesceRanges(ranges, limit)
 }
 
 /**

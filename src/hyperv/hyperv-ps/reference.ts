@@ -3,7 +3,7 @@
 // A reference id is what releasePoint returns and createPoint's sinceReference takes back. Ours is
 // "hvref1." + base64url(JSON) holding the VM id, the Msvm_VirtualSystemReferencePoint InstanceID
 // and, per disk index, the RCT id that GetVirtualDiskChanges takes as LimitId next cycle.
-import type { ChangedRange } from '../hypervisor.js'
+import { type ChangedRange, coalesceRanges } from '../hypervisor.js'
 import { HyperVReferenceError } from './errors.js'
 
 const PREFIX = 'hvref1.'
@@ -70,16 +70,5 @@ export function rctIdsByDisk(
 
 /** Sorted, clipped to [0, size), overlapping and touching ranges merged. */
 export function normalizeRanges(ranges: ChangedRange[], size: number): ChangedRange[] {
-  const sorted = ranges
-    .map((r) => ({ offset: Math.max(0, r.offset), end: Math.min(size, r.offset + r.length) }))
-    .filter((r) => r.end > r.offset)
-    .sort((a, b) => a.offset - b.offset)
-  const out: ChangedRange[] = []
-  for (const r of sorted) {
-    const last = out[out.length - 1]
-    if (last && r.offset <= last.offset + last.length)
-      last.length = Math.max(last.length, r.end - last.offset)
-    else out.push({ offset: r.offset, length: r.end - r.offset })
-  }
-  return out
+  return coalesceRanges(ranges, size)
 }
