@@ -5,18 +5,9 @@
 import parsePrometheus from 'parse-prometheus-text-format'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Notification } from '../../src/failover/index.js'
-import { createTestMesh, type TestMesh, testEnv, waitFor } from '../helpers/nodes.js'
+import { createTestMesh, FAILOVER_TIMING, type TestMesh, testEnv, waitFor } from '../helpers/nodes.js'
 
-// Liveness fast enough to show detection in seconds; quorum keeps a slow machine from failing over.
-const FAST = {
-  pingIntervalMs: 500,
-  pingTimeoutMs: 1500,
-  suspectAfterMs: 2000,
-  downAfterMs: 3000,
-  gossipIntervalMs: 500,
-  stateTtlMs: 30_000,
-  membershipTimeoutMs: 10_000,
-}
+const FAST = FAILOVER_TIMING
 
 interface FailoverStatus {
   peerId: string

@@ -4,17 +4,9 @@
 // learns the new owner and its copy stays stopped. Before that, a test failover runs an isolated
 // copy while production and replication go on, and is removed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createTestMesh, type TestMesh, testEnv, waitFor } from '../helpers/nodes.js'
+import { createTestMesh, FAILOVER_TIMING, type TestMesh, testEnv, waitFor } from '../helpers/nodes.js'
 
-const FAST = {
-  pingIntervalMs: 500,
-  pingTimeoutMs: 1500,
-  suspectAfterMs: 2000,
-  downAfterMs: 3000,
-  gossipIntervalMs: 500,
-  stateTtlMs: 30_000,
-  membershipTimeoutMs: 20_000,
-}
+const FAST = { ...FAILOVER_TIMING, membershipTimeoutMs: 20_000 }
 const RPO_MS = 5_000
 const RTO_MS = 60_000
 

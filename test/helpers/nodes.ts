@@ -72,6 +72,17 @@ export const TEST_TIMING = {
   membershipTimeoutMs: 10_000,
 }
 
+/** Liveness fast enough to show failover in seconds; quorum keeps a slow machine from failing over. */
+export const FAILOVER_TIMING = {
+  pingIntervalMs: 500,
+  pingTimeoutMs: 1500,
+  suspectAfterMs: 2000,
+  downAfterMs: 3000,
+  gossipIntervalMs: 500,
+  stateTtlMs: 30_000,
+  membershipTimeoutMs: 10_000,
+}
+
 export interface CliResult {
   code: number
   stdout: string
