@@ -98,13 +98,20 @@ export class FakeHypervisor {
   async createPoint(vm: string, options: { sinceReference?: string | null } = {}): Promise<ConsistencyPoint> {
     const v = this.get(vm)
     const id = randomUUID()
+    // Take the dirty lists and start a new generation before the first await, as the lab
+    // hypervisor's write barrier does: a write that lands while the disks are copied is then in
+    // the next point's list, never lost between the copy and the reset.
+    const tracked = options.sinceReference === `gen-${v.generation}`
+    const dirty = v.dirty
+    v.dirty = v.info.disks.map(() => [])
+    v.generation++
+    const generation = v.generation
     const files: string[] = []
     for (const d of v.info.disks) {
       const copy = join(this.dir, `point-${id}-${files.length}.raw`)
       await copyFile(d.path, copy)
       files.push(copy)
     }
-    const tracked = options.sinceReference === `gen-${v.generation}`
     const point: ConsistencyPoint = {
       id,
       vmId: v.info.id,
@@ -113,12 +120,10 @@ export class FakeHypervisor {
       disks: v.info.disks.map((d, index) => ({
         index,
         virtualSize: d.virtualSize,
-        changed: tracked ? v.dirty[index] : null,
+        changed: tracked ? dirty[index] : null,
       })),
     }
-    v.dirty = v.info.disks.map(() => [])
-    v.generation++
-    this.open.set(id, { vm: v, files, generation: v.generation })
+    this.open.set(id, { vm: v, files, generation })
     this.pointsTaken++
     return point
   }
