@@ -22,6 +22,13 @@ export const ownedVmSchema = z.object({
   name: z.string().min(1).max(256),
   state: z.string().max(32),
   epoch: z.number().int().nonnegative(),
+  /**
+   * The VM's size, what placement needs to know before it runs it elsewhere: virtual CPUs,
+   * memory, and the virtual size of all its disks. Optional: states of older nodes lack them.
+   */
+  cpus: z.number().int().nonnegative().optional(),
+  memoryBytes: z.number().nonnegative().optional(),
+  diskBytes: z.number().nonnegative().optional(),
 })
 export type OwnedVm = z.infer<typeof ownedVmSchema>
 

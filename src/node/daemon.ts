@@ -152,7 +152,18 @@ export async function startDaemon(dir: string): Promise<RunningDaemon> {
     if (hypervisor) {
       const publishVms = async () => {
         const vms = await hypervisor.listVms()
-        mesh.setVms(vms.map((vm) => ({ id: vm.id, name: vm.name, state: vm.state, epoch: 0 })))
+        mesh.setVms(
+          vms.map((vm) => ({
+            id: vm.id,
+            name: vm.name,
+            state: vm.state,
+            epoch: 0,
+            // Sizes travel in gossip so placement elsewhere can count what each VM needs.
+            cpus: vm.cpus,
+            memoryBytes: vm.memoryBytes,
+            diskBytes: vm.disks.reduce((sum, d) => sum + d.virtualSize, 0),
+          })),
+        )
       }
       const timer = setInterval(() => publishVms().catch(() => {}), mesh.timing.gossipIntervalMs)
       cleanups.push(async () => clearInterval(timer))
