@@ -79,11 +79,19 @@ export const FailoverConfig = z
     /** VMs started at once on one host during a whole-host or site failover. Default 4. */
     maxStartsPerHost: z.number().int().min(1).max(64).default(4),
     /**
-     * What an owner cut off from quorum does with its running VMs: `keep-running` (default; it
-     * only stops producing points, the quorum side may start a copy at a higher epoch and this one
-     * is stopped when the links return) or `stop`.
+     * What an owner cut off from quorum does with its running VMs once its lease ends (lease.ts):
+     * `stop` (default: it turns them off before the quorum side can start them, so a VM never runs
+     * twice, and restarts those nobody took over when the links return) or `keep-running` (it only
+     * stops producing points; the quorum side may start a copy at a higher epoch, and this one is
+     * stopped when the links return: two copies run meanwhile).
      */
-    isolationResponse: z.enum(['keep-running', 'stop']).default('keep-running'),
+    isolationResponse: z.enum(['keep-running', 'stop']).default('stop'),
+    /**
+     * Owner lease in ms: an owner that hears no quorum of sites for this long fences itself. Default
+     * null: derived from the mesh timing, the longest that ends before the quorum side can promote
+     * (downAfterMs - pingIntervalMs - check interval - stop budget); a longer one is refused at start.
+     */
+    leaseMs: z.number().int().positive().nullable().default(null),
     notifications: NotifierConfig.default({ webhooks: [] }),
   })
   .superRefine((c, ctx) => {

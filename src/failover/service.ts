@@ -26,6 +26,7 @@ import type { EpochCoordinator } from './coordinator.js'
 import type { EpochClaim } from './epoch.js'
 import { fenceDecision } from './epoch.js'
 import { FailoverError } from './errors.js'
+import { OwnerLease } from './lease.js'
 import type { FailoverMetrics, FailoverMode } from './metrics.js'
 import { networkMapping } from './network-map.js'
 import * as messages from './notify/messages.js'
@@ -110,9 +111,11 @@ export class FailoverService {
   private readonly probedAt = new Map<string, number>()
   private readonly probes = new Map<string, { state: PeerLiveness; at: number }>()
   private startedAt = 0
+  private readonly lease: OwnerLease
 
   constructor(private readonly c: FailoverServiceComponents) {
     this.log = c.logger ?? silent
+    this.lease = new OwnerLease({ ...c, reconcile: () => this.reconcile(), hasQuorum: () => this.hasQuorum })
     c.coordinator.setDelegate((from, req) => this.onRequest(from, req))
   }
 
@@ -147,6 +150,7 @@ export class FailoverService {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
     await Promise.allSettled(this.busy.values())
+    await this.lease.stop()
   }
 
   private get self(): Member {
@@ -166,6 +170,10 @@ export class FailoverService {
 
   /** One round of quorum, epoch learning, fencing and detection. Public for tests. */
   async tick(now = Date.now()): Promise<void> {
+    // The owner lease runs beside the tick: a tick can wait seconds on peers a partition cut off.
+    void this.lease
+      .check()
+      .catch((err) => this.log.warn({ err: (err as Error).message }, 'lease check failed'))
     if (this.ticking) return
     this.ticking = true
     try {
@@ -676,6 +684,7 @@ export class FailoverService {
       peerId: this.self.peerId,
       site: this.self.site,
       quorum: this.quorum,
+      lease: this.lease.status(),
       owners: this.c.coordinator.ledger.claims(),
       notifications: this.c.notifier.recent().slice(-20),
     }

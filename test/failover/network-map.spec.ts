@@ -168,7 +168,7 @@ describe('failover config', () => {
     expect(c).toMatchObject({
       witness: null,
       maxStartsPerHost: 4,
-      isolationResponse: 'keep-running',
+      isolationResponse: 'stop',
       hubs: {},
     })
     expect(c.notifications).toEqual({ webhooks: [] })

@@ -1,0 +1,410 @@
+// OwnerLease: the self-fencing half of "no two nodes run one VM in one epoch" (DESIGN.md §6).
+// An owner holds a lease on its running VMs while it hears from peers at a quorum of sites; every
+// contact renews it. The other side can promote a VM only after confirming this node down, which
+// needs `downAfterMs` of silence at a quorum of sites. So a lease shorter than that, by one
+// heartbeat (the two sides' last contacts differ by up to a ping interval), one check interval and
+// the time a stop takes, runs out here before the first promotion there can start the VM:
+//
+//     leaseMs + pingIntervalMs + tickMs + LEASE_STOP_BUDGET_MS <= downAfterMs
+//
+// The lease is checked at construction (config load); by default it is as long as that allows,
+// so a slow heartbeat is not taken for a partition.
+//
+// When the lease runs out and the sites this node cannot hear could form a quorum without it
+// (with fewer sites and no witness nobody can take a VM over, so nothing is stopped), the node
+// stops producing points and, unless `isolationResponse` is `keep-running`, stops (turns off) the
+// running VMs it owns that are replicated elsewhere, and tells the operator. When it hears a quorum
+// again, it asks its peers who owns each of those VMs (FailoverService.reconcile): a VM that
+// another node owns at a higher epoch stays stopped here, as that owner's replica (fencing did it);
+// a VM nobody took over is restarted, but only after this node wins a new epoch for it with a
+// quorum of sites, so a takeover racing the heal can never also start it (one of the two claims
+// of that epoch is refused). If the claim fails the VM stays stopped and the operator decides.
+import { randomUUID } from 'node:crypto'
+import type { Hypervisor } from '../hyperv/index.js'
+import type { EpochCoordinator } from './coordinator.js'
+import { EpochQuorumError, FailoverConfigError } from './errors.js'
+import type { Notifier, NotifyLogger } from './notify/notifier.js'
+import type { Notification } from './notify/types.js'
+import { type Member, siteQuorum } from './quorum.js'
+import type { FailoverMeshView, ReplicaSource } from './service.js'
+
+/** What a stop (turn off) of the VMs of one node may take, counted in the lease inequality. */
+export const LEASE_STOP_BUDGET_MS = 1_000
+
+/** The mesh timing the lease is derived from (MeshNode.timing). */
+export interface LeaseTiming {
+  downAfterMs: number
+  pingIntervalMs?: number
+}
+
+/** The longest safe lease for `timing` with checks every `tickMs` (see the inequality above). */
+export function maxLeaseMs(timing: LeaseTiming, tickMs: number): number {
+  return timing.downAfterMs - (timing.pingIntervalMs ?? 0) - tickMs - LEASE_STOP_BUDGET_MS
+}
+
+/**
+ * The lease to use: `configured` if set, else the longest safe one. Throws FailoverConfigError when
+ * it breaks the inequality, or is so short that one late heartbeat would end it. Without timing
+ * (a mesh view that does not say) only a configured lease is used, unchecked; null: no lease.
+ */
+export function resolveLeaseMs(
+  configured: number | null,
+  timing: LeaseTiming | undefined,
+  tickMs: number,
+): number | null {
+  if (!timing) return configured
+  const max = maxLeaseMs(timing, tickMs)
+  const min = 2 * (timing.pingIntervalMs ?? 0)
+  const leaseMs = configured ?? max
+  const problems: string[] = []
+  if (leaseMs > max)
+    problems.push(
+      `leaseMs: ${leaseMs} ms is too long: it must end before the majority can promote, ` +
+        `leaseMs + pingIntervalMs (${timing.pingIntervalMs ?? 0}) + check interval (${tickMs}) + stop budget ` +
+        `(${LEASE_STOP_BUDGET_MS}) <= downAfterMs (${timing.downAfterMs}), so at most ${max} ms`,
+    )
+  if (leaseMs < min || leaseMs <= 0)
+    problems.push(
+      `leaseMs: ${leaseMs} ms is too short: at least two ping intervals (${min} ms) so one late heartbeat ` +
+        `does not stop VMs${configured === null ? '; raise downAfterMs' : ''}`,
+    )
+  if (problems.length) throw new FailoverConfigError(problems)
+  return leaseMs
+}
+
+export interface LeasePeer {
+  peerId: string
+  site: string
+  /** ms since the epoch of the last contact (ping answer or gossip), when the mesh tracks it. */
+  lastSeenMs?: number
+  /** Alive and connected: used when lastSeenMs is unknown. */
+  alive: boolean
+}
+
+export interface LeaseVerdict {
+  /** A quorum of sites was heard within the lease. */
+  held: boolean
+  /** When the lease ends if nothing more is heard (ms since the epoch); null: no quorum to renew it. */
+  expiresAtMs: number | null
+  /** Sites heard within the lease, this node's own included. */
+  heardSites: string[]
+  /** The sites not heard could form a quorum without this node (they could promote its VMs). */
+  othersCouldClaim: boolean
+}
+
+/**
+ * Pure: is the lease held at `now`? The lease is renewed at the latest instant since which peers at
+ * a quorum of sites (this node's own site always, the witness as its vote) have been heard.
+ */
+export function leaseVerdict(input: {
+  now: number
+  self: Member
+  peers: LeasePeer[]
+  leaseMs: number
+  witnessId?: string
+}): LeaseVerdict {
+  const { now, leaseMs, witnessId } = input
+  const contact = (p: LeasePeer) => p.lastSeenMs ?? (p.alive ? now : Number.NEGATIVE_INFINITY)
+  const members = input.peers.filter((p) => p.peerId !== witnessId)
+  const witness = witnessId ? input.peers.find((p) => p.peerId === witnessId) : undefined
+  const rule = { sites: [input.self.site, ...members.map((m) => m.site)], witness: !!witnessId }
+  const lastBySite = new Map<string, number>([[input.self.site, Number.POSITIVE_INFINITY]])
+  for (const m of members)
+    lastBySite.set(m.site, Math.max(lastBySite.get(m.site) ?? Number.NEGATIVE_INFINITY, contact(m)))
+  const witnessLast = witness ? contact(witness) : Number.NEGATIVE_INFINITY
+  // The latest instant t with a quorum among the sites (and witness) heard at or after t.
+  const instants = [...lastBySite.values(), witnessLast]
+    .filter((t) => Number.isFinite(t) || t === Number.POSITIVE_INFINITY)
+    .sort((a, b) => b - a)
+  let renewedAt: number | null = null
+  for (const t of instants) {
+    const sites = [...lastBySite].filter(([, last]) => last >= t).map(([site]) => site)
+    if (siteQuorum(rule, sites, witnessLast >= t).reached) {
+      renewedAt = t === Number.POSITIVE_INFINITY ? now : t
+      break
+    }
+  }
+  const expiresAtMs = renewedAt === null ? null : renewedAt + leaseMs
+  const heardSites = [...lastBySite]
+    .filter(([, last]) => now - last <= leaseMs)
+    .map(([site]) => site)
+    .sort()
+  const silent = rule.sites.filter((s) => !heardSites.includes(s))
+  // The witness may answer both sides of a partition: count it for the others.
+  const othersCouldClaim = silent.length > 0 && siteQuorum(rule, silent, !!witnessId).reached
+  return { held: expiresAtMs !== null && now <= expiresAtMs, expiresAtMs, heardSites, othersCouldClaim }
+}
+
+export interface OwnerLeaseComponents {
+  mesh: FailoverMeshView
+  coordinator: Pick<EpochCoordinator, 'ledger' | 'claim'>
+  hypervisor: Pick<Hypervisor, 'listVms' | 'startVm' | 'stopVm'>
+  /** knownEpoch: the highest epoch among the points held (a claim must rise above them). */
+  replicas: Pick<ReplicaSource, 'setProducing' | 'owned'> & { knownEpoch?(vm: string): Promise<number> }
+  notifier: Pick<Notifier, 'notify'>
+  logger?: NotifyLogger
+  config: {
+    leaseMs?: number | null
+    isolationResponse?: 'stop' | 'keep-running'
+    witness?: { peerId: string } | null
+  }
+  tickMs?: number
+  /** Asks live peers who owns every VM registered here (FailoverService.reconcile). */
+  reconcile(): Promise<void>
+  /** The failover service's quorum (mesh liveness) agrees that this node is on the quorum side. */
+  hasQuorum(): boolean
+}
+
+export interface LeaseStatus {
+  leaseMs: number | null
+  /** Why there is no lease, when the mesh timing leaves no safe one. */
+  disabledReason: string | null
+  state: 'unarmed' | 'held' | 'expired'
+  expiresAtMs: number | null
+  heardSites: string[]
+  /** VMs this lease stopped that are still waiting for quorum to return. */
+  fenced: string[]
+  lastExpiry: { atMs: number; stopped: string[] } | null
+  lastRegain: { atMs: number; restarted: string[]; replicas: string[]; waiting: string[] } | null
+}
+
+const silent: NotifyLogger = { info() {}, warn() {} }
+/** Scheduling jitter tolerated between two checks before the gap counts as a stall. */
+const STALL_SLACK_MS = 250
+
+export class OwnerLease {
+  readonly leaseMs: number | null
+  private state: LeaseStatus['state'] = 'unarmed'
+  private verdict: LeaseVerdict | null = null
+  /** VM → the epoch it ran at here when the lease stopped it (0: never claimed). */
+  private readonly fenced = new Map<string, number>()
+  /** VMs some other node holds a replica of (from gossip): those another site could promote. */
+  private readonly replicatedElsewhere = new Set<string>()
+  private lastExpiry: LeaseStatus['lastExpiry'] = null
+  private lastRegain: LeaseStatus['lastRegain'] = null
+  private running: Promise<void> | null = null
+  private readonly log: NotifyLogger
+  private readonly tickMs: number
+  private lastCallMs = 0
+  private disabledReason: string | null = null
+
+  constructor(private readonly c: OwnerLeaseComponents) {
+    this.log = c.logger ?? silent
+    this.tickMs = c.tickMs ?? 250
+    const configured = c.config.leaseMs ?? null
+    let leaseMs: number | null = null
+    try {
+      leaseMs = resolveLeaseMs(configured, c.mesh.timing, this.tickMs)
+    } catch (err) {
+      // A lease set by hand that breaks the inequality is refused at load. Timers too short for
+      // any safe lease (benchmarks) leave it off, and say so in the log and in status.
+      if (configured !== null) throw err
+      this.disabledReason = (err as Error).message
+      this.log.warn({ reason: this.disabledReason }, 'owner lease off: the mesh timing leaves no safe lease')
+    }
+    this.leaseMs = leaseMs
+  }
+
+  /** One check; concurrent calls share the one in flight (a stop or a regain may take seconds). */
+  check(now = Date.now()): Promise<void> {
+    if (this.leaseMs === null) return Promise.resolve()
+    // Checks come every tickMs: a longer gap means this process stalled, and contacts that arrived
+    // meanwhile are still queued behind this timer; judge the lease on the next check instead.
+    const stalled = this.lastCallMs > 0 && now - this.lastCallMs > 2 * this.tickMs + STALL_SLACK_MS
+    this.lastCallMs = now
+    this.running ??= this.step(now, this.leaseMs, stalled).finally(() => {
+      this.running = null
+    })
+    return this.running
+  }
+
+  /** Waits for the check in flight. */
+  async stop(): Promise<void> {
+    await this.running?.catch(() => {})
+  }
+
+  status(): LeaseStatus {
+    return {
+      leaseMs: this.leaseMs,
+      disabledReason: this.disabledReason,
+      state: this.state,
+      expiresAtMs: this.verdict?.expiresAtMs ?? null,
+      heardSites: this.verdict?.heardSites ?? [],
+      fenced: [...this.fenced.keys()],
+      lastExpiry: this.lastExpiry,
+      lastRegain: this.lastRegain,
+    }
+  }
+
+  private async step(now: number, leaseMs: number, stalled: boolean): Promise<void> {
+    const self = { peerId: this.c.mesh.peerId, site: this.c.mesh.site }
+    for (const s of this.c.mesh.nodeStates())
+      if (s.peerId !== self.peerId) for (const r of s.replicas) this.replicatedElsewhere.add(r.vm)
+    const v = leaseVerdict({
+      now,
+      self,
+      peers: this.c.mesh.peers().map((p) => ({
+        peerId: p.peerId,
+        site: p.site,
+        lastSeenMs: p.lastSeenMs,
+        alive: p.state === 'alive' && p.connected,
+      })),
+      leaseMs,
+      witnessId: this.c.config.witness?.peerId,
+    })
+    this.verdict = v
+    // Armed once a quorum has been heard: at start-up the mesh is still forming.
+    if (this.state === 'unarmed') {
+      if (v.held) this.state = 'held'
+      return
+    }
+    if (this.state === 'held' && !v.held && v.othersCouldClaim && !stalled) await this.expire(now, v)
+    else if (this.state === 'expired' && v.held && this.c.hasQuorum()) await this.regain(now)
+  }
+
+  /** The VMs running here that this node owns (or nobody has claimed) and another node replicates. */
+  private async ownedRunning(): Promise<Array<{ vm: string; epoch: number }>> {
+    const self = this.c.mesh.peerId
+    return (await this.c.hypervisor.listVms())
+      .filter((v) => v.state === 'running' && this.replicatedElsewhere.has(v.name))
+      .map((v) => ({ vm: v.name, claim: this.c.coordinator.ledger.current(v.name) }))
+      .filter((x) => !x.claim || x.claim.owner === self)
+      .map((x) => ({ vm: x.vm, epoch: x.claim?.epoch ?? 0 }))
+  }
+
+  private async expire(now: number, v: LeaseVerdict): Promise<void> {
+    this.state = 'expired'
+    const reason = `owner lease of ${this.leaseMs} ms expired: only sites ${v.heardSites.join(', ')} heard`
+    this.c.replicas.setProducing?.(false, reason)
+    const owned = await this.ownedRunning()
+    const stop = this.c.config.isolationResponse !== 'keep-running'
+    const stopped: string[] = []
+    if (stop) {
+      const results = await Promise.allSettled(
+        owned.map(({ vm }) => this.c.hypervisor.stopVm(vm, { force: true })),
+      )
+      for (const [i, r] of results.entries()) {
+        const { vm, epoch } = owned[i]
+        if (r.status === 'fulfilled') {
+          stopped.push(vm)
+          this.fenced.set(vm, epoch)
+        } else this.log.warn({ vm, err: (r.reason as Error).message }, 'lease expired: could not stop VM')
+      }
+    }
+    this.lastExpiry = { atMs: now, stopped }
+    this.log.warn({ reason, stopped, kept: stop ? [] : owned.map((o) => o.vm) }, 'owner lease expired')
+    void this.notify(
+      leaseExpired(this.reporter(), {
+        leaseMs: this.leaseMs ?? 0,
+        heardSites: v.heardSites,
+        stopped,
+        keptRunning: stop
+          ? owned.filter((o) => !stopped.includes(o.vm)).map((o) => o.vm)
+          : owned.map((o) => o.vm),
+      }),
+    )
+  }
+
+  private async regain(now: number): Promise<void> {
+    await this.c.reconcile()
+    const self = this.c.mesh.peerId
+    const restarted: string[] = []
+    const replicas: string[] = []
+    const waiting: string[] = []
+    for (const [vm, epoch] of this.fenced) {
+      const cur = this.c.coordinator.ledger.current(vm)
+      if (cur && cur.owner !== self && cur.epoch > epoch) {
+        replicas.push(`${vm}@${cur.epoch}:${cur.owner}`)
+        continue
+      }
+      try {
+        const minEpoch = (await this.c.replicas.knownEpoch?.(vm)) ?? 0
+        const won = await this.c.coordinator.claim(vm, {
+          previous: self,
+          minEpoch,
+          signal: AbortSignal.timeout(10_000),
+        })
+        await this.c.hypervisor.startVm(vm)
+        await this.c.replicas.owned?.(vm, won.claim.epoch)
+        restarted.push(vm)
+      } catch (err) {
+        const newer = this.c.coordinator.ledger.current(vm)
+        if (newer && newer.owner !== self) replicas.push(`${vm}@${newer.epoch}:${newer.owner}`)
+        else waiting.push(vm)
+        this.log.warn(
+          { vm, err: (err as Error).message.split('\n')[0], quorum: err instanceof EpochQuorumError },
+          'lease regained: not restarting VM',
+        )
+      }
+    }
+    this.fenced.clear()
+    this.state = 'held'
+    this.c.replicas.setProducing?.(true, 'owner lease regained: a quorum of sites is reachable')
+    this.lastRegain = { atMs: now, restarted, replicas, waiting }
+    this.log.info(this.lastRegain, 'owner lease regained')
+    if (restarted.length || replicas.length || waiting.length)
+      void this.notify(leaseRegained(this.reporter(), { restarted, replicas, waiting }))
+  }
+
+  private reporter() {
+    return { node: this.c.mesh.peerId, site: this.c.mesh.site }
+  }
+
+  private async notify(n: Notification): Promise<void> {
+    await this.c.notifier
+      .notify(n)
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'notify failed'))
+  }
+}
+
+// The lease's notifications: built here, in the words of notify/messages.ts (failed, done, decide).
+const list = (xs: string[]) => (xs.length ? xs.join(', ') : 'none')
+
+function note(
+  r: { node: string; site: string },
+  severity: Notification['severity'],
+  body: Pick<Notification, 'title' | 'failed' | 'done' | 'decide' | 'details'>,
+): Notification {
+  return {
+    id: randomUUID(),
+    kind: 'fenced',
+    severity,
+    time: Date.now(),
+    node: r.node,
+    nodeSite: r.site,
+    ...body,
+  }
+}
+
+export function leaseExpired(
+  r: { node: string; site: string },
+  f: { leaseMs: number; heardSites: string[]; stopped: string[]; keptRunning: string[] },
+): Notification {
+  return note(r, 'critical', {
+    title: `Node ${r.node} is cut off and fenced itself`,
+    failed: `for ${(f.leaseMs / 1000).toFixed(1)} s this node heard only sites ${list(f.heardSites)}, not a quorum; the other sites may fail its VMs over`,
+    done:
+      `stopped producing recovery points; turned off ${list(f.stopped)} so they never run twice` +
+      (f.keptRunning.length
+        ? `; still running (isolationResponse keep-running): ${list(f.keptRunning)}`
+        : ''),
+    decide:
+      'restore the links; when they return this node learns who owns each VM: VMs taken over elsewhere stay off here as replicas, the others restart here. Do not start them by hand meanwhile',
+    details: { leaseMs: f.leaseMs, stopped: f.stopped.length, keptRunning: f.keptRunning.length },
+  })
+}
+
+export function leaseRegained(
+  r: { node: string; site: string },
+  f: { restarted: string[]; replicas: string[]; waiting: string[] },
+): Notification {
+  return note(r, f.waiting.length ? 'error' : 'warning', {
+    title: `Node ${r.node} reaches a quorum again`,
+    failed: 'this node had been cut off from a quorum of sites and had stopped its VMs',
+    done: `restarted here at a new epoch: ${list(f.restarted)}; owned elsewhere now, kept off as replicas: ${list(f.replicas)}`,
+    decide: f.waiting.length
+      ? `${list(f.waiting)} stayed off: no quorum agreed on an owner; check replimesh status and fail them over or start them`
+      : 'nothing now; to bring VMs that moved back here, run replimesh failback <vm>',
+    details: { restarted: f.restarted.length, replicas: f.replicas.length, waiting: f.waiting.length },
+  })
+}
