@@ -31,8 +31,10 @@ export const controlRequestSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('failover'),
     vm: z.string().min(1).max(256),
-    mode: z.enum(['manual', 'test', 'failback']),
+    mode: z.enum(['manual', 'test', 'failback', 'planned']),
     from: z.string().max(128).optional(),
+    /** Planned, sent to the owner: the node to hand the VM over to. */
+    to: z.string().min(1).max(128).optional(),
   }),
 ])
 export type ControlRequest = z.infer<typeof controlRequestSchema>

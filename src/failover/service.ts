@@ -9,6 +9,8 @@
 //     VMs placed on itself, in boot order; alert-tier VMs are announced and wait for an operator.
 // Promotion: quorum epoch claim → replica disks made equal to a committed point → register →
 // re-IP → start → announce (the claim) → replication protects it from here.
+// Planned failover (and failback): the owner stops the VM, replication commits one last point on
+// the target, the target promotes at epoch+1; the old owner learns the claim and becomes a replica.
 import type { Hypervisor, VmInfo } from '../hyperv/index.js'
 import type { NodeState, PeerLiveness, PeerView } from '../mesh/index.js'
 import type { FailoverConfig } from './config.js'
@@ -66,6 +68,19 @@ export interface ReplicaSource {
   ): Promise<{ config: VmInfo; diskPaths: string[]; point: { seq: number; time: number } }>
   /** Deletes the disks of a test copy made by prepare({test: true}). */
   releaseTest?(vm: string): Promise<void>
+  /** A promotion failed after prepare: replication may apply to the replica again. */
+  released?(vm: string): Promise<void>
+  /** Highest epoch replication knows for `vm` (a claim must rise above the points held). */
+  knownEpoch?(vm: string): Promise<number>
+  /** Any node: a newer owner of `vm` was announced (replicas refuse older epochs' points). */
+  learnEpoch?(vm: string, epoch: number, owner: string): Promise<void>
+  /** Planned failover, on the owner with the VM stopped: one last point committed on `to`. */
+  finalSync?(
+    vm: string,
+    options: { to?: string; signal?: AbortSignal },
+  ): Promise<{ seq: number; time: number }>
+  /** A planned hand-over did not happen: protect the VM from here again. */
+  resume?(vm: string): Promise<void>
   /** After a promotion: this node owns `vm` at `epoch` and protects it to others. */
   owned?(vm: string, epoch: number): Promise<void>
   /** After fencing: `vm` belongs to `owner`; resync the local copy from it by delta. */
@@ -98,6 +113,8 @@ export interface FailoverOutcome {
 }
 
 const silent: NotifyLogger = { info() {}, warn() {} }
+/** A planned hand-over waits this long for a point under way before the VM can stop. */
+const STOP_FOR_HANDOVER_MS = 15_000
 
 export class FailoverService {
   private timer: NodeJS.Timeout | null = null
@@ -128,7 +145,11 @@ export class FailoverService {
     if (req.type !== 'failover') return { type: 'error', message: `unexpected request ${req.type}` }
     this.log.info({ vm: req.vm, mode: req.mode, by: from.peerId }, 'failover requested by a peer')
     try {
-      const outcome = await this.promote(req.vm, { mode: req.mode, from: req.from })
+      // Planned: the owner is asked to hand the VM over; any other node is asked to take it.
+      const outcome =
+        req.mode === 'planned' && (await this.ownsHere(req.vm))
+          ? await this.handOver(req.vm, req.to)
+          : await this.promote(req.vm, { mode: req.mode, from: req.from })
       return { type: 'failed-over', outcome }
     } catch (err) {
       return { type: 'error', message: (err as Error).message.slice(0, 1000) }
@@ -368,6 +389,11 @@ export class FailoverService {
   /** Fencing: called for every newer claim learned (announce or gossip). */
   async onClaim(claim: EpochClaim): Promise<void> {
     if (claim.owner === this.self.peerId) return
+    await this.c.replicas
+      .learnEpoch?.(claim.vm, claim.epoch, claim.owner)
+      .catch((err: Error) =>
+        this.log.warn({ vm: claim.vm, err: err.message }, 'replication did not learn the epoch'),
+      )
     let running = false
     try {
       running = (await this.c.hypervisor.getVm(claim.vm)).state === 'running'
@@ -390,7 +416,13 @@ export class FailoverService {
         }),
       )
     }
-    if (decision.action !== 'none') await this.c.replicas.fenced?.(claim.vm, claim.owner, claim.epoch)
+    // The resync set-up reads the fenced disks: it must not hold up the announcement's reply.
+    if (decision.action !== 'none')
+      void this.c.replicas
+        .fenced?.(claim.vm, claim.owner, claim.epoch)
+        .catch((err: Error) =>
+          this.log.warn({ vm: claim.vm, err: err.message }, 'becoming a replica of the new owner failed'),
+        )
   }
 
   /** A host is confirmed down: plan all its VMs at once and promote those placed here. */
@@ -529,14 +561,27 @@ export class FailoverService {
   ): Promise<FailoverOutcome> {
     const t0 = Date.now()
     const test = opts.mode === 'test'
+    let prepared = false
     const from = opts.from ?? this.c.coordinator.ledger.current(vm)?.owner ?? 'unknown'
     try {
       if (!test && !this.hasQuorum) throw new FailoverError(vm, 'this node cannot reach a quorum of sites')
       const previous = from === 'unknown' ? undefined : from
-      const claim = test ? null : await this.c.coordinator.claim(vm, { signal: opts.signal, previous })
-      const prep = await this.c.replicas.prepare(vm, { signal: opts.signal, test })
       const name = test ? `${vm}-test` : vm
-      const registered = await this.c.hypervisor.getVm(name).catch(() => null)
+      let registered = await this.c.hypervisor.getVm(name).catch(() => null)
+      if (registered && registered.state !== 'stopped')
+        throw new FailoverError(vm, `${name} is ${registered.state} on this node already`)
+      const minEpoch = test ? 0 : ((await this.c.replicas.knownEpoch?.(vm)) ?? 0)
+      const claim = test
+        ? null
+        : await this.c.coordinator.claim(vm, { signal: opts.signal, previous, minEpoch })
+      const prep = await this.c.replicas.prepare(vm, { signal: opts.signal, test })
+      prepared = !test
+      if (registered && !test) {
+        // A fenced copy of an earlier epoch: it runs from the replica's disks now, and whatever
+        // its hypervisor kept of the old run (a point journal, change maps) must not follow it.
+        await this.c.hypervisor.unregisterVm(name)
+        registered = null
+      }
       if (!registered)
         await this.c.hypervisor.registerVm(prep.config, prep.diskPaths, test ? { newId: true, name } : {})
       const homeSite = opts.fromSite ?? this.lastState.get(from)?.site ?? this.self.site
@@ -551,8 +596,11 @@ export class FailoverService {
       if (mappings.length) await this.c.hypervisor.applyNetworkMapping(name, mappings)
       await this.c.hypervisor.startVm(name)
       if (claim) await this.c.replicas.owned?.(vm, claim.claim.epoch)
+      prepared = false
       const tookMs = Date.now() - t0
-      const dataLossMs = Math.max(0, (opts.failedAtMs ?? Date.now()) - prep.point.time)
+      // Planned: the VM was stopped before its final point, which this promotion runs from.
+      const failedAt = opts.mode === 'planned' ? prep.point.time : (opts.failedAtMs ?? Date.now())
+      const dataLossMs = Math.max(0, failedAt - prep.point.time)
       this.c.metrics?.failover(vm, opts.mode, 'ok')
       this.c.metrics?.promoted(tookMs / 1000)
       const { tier } = this.tier(vm)
@@ -586,6 +634,7 @@ export class FailoverService {
         tookMs,
       }
     } catch (err) {
+      if (prepared) await this.c.replicas.released?.(vm).catch(() => {})
       this.c.metrics?.failover(vm, opts.mode, 'failed')
       await this.c.notifier.notify(
         messages.failoverFailed(this.reporter(), {
@@ -605,8 +654,9 @@ export class FailoverService {
    */
   async failover(
     vm: string,
-    opts: { to?: string; mode: 'manual' | 'test' | 'failback'; signal?: AbortSignal },
+    opts: { to?: string; mode: 'manual' | 'test' | 'failback' | 'planned'; signal?: AbortSignal },
   ): Promise<FailoverOutcome> {
+    if (opts.mode === 'planned') return this.planned(vm, opts.to, opts.signal)
     const owner = this.c.coordinator.ledger.current(vm)?.owner ?? this.ownerFromGossip(vm)
     let to = opts.to
     if (!to) {
@@ -663,11 +713,114 @@ export class FailoverService {
       .map((s) => s.peerId)
   }
 
-  /** Brings `vm` back to its previous owner (or `to`) once that node holds its newest point again. */
+  /**
+   * Brings `vm` back to its previous owner (or `to`): a planned switch, so the final point is
+   * committed there first and nothing is lost. Asked on the old owner itself, it comes home here.
+   */
   async failback(vm: string, opts: { to?: string; signal?: AbortSignal } = {}): Promise<FailoverOutcome> {
-    const to = opts.to ?? this.c.coordinator.ledger.previousOwner(vm)
+    const current = this.c.coordinator.ledger.current(vm)
+    let to = opts.to ?? this.c.coordinator.ledger.previousOwner(vm)
+    if (!to && current && current.owner !== this.self.peerId) to = this.self.peerId
     if (!to) throw new FailoverError(vm, 'no earlier owner is known on this node; give --to PEER')
-    return this.failover(vm, { to, mode: 'failback', signal: opts.signal })
+    return this.planned(vm, to, opts.signal)
+  }
+
+  /** Does this node own `vm` now (the newest claim, or it runs here and nobody claimed it)? */
+  private async ownsHere(vm: string): Promise<boolean> {
+    const current = this.c.coordinator.ledger.current(vm)
+    if (current) return current.owner === this.self.peerId
+    return (await this.c.hypervisor.getVm(vm).catch(() => null))?.state === 'running'
+  }
+
+  /** Planned failover of `vm` to `to`: done by its owner, asked through the control protocol. */
+  private async planned(vm: string, to: string | undefined, signal?: AbortSignal): Promise<FailoverOutcome> {
+    if (await this.ownsHere(vm)) return this.handOver(vm, to, signal)
+    const owner = this.c.coordinator.ledger.current(vm)?.owner ?? this.ownerFromGossip(vm)
+    if (!owner) throw new FailoverError(vm, 'its owner is unknown here')
+    const reply = await this.c.coordinator
+      .request(
+        owner,
+        { type: 'failover', vm, mode: 'planned', ...(to ? { to } : {}) },
+        { signal: signal ?? AbortSignal.timeout(FAILOVER_REQUEST_TIMEOUT_MS) },
+      )
+      .catch((err: Error) => {
+        throw new FailoverError(vm, `its owner ${owner} did not answer: ${err.message}`)
+      })
+    if (reply.type === 'failed-over') return reply.outcome
+    throw new FailoverError(
+      vm,
+      reply.type === 'error' ? `${owner} answered: ${reply.message}` : `${owner} answered ${reply.type}`,
+    )
+  }
+
+  /**
+   * On the owner: stop the VM, commit one last point on the target, have the target promote it
+   * at epoch+1. This node learns the claim and becomes a replica (onClaim). If the target does
+   * not take the VM, it runs here again.
+   */
+  private async handOver(vm: string, to: string | undefined, signal?: AbortSignal): Promise<FailoverOutcome> {
+    const sync = this.c.replicas.finalSync
+    if (!sync) throw new FailoverError(vm, 'replication on this node offers no final sync')
+    if (!this.hasQuorum) throw new FailoverError(vm, 'this node cannot reach a quorum of sites')
+    let target = to
+    if (!target) {
+      const d = this.plan([this.self.peerId], 'manual').decisions.find((x) => x.vm === vm)
+      if (!d?.placement)
+        throw new FailoverError(vm, d?.reason ?? 'no holder of its points is known; give --to PEER')
+      target = d.placement.peerId
+    }
+    if (target === this.self.peerId) throw new FailoverError(vm, 'it already runs on this node')
+    const wasRunning = (await this.c.hypervisor.getVm(vm)).state === 'running'
+    if (wasRunning) await this.stopForHandOver(vm, signal)
+    let synced: { seq: number; time: number }
+    try {
+      synced = await sync(vm, { to: target, signal })
+    } catch (err) {
+      await this.resumeHere(vm, wasRunning)
+      throw new FailoverError(
+        vm,
+        `final sync to ${target} failed (${(err as Error).message}); it runs here again`,
+      )
+    }
+    this.log.info({ vm, to: target, seq: synced.seq }, 'final point committed; handing the VM over')
+    const reply = await this.c.coordinator
+      .request(
+        target,
+        { type: 'failover', vm, mode: 'planned', from: this.self.peerId },
+        { signal: signal ?? AbortSignal.timeout(FAILOVER_REQUEST_TIMEOUT_MS) },
+      )
+      .catch((err: Error) => ({ type: 'error' as const, message: err.message }))
+    if (reply.type === 'failed-over') return reply.outcome
+    const current = this.c.coordinator.ledger.current(vm)
+    if (!current || current.owner === this.self.peerId) await this.resumeHere(vm, wasRunning)
+    throw new FailoverError(
+      vm,
+      `${target} did not take it over (${reply.type === 'error' ? reply.message : reply.type})`,
+    )
+  }
+
+  /** A clean stop; the hypervisor refuses while replication holds a point open, so retry briefly. */
+  private async stopForHandOver(vm: string, signal?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + STOP_FOR_HANDOVER_MS
+    for (;;) {
+      signal?.throwIfAborted()
+      try {
+        await this.c.hypervisor.stopVm(vm)
+        return
+      } catch (err) {
+        if (Date.now() > deadline)
+          throw new FailoverError(vm, `it could not be stopped: ${(err as Error).message}`)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+  }
+
+  private async resumeHere(vm: string, start: boolean): Promise<void> {
+    if (start)
+      await this.c.hypervisor
+        .startVm(vm)
+        .catch((err: Error) => this.log.warn({ vm, err: err.message }, 'restart failed'))
+    await this.c.replicas.resume?.(vm).catch(() => {})
   }
 
   private ownerFromGossip(vm: string): string | undefined {

@@ -199,6 +199,9 @@ export interface PointHeader {
   /** Peer id of the node that produced the point. */
   source: string
   rpoSeconds: number
+  /** The owner's RTO and replica set: a replica promoted later protects the VM with them. */
+  rtoSeconds?: number
+  replicaSet?: string[]
   /** Where the receiver forwards the point after it commits it (a chain); empty for a leaf. */
   forward: string[]
   /** The VM's configuration (the hypervisor's catalogue entry), opaque here. */
@@ -265,6 +268,8 @@ export const pointHeaderSchema = z
     alg: z.string().min(1).max(32),
     source: z.string().min(1).max(128),
     rpoSeconds: z.number().positive(),
+    rtoSeconds: z.number().positive().optional(),
+    replicaSet: z.array(z.string().min(1).max(128)).max(MAX_FORWARD_HOPS).optional(),
     forward: z.array(z.string().min(1).max(128)).max(MAX_FORWARD_HOPS),
     config: z.record(z.string(), z.unknown()),
     disks: z

@@ -35,6 +35,8 @@ export interface ProtectorComponents {
   hashAlgorithm: 'blake3' | 'sha256'
   /** Fault injection for tests: corrupt this many first chunks sent to each target. */
   corruptChunks?: number
+  /** False while this node may not produce points (no quorum). */
+  mayProduce?: () => boolean
 }
 
 export interface TargetProgress {
@@ -151,6 +153,7 @@ export class VmProtector {
   async cycle(): Promise<boolean> {
     const { vm, vmId } = this.protection
     const signal = this.abort.signal
+    if (this.c.mayProduce && !this.c.mayProduce()) return false
     const live: Live[] = []
     for (const hop of planRoutes(this.protection.targets, this.protection.chain)) {
       try {
@@ -222,6 +225,8 @@ export class VmProtector {
         alg: this.c.hashAlgorithm,
         source: this.c.network.peerId,
         rpoSeconds: this.protection.rpoSeconds,
+        rtoSeconds: this.protection.rtoSeconds,
+        replicaSet: this.protection.targets,
         config: info as unknown as Record<string, unknown>,
       }
       await Promise.all(live.map((l) => this.commitTo(l, header, geometry, point)))

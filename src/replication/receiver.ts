@@ -2,6 +2,8 @@
 // chunk is hashed before it is stored; one that fails is rejected (the sender sends it again) and
 // the sender is named in the log. A point is committed only when every chunk its manifests name
 // is in the store; then the replica VHDX is brought up to it and the point is forwarded.
+// Fencing on the wire: a point of an epoch lower than the highest this node knows for its VM is
+// refused, and a node that protects a VM itself (it believes it owns it) takes no points for it.
 import {
   type ChunkLease,
   type ChunkStore,
@@ -47,6 +49,10 @@ export interface ReceiverComponents {
   logger: ReplicationLogger
   /** Called after a point is committed in the store (replica disk, forwarding, gossip). */
   onCommitted(point: RecoveryPoint, header: PointHeader, fromPeer: string): void
+  /** Why this node takes no points of `vm` now (it protects the VM itself), or null. */
+  refuses?(vm: string): string | null
+  /** Highest epoch this node knows for `vm` apart from its points (claims learned). */
+  epochFloor?(vm: string): Promise<number>
 }
 
 export class PointReceiver {
@@ -178,6 +184,8 @@ export class PointReceiver {
       if (m.type === 'hello') {
         if (!VM_NAME_PATTERN.test(m.vm))
           throw new FrameError(`'${m.vm}' is not a VM name`, 'points', ctx.peerId)
+        const refusal = this.c.refuses?.(m.vm)
+        if (refusal) throw new FrameError(`points of ${m.vm} refused: ${refusal}`, 'points', ctx.peerId)
         const last = await this.c.store.lastPoint(m.vm)
         await ch.send({
           type: 'state',
@@ -211,8 +219,24 @@ export class PointReceiver {
     const store = this.c.store
     if (!VM_NAME_PATTERN.test(header.vm))
       return { reason: 'invalid', message: `'${header.vm}' is not a VM name`, missing: [] }
-    if (await findPoint(store, header.vm, header.seq)) return null
+    const refusal = this.c.refuses?.(header.vm)
+    if (refusal) return { reason: 'stale', message: refusal, missing: [] }
+    const held = await findPoint(store, header.vm, header.seq)
+    if (held && held.epoch === header.epoch) return null
+    if (held)
+      return {
+        reason: 'stale',
+        message: `holds point ${header.seq} of epoch ${held.epoch}, not ${header.epoch}`,
+        missing: [],
+      }
     const last = await store.lastPoint(header.vm)
+    const known = Math.max(last?.epoch ?? 0, (await this.c.epochFloor?.(header.vm)) ?? 0)
+    if (header.epoch < known)
+      return {
+        reason: 'stale',
+        message: `point of epoch ${header.epoch}, but ${header.vm} is at epoch ${known} here: its sender is fenced`,
+        missing: [],
+      }
     if (last && last.seq > header.seq)
       return { reason: 'stale', message: `holds point ${last.seq}, newer than ${header.seq}`, missing: [] }
     let base: RecoveryPoint | undefined

@@ -3,7 +3,7 @@
 // already applied are written. replica.json records `appliedSeq` and, while an apply runs,
 // `applyingSeq`: an apply interrupted by a crash is rolled forward from the store at start.
 import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { type ChunkStore, materialise, type RecoveryPoint } from '../chunkstore/index.js'
 import { createDisk, openDisk } from '../hyperv/index.js'
 import { findPoint } from './replica-store.js'
@@ -20,16 +20,27 @@ export interface ReplicaRecord {
   /** Freeze time of the newest committed point (ms). */
   lastPointTime: number | null
   lastSeq: number | null
+  /** Highest epoch known for the VM here (points received, claims learned). */
+  epoch?: number
+  /** The owner's RTO and replica set, learned from its points (a promotion protects with them). */
+  rtoSeconds?: number
+  replicaSet?: string[]
+  /** Sub-folder of the replica's disks when the default one is in use by a registered VM. */
+  diskDir?: string
 }
 
-export function replicaDiskPath(replicasDir: string, vm: string, disk: number): string {
-  return join(replicasDir, vm, `disk${disk}.vhdx`)
+export function replicaDiskPath(replicasDir: string, vm: string, disk: number, diskDir?: string): string {
+  return diskDir
+    ? join(replicasDir, vm, diskDir, `disk${disk}.vhdx`)
+    : join(replicasDir, vm, `disk${disk}.vhdx`)
 }
 
 export class ReplicaDisks {
   private readonly running = new Map<string, Promise<void>>()
   private readonly updating = new Map<string, Promise<unknown>>()
   private readonly wanted = new Map<string, RecoveryPoint>()
+  /** VMs whose replica disks are handed to a VM that runs (or is about to run) here. */
+  private readonly held = new Set<string>()
 
   constructor(
     private readonly replicasDir: string,
@@ -85,8 +96,46 @@ export class ReplicaDisks {
     return out
   }
 
+  /** Path of disk `disk` of a replica record. */
+  diskPath(record: Pick<ReplicaRecord, 'vm' | 'diskDir'>, disk: number): string {
+    return replicaDiskPath(this.replicasDir, record.vm, disk, record.diskDir)
+  }
+
+  /** Stops applying to a VM's disks (they are about to run); waits for an apply under way. */
+  async hold(vm: string): Promise<void> {
+    this.held.add(vm)
+    this.wanted.delete(vm)
+    await this.running.get(vm)?.catch(() => {})
+    await this.updating.get(vm)?.catch(() => {})
+  }
+
+  /** Applies may touch the VM's disks again. */
+  unhold(vm: string): void {
+    this.held.delete(vm)
+  }
+
+  isHeld(vm: string): boolean {
+    return this.held.has(vm)
+  }
+
+  /** Forgets the replica record (the disks stay: a VM may run from them). */
+  async forget(vm: string): Promise<void> {
+    await this.updating.get(vm)?.catch(() => {})
+    await rm(join(this.replicasDir, vm, 'replica.json'), { force: true })
+  }
+
+  /**
+   * Brings the replica disks to `point` now, even while held (a promotion rolling an interrupted
+   * or queued apply forward before the VM starts).
+   */
+  async rollForward(point: RecoveryPoint): Promise<void> {
+    await this.running.get(point.vm)?.catch(() => {})
+    await this.applyNow(point)
+  }
+
   /** Queues the VHDX update to `point`; several queued points collapse to the newest. */
   apply(point: RecoveryPoint): Promise<void> {
+    if (this.held.has(point.vm)) return Promise.resolve()
     this.wanted.set(point.vm, point)
     const running = this.running.get(point.vm)
     if (running) return running.then(() => this.apply(point))
@@ -114,7 +163,7 @@ export class ReplicaDisks {
   private async drain(vm: string): Promise<void> {
     for (;;) {
       const point = this.wanted.get(vm)
-      if (!point) return
+      if (!point || this.held.has(vm)) return
       this.wanted.delete(vm)
       try {
         await this.applyNow(point)
@@ -135,10 +184,13 @@ export class ReplicaDisks {
       record.appliedSeq === null ? undefined : await findPoint(this.store, point.vm, record.appliedSeq)
     await this.update(point.vm, (r) => (r ? { ...r, applyingSeq: point.seq } : r))
     for (let i = 0; i < point.disks.length; i++) {
-      const path = replicaDiskPath(this.replicasDir, point.vm, i)
+      const path = this.diskPath(record, i)
       const fresh =
         !base || !(await exists(path)) || base.disks[i]?.virtualSize !== point.disks[i].virtualSize
-      if (fresh) await rm(path, { force: true })
+      if (fresh) {
+        await rm(path, { force: true })
+        await mkdir(dirname(path), { recursive: true })
+      }
       const disk = fresh
         ? await createDisk(path, { format: 'vhdx', virtualSize: point.disks[i].virtualSize })
         : await openDisk(path, { readOnly: false })

@@ -1,14 +1,26 @@
 // The replication service of one node: answers the chunks and points protocols (as a target and
 // chain hop), runs a protection pipeline per protected VM (as a source), keeps the materialised
 // replica disks, and reports points, lag and replicas. Composed by the node daemon.
+// Hand-over (handover.ts): prepareReplica/becomeOwner on a promoted node, becomeReplica on a
+// fenced one, finalSync for a planned failover, setProducing while the node lacks quorum.
 import { join } from 'node:path'
 import { type ChunkStore, materialise, type RecoveryPoint } from '../chunkstore/index.js'
 import { createDisk, type Hypervisor } from '../hyperv/index.js'
 import { NotProtectedError, PointNotFoundError, ReplicationError } from './errors.js'
 import { Forwarder } from './forwarder.js'
+import {
+  type HandOverParts,
+  ingestBaseline,
+  ownAfterPromotion,
+  type PreparedReplica,
+  prepareReplica,
+  releaseHold,
+  releaseTestCopy,
+  replicaDiskDir,
+} from './handover.js'
 import { LagTracker, lagSeconds } from './lag.js'
-import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, VM_NAME_PATTERN } from './messages.js'
-import { type TargetProgress, VmProtector } from './protector.js'
+import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, type PointHeader, VM_NAME_PATTERN } from './messages.js'
+import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 import { PointReceiver, type ReceiverStats } from './receiver.js'
 import { ReplicaDisks, replicaDiskPath } from './replica-disk.js'
 import { findPoint } from './replica-store.js'
@@ -71,6 +83,9 @@ export interface PointSummary {
   disks: Array<{ disk: number; virtualSize: number; chunkSize: number; root: string }>
 }
 
+/** Points tried in a planned failover's final sync before it gives up. */
+const FINAL_SYNC_ATTEMPTS = 3
+
 export class ReplicationService {
   readonly lag = new LagTracker()
   private readonly files: ProtectionFiles
@@ -79,6 +94,14 @@ export class ReplicationService {
   private readonly forwarder: Forwarder
   readonly replicas: ReplicaDisks
   private alarmTimer: NodeJS.Timeout | null = null
+  /** Points may be produced (false while the node lacks quorum). */
+  private producing = true
+  /** Epoch of each VM protected from here (what its points carry). */
+  private readonly ownedEpochs = new Map<string, number>()
+  /** VMs being handed over from here: no protector restarts, no points accepted for them. */
+  private readonly handingOver = new Set<string>()
+  /** Hand-over work per VM runs one at a time. */
+  private readonly vmQueue = new Map<string, Promise<unknown>>()
 
   constructor(private readonly init: ReplicationServiceInit) {
     this.files = new ProtectionFiles(join(init.dir, 'replication'))
@@ -88,11 +111,17 @@ export class ReplicationService {
       store: init.store,
       logger: init.logger,
       onCommitted: (point, header, from) => {
-        this.onReplicaCommitted(point, header.vmId, from, header.rpoSeconds, header.forward).catch((err) =>
+        this.onReplicaCommitted(point, header, from).catch((err) =>
           init.logger.warn({ vm: point.vm, reason: (err as Error).message }, 'after-commit work failed'),
         )
         this.forwarder.forward(point, header)
       },
+      refuses: (vm) =>
+        this.protectors.has(vm) || this.handingOver.has(vm)
+          ? `this node protects ${vm} itself (it has not learned of a newer owner)`
+          : null,
+      epochFloor: async (vm) =>
+        Math.max(this.ownedEpochs.get(vm) ?? 0, (await this.replicas.read(vm))?.epoch ?? 0),
     })
   }
 
@@ -246,7 +275,7 @@ export class ReplicationService {
         lastPoint: newest ? { seq: newest.seq as number, time: newest.time as number } : null,
         lagSeconds: this.lag.worstLag(p.protection.vm, now),
         rpoSeconds: p.protection.rpoSeconds,
-        epoch: 1,
+        epoch: this.ownedEpochs.get(p.protection.vm) ?? 0,
         owner: this.init.mesh.peerId,
       })
     }
@@ -259,16 +288,215 @@ export class ReplicationService {
           r.lastSeq === null || r.lastPointTime === null ? null : { seq: r.lastSeq, time: r.lastPointTime },
         lagSeconds: lagSeconds(now, r.lastPointTime, now),
         rpoSeconds: r.rpoSeconds,
-        epoch: 1,
+        epoch: r.epoch ?? 0,
         owner: r.source,
       })
     }
     return rows
   }
 
-  /** Path of a replica's materialised disk on this node. */
+  /** Path of a replica's materialised disk on this node (in its default folder). */
   replicaDiskPath(vm: string, disk: number): string {
     return replicaDiskPath(join(this.init.dir, 'replicas'), vm, disk)
+  }
+
+  // ---- hand-over (DESIGN.md §6; see handover.ts) ---------------------------------------------
+
+  private get parts(): HandOverParts {
+    return {
+      dir: this.init.dir,
+      self: this.init.mesh.peerId,
+      store: this.init.store,
+      hypervisor: this.init.hypervisor,
+      files: this.files,
+      replicas: this.replicas,
+      logger: this.init.logger,
+    }
+  }
+
+  private serial<T>(vm: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.vmQueue.get(vm) ?? Promise.resolve()).catch(() => {}).then(fn)
+    this.vmQueue.set(vm, run)
+    return run
+  }
+
+  /**
+   * The replica disks of `vm` equal its newest committed point (an interrupted or queued apply is
+   * rolled forward) and no apply touches them again: a VM is about to run from them. With `test`,
+   * a separate copy is returned and replication goes on (releaseTest deletes it).
+   */
+  prepareReplica(
+    vm: string,
+    options: { signal?: AbortSignal; test?: boolean } = {},
+  ): Promise<PreparedReplica> {
+    return this.serial(vm, () => prepareReplica(this.parts, vm, options))
+  }
+
+  releaseTest(vm: string): Promise<void> {
+    return releaseTestCopy(this.parts, vm)
+  }
+
+  /** A promotion failed after prepareReplica: applies may reach the replica again. */
+  releasePrepared(vm: string): Promise<void> {
+    return this.serial(vm, () => releaseHold(this.parts, vm))
+  }
+
+  /** Highest epoch this node knows for `vm` (its points, its replica, its own protection). */
+  async knownEpoch(vm: string): Promise<number> {
+    const last = await this.init.store.lastPoint(vm)
+    return Math.max(
+      last?.epoch ?? 0,
+      this.ownedEpochs.get(vm) ?? 0,
+      (await this.replicas.read(vm))?.epoch ?? 0,
+    )
+  }
+
+  /**
+   * This node now owns `vm` at `epoch` (it runs here): protect it to the rest of its replica set,
+   * the old targets minus this node plus the previous owner, with the RPO/RTO learned as a replica.
+   */
+  becomeOwner(vm: string, epoch: number): Promise<void> {
+    return this.serial(vm, async () => {
+      this.handingOver.delete(vm)
+      const protection = await ownAfterPromotion(this.parts, vm, epoch)
+      await this.stopProtector(vm)
+      if (protection) await this.startProtector(protection)
+      else this.ownedEpochs.set(vm, epoch)
+      await this.publishReplicas()
+      this.init.logger.info(
+        { vm, epoch, targets: protection?.targets ?? [] },
+        `${vm} is owned here at epoch ${epoch}; protecting it to ${protection?.targets.join(', ') || 'nobody'}`,
+      )
+    })
+  }
+
+  /**
+   * `vm` belongs to `owner` at `epoch`: stop protecting it here and take points from the owner.
+   * The VM's own disks (fenced, stopped) become the baseline, so the resync sends only chunks
+   * changed since the split.
+   */
+  becomeReplica(vm: string, owner: string, epoch: number): Promise<void> {
+    return this.serial(vm, async () => {
+      this.handingOver.add(vm) // keep refusing points until the baseline is in the store
+      try {
+        const running = this.protectors.get(vm)
+        const protection = running?.protection ?? (await this.files.readProtection(vm))
+        const { state } = await this.files.readState(vm)
+        await this.stopProtector(vm)
+        this.ownedEpochs.delete(vm)
+        const prior = await this.replicas.read(vm)
+        if (!prior || prior.appliedSeq === null)
+          await ingestBaseline(this.parts, vm, state.disks[0]?.chunkSize ?? DEFAULT_CHUNK_BYTES)
+        const diskDir = prior ? prior.diskDir : await replicaDiskDir(this.parts, vm, epoch)
+        const vmId =
+          prior?.vmId ?? protection?.vmId ?? (await this.init.hypervisor?.getVm(vm).catch(() => null))?.id
+        await this.replicas.update(vm, (r) => ({
+          vm,
+          vmId: r?.vmId ?? vmId ?? vm,
+          source: owner,
+          rpoSeconds: r?.rpoSeconds ?? protection?.rpoSeconds ?? 60,
+          rtoSeconds: r?.rtoSeconds ?? protection?.rtoSeconds,
+          replicaSet: r?.replicaSet ?? protection?.targets,
+          forward: r?.forward ?? [],
+          appliedSeq: r?.appliedSeq ?? null,
+          applyingSeq: r?.applyingSeq ?? null,
+          lastSeq: r?.lastSeq ?? null,
+          lastPointTime: r?.lastPointTime ?? null,
+          epoch: Math.max(r?.epoch ?? 0, epoch),
+          ...(diskDir ? { diskDir } : {}),
+        }))
+        await this.files.remove(vm)
+        await this.publishReplicas()
+        this.init.logger.info(
+          { vm, owner, epoch },
+          `${vm} is a replica here now; ${owner} owns it at epoch ${epoch}`,
+        )
+      } finally {
+        this.handingOver.delete(vm)
+      }
+    })
+  }
+
+  /** A newer owner of `vm` was announced: replicas here take no points of older epochs. */
+  async learnEpoch(vm: string, epoch: number, owner: string): Promise<void> {
+    if (owner === this.init.mesh.peerId) return
+    const r = await this.replicas.read(vm)
+    if (!r || (r.epoch ?? 0) >= epoch) return
+    await this.replicas.update(vm, (x) =>
+      x ? { ...x, epoch: Math.max(x.epoch ?? 0, epoch), source: owner } : x,
+    )
+    await this.publishReplicas()
+  }
+
+  /** No new points while false (the node lacks quorum: the other side may own the future). */
+  setProducing(allowed: boolean, reason: string): void {
+    if (this.producing === allowed) return
+    this.producing = allowed
+    const log = allowed ? this.init.logger.info : this.init.logger.warn
+    log.call(
+      this.init.logger,
+      { reason },
+      allowed ? 'producing recovery points again' : 'not producing recovery points',
+    )
+  }
+
+  /**
+   * Planned failover: the caller stopped the VM; one last point is committed on `to` (or every
+   * target). Protection from here stays stopped (the VM is being handed over) until
+   * resumeProtection. Returns the final point.
+   */
+  finalSync(
+    vm: string,
+    options: { to?: string; signal?: AbortSignal } = {},
+  ): Promise<{ seq: number; time: number }> {
+    return this.serial(vm, async () => {
+      const protection = this.protectors.get(vm)?.protection ?? (await this.files.readProtection(vm))
+      if (!protection) throw new NotProtectedError(vm)
+      this.handingOver.add(vm)
+      await this.stopProtector(vm)
+      const targets = options.to ? [options.to] : protection.targets
+      const once = new VmProtector(
+        { ...protection, targets, chain: false },
+        this.protectorParts(() => true),
+      )
+      await once.load()
+      let lastError = ''
+      for (let attempt = 1; attempt <= FINAL_SYNC_ATTEMPTS; attempt++) {
+        options.signal?.throwIfAborted()
+        const ok = await once.cycle().catch((err: Error) => {
+          lastError = err.message
+          return false
+        })
+        const committed = targets.map((t) => once.progress.get(t))
+        if (ok && committed.every((p) => p?.seq === once.lastSeq)) {
+          this.lag.untrack(vm)
+          const time = committed[0]?.time ?? Date.now()
+          this.init.logger.info({ vm, seq: once.lastSeq, targets }, `final point of ${vm} committed`)
+          return { seq: once.lastSeq as number, time }
+        }
+        lastError = committed.map((p) => p?.lastError).find(Boolean) ?? lastError
+      }
+      throw new ReplicationError(
+        `the final point of ${vm} was not committed on ${targets.join(', ')}${lastError ? `: ${lastError}` : ''}`,
+      )
+    })
+  }
+
+  /** A hand-over did not happen: protect the VM from here again. */
+  resumeProtection(vm: string): Promise<void> {
+    return this.serial(vm, async () => {
+      this.handingOver.delete(vm)
+      const protection = await this.files.readProtection(vm)
+      if (protection && !this.protectors.has(vm)) await this.startProtector(protection)
+    })
+  }
+
+  private async stopProtector(vm: string): Promise<void> {
+    const p = this.protectors.get(vm)
+    if (!p) return
+    await p.stop()
+    this.protectors.delete(vm)
+    this.lag.untrack(vm)
   }
 
   /** Waits until queued replica-disk updates and forwards are done (tests). */
@@ -280,7 +508,19 @@ export class ReplicationService {
   private async startProtector(p: Protection): Promise<void> {
     const hv = this.init.hypervisor
     if (!hv) return
-    const protector = new VmProtector(p, {
+    this.ownedEpochs.set(p.vm, (await this.files.readState(p.vm)).state.epoch)
+    const protector = new VmProtector(
+      p,
+      this.protectorParts(() => this.producing),
+    )
+    this.protectors.set(p.vm, protector)
+    await protector.start()
+  }
+
+  private protectorParts(mayProduce: () => boolean): ConstructorParameters<typeof VmProtector>[1] {
+    const hv = this.init.hypervisor
+    if (!hv) throw new ReplicationError('this node has no hypervisor: it cannot protect VMs')
+    return {
       network: this.init.mesh,
       hypervisor: hv,
       files: this.files,
@@ -288,24 +528,21 @@ export class ReplicationService {
       logger: this.init.logger,
       hashAlgorithm: this.init.store.hashAlgorithm,
       corruptChunks: this.init.corruptChunks,
-    })
-    this.protectors.set(p.vm, protector)
-    await protector.start()
+      mayProduce,
+    }
   }
 
-  private async onReplicaCommitted(
-    point: RecoveryPoint,
-    vmId: string,
-    source: string,
-    rpoSeconds: number,
-    forward: string[],
-  ): Promise<void> {
+  private async onReplicaCommitted(point: RecoveryPoint, header: PointHeader, from: string): Promise<void> {
     await this.replicas.update(point.vm, (prior) => ({
+      ...prior,
       vm: point.vm,
-      vmId,
-      source: point.source || source,
-      rpoSeconds,
-      forward,
+      vmId: header.vmId,
+      source: point.source || from,
+      rpoSeconds: header.rpoSeconds,
+      rtoSeconds: header.rtoSeconds ?? prior?.rtoSeconds,
+      replicaSet: header.replicaSet ?? prior?.replicaSet,
+      epoch: Math.max(point.epoch, prior?.epoch ?? 0),
+      forward: header.forward,
       appliedSeq: prior?.appliedSeq ?? null,
       applyingSeq: prior?.applyingSeq ?? null,
       lastSeq: Math.max(point.seq, prior?.lastSeq ?? 0),
@@ -322,7 +559,7 @@ export class ReplicationService {
         vm: r.vm,
         lastPoint:
           r.lastSeq === null || r.lastPointTime === null ? null : { seq: r.lastSeq, time: r.lastPointTime },
-        epoch: 1,
+        epoch: r.epoch ?? 0,
       })),
     )
   }

@@ -39,7 +39,7 @@ const sourceStateSchema = z.object({
 export type SourceState = z.infer<typeof sourceStateSchema>
 
 export function emptySourceState(): SourceState {
-  return { seq: null, epoch: 1, reference: null, time: null, disks: [], changeLog: [], targets: {} }
+  return { seq: null, epoch: 0, reference: null, time: null, disks: [], changeLog: [], targets: {} }
 }
 
 export class ProtectionFiles {

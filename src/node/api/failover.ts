@@ -7,8 +7,8 @@
 // <dir>/failover/epochs.json, its settings in <dir>/failover.json (optional; defaults otherwise),
 // the control protocol on the mesh. It needs the hypervisor; without one (or when composition
 // fails) every route answers 503 with one line saying why.
-import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { extname, join } from 'node:path'
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { z } from 'zod'
 import {
@@ -24,8 +24,6 @@ import {
   parseFailoverConfig,
   type ReplicaSource,
 } from '../../failover/index.js'
-import { openDisk, type VmInfo } from '../../hyperv/index.js'
-import { type ReplicaRecord, replicaDiskPath } from '../../replication/index.js'
 import type { NodeComponents } from './components.js'
 import { nodeSnapshot } from './metrics.js'
 
@@ -56,12 +54,21 @@ function badBody(reply: FastifyReply, issues: z.core.$ZodIssue[], expected: stri
   return reply.code(400).send({ error: `${where}${first?.message ?? 'bad request'} (expected ${expected})` })
 }
 
-/** What failover needs of the replication layer, when the daemon's components carry it. */
+/** What failover needs of the replication layer (the ReplicationService the daemon composed). */
 interface ReplicationHandOver {
-  prepareReplica?: ReplicaSource['prepare']
-  becomeOwner?: (vm: string, epoch: number) => Promise<void>
-  becomeReplica?: (vm: string, owner: string, epoch: number) => Promise<void>
-  setProducing?: (allowed: boolean, reason: string) => void
+  prepareReplica: ReplicaSource['prepare']
+  releaseTest(vm: string): Promise<void>
+  releasePrepared(vm: string): Promise<void>
+  knownEpoch(vm: string): Promise<number>
+  learnEpoch(vm: string, epoch: number, owner: string): Promise<void>
+  becomeOwner(vm: string, epoch: number): Promise<void>
+  becomeReplica(vm: string, owner: string, epoch: number): Promise<void>
+  setProducing(allowed: boolean, reason: string): void
+  finalSync(
+    vm: string,
+    options: { to?: string; signal?: AbortSignal },
+  ): Promise<{ seq: number; time: number }>
+  resumeProtection(vm: string): Promise<void>
 }
 
 type FailoverNodeComponents = NodeComponents & {
@@ -69,106 +76,46 @@ type FailoverNodeComponents = NodeComponents & {
   replication?: ReplicationHandOver
 }
 
-/**
- * Stop-gap until the replication layer hands replicas over itself (prepareReplica): the replica
- * disks kept at <dir>/replicas/<vm>/ and their replica.json. Refuses a replica whose last apply was
- * interrupted (replication rolls it forward at start). The VM's replicated configuration lives in
- * the store, which replication holds open, so CPU, memory and NICs fall back to defaults here.
- */
-async function prepareFromReplicaFiles(dir: string, vm: string, signal?: AbortSignal) {
-  const replicasDir = join(dir, 'replicas')
-  const deadline = Date.now() + REPLICA_SETTLE_MS
-  let record: ReplicaRecord | null = null
-  for (;;) {
-    signal?.throwIfAborted()
-    record = (await readJson(join(replicasDir, vm, 'replica.json'))) as ReplicaRecord | null
-    if (!record || record.appliedSeq === null)
-      throw new FailoverError(vm, 'no committed point of it is held on this node')
-    // Points still being applied when the source died finish within moments: wait for them.
-    if (record.applyingSeq === null && record.appliedSeq === record.lastSeq) break
-    if (Date.now() > deadline)
-      throw new FailoverError(
-        vm,
-        `its replica is still applying point ${record.applyingSeq ?? record.lastSeq}`,
-      )
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  const disks: VmInfo['disks'] = []
-  for (let i = 0; ; i++) {
-    const path = replicaDiskPath(replicasDir, vm, i)
-    const disk = await openDisk(path, { readOnly: true }).catch(() => null)
-    if (!disk) break
-    disks.push({ path, format: disk.format, virtualSize: disk.virtualSize, parents: [] })
-    await disk.close()
-  }
-  if (disks.length === 0) throw new FailoverError(vm, 'its replica disks are missing on this node')
-  const config: VmInfo = {
-    id: record.vmId,
-    name: vm,
-    generation: 2,
-    state: 'stopped',
-    cpus: 1,
-    memoryBytes: 512 * 2 ** 20,
-    disks,
-    nics: [],
-    notes: 'registered by replimesh failover from its replica disks',
-    tags: [],
-    configPath: null,
-  }
-  return {
-    config,
-    diskPaths: disks.map((d) => d.path),
-    point: { seq: record.appliedSeq as number, time: record.lastPointTime ?? Date.now() },
-  }
-}
-
-const testCopyDir = (dir: string, vm: string) => join(dir, 'failover', 'tests', vm)
-
-/**
- * A test failover's own copy of the replica disks, taken while no apply runs: copied, then the
- * replica record re-read; if a point was applied meanwhile the copy may mix two points, so it is
- * taken again.
- */
-async function testCopyFromReplicaFiles(dir: string, vm: string, signal?: AbortSignal) {
-  for (let attempt = 1; attempt <= 5; attempt++) {
-    const prep = await prepareFromReplicaFiles(dir, vm, signal)
-    const out = testCopyDir(dir, vm)
-    await rm(out, { recursive: true, force: true })
-    await mkdir(out, { recursive: true })
-    const copies = prep.diskPaths.map((p, i) => join(out, `disk${i}${extname(p)}`))
-    for (const [i, from] of prep.diskPaths.entries()) await copyFile(from, copies[i])
-    const after = (await readJson(join(dir, 'replicas', vm, 'replica.json'))) as ReplicaRecord | null
-    if (after && after.applyingSeq === null && after.appliedSeq === prep.point.seq)
-      return {
-        ...prep,
-        config: { ...prep.config, disks: prep.config.disks.map((d, i) => ({ ...d, path: copies[i] })) },
-        diskPaths: copies,
-      }
-  }
-  throw new FailoverError(vm, 'its replica kept changing while a test copy was taken; try again')
-}
-
+/** The replica hand-over, from the replication service; without one, no VM can be promoted here. */
 function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
-  const r = () => components.replication
+  const r = (): ReplicationHandOver => {
+    if (!components.replication) throw new Error('replication is not running on this node')
+    return components.replication
+  }
   return {
     prepare: async (vm, options) => {
-      const handOver = r()
-      if (handOver?.prepareReplica) return handOver.prepareReplica(vm, options)
-      return options?.test
-        ? testCopyFromReplicaFiles(components.dir, vm, options.signal)
-        : prepareFromReplicaFiles(components.dir, vm, options?.signal)
+      if (!components.replication)
+        throw new FailoverError(vm, 'replication is not running on this node: no replica to run')
+      return r().prepareReplica(vm, options)
     },
-    releaseTest: async (vm) => {
-      if (!r()?.prepareReplica) await rm(testCopyDir(components.dir, vm), { recursive: true, force: true })
-    },
-    owned: async (vm, epoch) => r()?.becomeOwner?.(vm, epoch),
-    fenced: async (vm, owner, epoch) => r()?.becomeReplica?.(vm, owner, epoch),
-    setProducing: (allowed, reason) => r()?.setProducing?.(allowed, reason),
+    releaseTest: async (vm) => components.replication?.releaseTest(vm),
+    released: async (vm) => components.replication?.releasePrepared(vm),
+    knownEpoch: async (vm) => (await components.replication?.knownEpoch(vm)) ?? 0,
+    learnEpoch: async (vm, epoch, owner) => components.replication?.learnEpoch(vm, epoch, owner),
+    owned: async (vm, epoch) => components.replication?.becomeOwner(vm, epoch),
+    fenced: async (vm, owner, epoch) => components.replication?.becomeReplica(vm, owner, epoch),
+    setProducing: (allowed, reason) => components.replication?.setProducing(allowed, reason),
+    finalSync: (vm, options) => r().finalSync(vm, options),
+    resume: async (vm) => components.replication?.resumeProtection(vm),
   }
 }
 
-/** How long a promotion waits for points that were being applied when the source died. */
-const REPLICA_SETTLE_MS = 10_000
+/**
+ * Gossip carries, per VM this node runs, the epoch it owns it at (0: never failed over) and leaves
+ * out VMs registered here that another node owns now (a fenced copy is no claim). The daemon
+ * publishes the hypervisor's list; this filter gives it the ledger's epochs.
+ */
+function publishRealEpochs(mesh: NodeComponents['mesh'], ledger: EpochLedger): void {
+  const publish = mesh.setVms.bind(mesh)
+  mesh.setVms = (vms) =>
+    publish(
+      vms.flatMap((vm) => {
+        const claim = ledger.current(vm.name)
+        if (!claim) return [vm]
+        return claim.owner === mesh.peerId ? [{ ...vm, epoch: claim.epoch }] : []
+      }),
+    )
+}
 
 async function readJson(file: string): Promise<unknown> {
   try {
@@ -190,6 +137,7 @@ export async function composeFailover(
   await mkdir(dir, { recursive: true })
   const ledgerFile = join(dir, 'epochs.json')
   const ledger = new EpochLedger((await readJson(ledgerFile)) as ConstructorParameters<typeof EpochLedger>[0])
+  publishRealEpochs(mesh, ledger)
   const persist = async (state: unknown) => {
     await writeFile(`${ledgerFile}.tmp`, JSON.stringify(state), { flush: true })
     await rename(`${ledgerFile}.tmp`, ledgerFile)
@@ -283,11 +231,6 @@ export async function failoverRoutes(
     if (!body.success) return badBody(reply, body.error.issues, '{vm, to?, mode?} or {host} or {site}')
     const b = body.data
     if ('vm' in b) {
-      if (b.mode === 'planned')
-        return reply.code(501).send({
-          error:
-            'planned failover needs a final sync from the replication layer, which this build does not offer yet',
-        })
       const mode = b.mode
       return act(reply, () => svc.failover(b.vm, { to: b.to, mode }))
     }

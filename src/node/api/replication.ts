@@ -85,6 +85,9 @@ export async function replicationRoutes(app: FastifyInstance, components: NodeCo
     await store.close()
   })
 
+  // Failover (composed after this module) hands VMs over through the service.
+  ;(components as NodeComponents & { replication?: ReplicationService }).replication = service
+
   const base = components.vmStatus
   components.vmStatus = async () => mergeRows(await base(), await service.vmStatus())
 
@@ -135,16 +138,38 @@ export async function replicationRoutes(app: FastifyInstance, components: NodeCo
   app.get('/replication/receiver', async () => service.receiverStats)
 }
 
-/** Protected VMs get their lag and last point; replicas held here are added as role replica. */
+/**
+ * Protected VMs get their lag, last point and epoch; replicas held here are added as role
+ * replica. A VM registered here that another node owns now (a fenced copy) shows as that replica.
+ */
 function mergeRows(rows: VmStatusRow[], replication: VmReplicationStatus[]): VmStatusRow[] {
-  const out = rows.map((row) => {
+  const replicaOf = (row: VmStatusRow) =>
+    replication.find((x) => x.role === 'replica' && (x.id === row.id || x.name === row.name))
+  const out = rows.map((row): VmStatusRow => {
     const r = replication.find((x) => x.role === 'primary' && (x.id === row.id || x.name === row.name))
-    return r
-      ? { ...row, lastPoint: r.lastPoint, lagSeconds: r.lagSeconds, rpoSeconds: r.rpoSeconds, epoch: r.epoch }
+    if (r)
+      return {
+        ...row,
+        lastPoint: r.lastPoint,
+        lagSeconds: r.lagSeconds,
+        rpoSeconds: r.rpoSeconds,
+        epoch: r.epoch,
+      }
+    const replica = replicaOf(row)
+    return replica
+      ? {
+          ...row,
+          role: 'replica',
+          owner: replica.owner,
+          epoch: replica.epoch,
+          lastPoint: replica.lastPoint,
+          lagSeconds: replica.lagSeconds,
+          rpoSeconds: replica.rpoSeconds,
+        }
       : row
   })
   for (const r of replication) {
-    if (r.role !== 'replica') continue
+    if (r.role !== 'replica' || out.some((row) => row.role === 'replica' && row.name === r.name)) continue
     out.push({
       name: r.name,
       id: r.id,
