@@ -1,8 +1,8 @@
 // Per-VM decisions (DESIGN.md §6): when a host or site is confirmed down, each of its VMs is
 // failed over automatically or held for an operator, by its tier. An operator's own command
-// always acts. Then the chosen VMs start in boot order: waves by priority (lower first), every VM
-// of a wave in parallel, at most `maxStartsPerHost` starting at once on one host, and a wave
-// begins when the previous one has finished starting (or failed: one VM never blocks the rest).
+// always acts. Then the chosen VMs start in boot order: by priority (lower first), a priority
+// beginning when the previous one has finished starting (or failed: one VM never blocks the rest),
+// the VMs of one priority in parallel with at most `maxStartsPerHost` starting at once on a host.
 
 export type TierMode = 'automatic' | 'alert'
 
@@ -93,7 +93,15 @@ export interface StepOutcome {
   endedAtMs: number
 }
 
-/** Runs waves in order, each wave's steps in parallel. Stops before the next wave if aborted. */
+/**
+ * Runs waves in boot order. Priorities are strict barriers: a priority starts when every VM of
+ * the previous one has finished starting (or failed). Inside one priority the waves are not
+ * barriers but a width: a host runs as many starts at once as it has steps in that priority's
+ * widest wave (bootWaves makes that `maxStartsPerHost`), and takes its next VM as soon as one of
+ * its starts ends, so one slow start does not hold the host's other slots idle (measured in
+ * bench/failover.bench.ts: barrier waves left slots idle behind the slowest start of each wave).
+ * Stops starting VMs once aborted, and rejects after the starts under way have ended.
+ */
 export async function runInBootOrder(
   waves: Wave[],
   start: (step: BootStep, options: { signal?: AbortSignal }) => Promise<void>,
@@ -101,27 +109,69 @@ export async function runInBootOrder(
 ): Promise<StepOutcome[]> {
   const now = options.now ?? Date.now
   const out: StepOutcome[] = []
-  for (const wave of waves) {
+  for (const group of byPriority(waves)) {
     options.signal?.throwIfAborted()
-    const results = await Promise.all(
-      wave.steps.map(async (step): Promise<StepOutcome> => {
-        const startedAtMs = now()
-        try {
-          await start(step, { signal: options.signal })
-          return { vm: step.vm, peerId: step.peerId, ok: true, startedAtMs, endedAtMs: now() }
-        } catch (err) {
-          return {
-            vm: step.vm,
-            peerId: step.peerId,
-            ok: false,
-            error: (err as Error).message,
-            startedAtMs,
-            endedAtMs: now(),
-          }
-        }
-      }),
-    )
-    out.push(...results)
+    out.push(...(await runPriority(group, start, options.signal, now)))
+    options.signal?.throwIfAborted()
   }
   return out
+}
+
+/** Consecutive waves of one priority, in order. */
+function byPriority(waves: Wave[]): Wave[][] {
+  const groups: Wave[][] = []
+  for (const wave of waves) {
+    const last = groups.at(-1)
+    if (last && last[0].priority === wave.priority) last.push(wave)
+    else groups.push([wave])
+  }
+  return groups
+}
+
+async function runPriority(
+  waves: Wave[],
+  start: (step: BootStep, options: { signal?: AbortSignal }) => Promise<void>,
+  signal: AbortSignal | undefined,
+  now: () => number,
+): Promise<StepOutcome[]> {
+  const steps = waves.flatMap((w) => w.steps)
+  const width = new Map<string, number>()
+  for (const wave of waves) {
+    const perHost = new Map<string, number>()
+    for (const s of wave.steps) perHost.set(s.peerId, (perHost.get(s.peerId) ?? 0) + 1)
+    for (const [host, n] of perHost) width.set(host, Math.max(width.get(host) ?? 0, n))
+  }
+  const outcomes = new Map<BootStep, StepOutcome>()
+  const queues = new Map<string, BootStep[]>()
+  for (const s of steps) queues.set(s.peerId, [...(queues.get(s.peerId) ?? []), s])
+  const one = async (step: BootStep): Promise<void> => {
+    const startedAtMs = now()
+    try {
+      await start(step, { signal })
+      outcomes.set(step, { vm: step.vm, peerId: step.peerId, ok: true, startedAtMs, endedAtMs: now() })
+    } catch (err) {
+      outcomes.set(step, {
+        vm: step.vm,
+        peerId: step.peerId,
+        ok: false,
+        error: (err as Error).message,
+        startedAtMs,
+        endedAtMs: now(),
+      })
+    }
+  }
+  // One lane per slot of each host; a lane takes the host's next VM when its start ends.
+  const lanes: Promise<void>[] = []
+  for (const [host, queue] of queues)
+    for (let i = 0; i < (width.get(host) ?? 1); i++)
+      lanes.push(
+        (async () => {
+          for (let step = queue.shift(); step; step = queue.shift()) {
+            if (signal?.aborted) return
+            await one(step)
+          }
+        })(),
+      )
+  await Promise.all(lanes)
+  return steps.filter((s) => outcomes.has(s)).map((s) => outcomes.get(s)!)
 }

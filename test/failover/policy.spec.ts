@@ -102,6 +102,28 @@ describe('runInBootOrder', () => {
     expect(Date.now() - t0).toBeLessThan(1000)
   })
 
+  it('inside one priority a host takes its next VM as soon as one of its starts ends', async () => {
+    // c1 may start 2 at once: slow (300 ms) holds one slot while a, b, c go through the other.
+    const waves = bootWaves(
+      ['slow', 'a', 'b', 'c'].map((vm) => ({ vm: vm === 'slow' ? '0slow' : vm, peerId: 'c1', priority: 5 })),
+      2,
+    )
+    expect(waves.map((w) => w.steps.map((s) => s.vm))).toEqual([
+      ['0slow', 'a'],
+      ['b', 'c'],
+    ])
+    const ended: Record<string, number> = {}
+    const t0 = Date.now()
+    const out = await runInBootOrder(waves, async (s) => {
+      await new Promise((r) => setTimeout(r, s.vm === '0slow' ? 300 : 40))
+      ended[s.vm] = Date.now() - t0
+    })
+    expect(out.map((o) => o.vm)).toEqual(['0slow', 'a', 'b', 'c'])
+    // Barrier waves would start b only after slow (300 ms); a pool starts it after a (~40 ms).
+    expect(ended.c).toBeLessThan(ended['0slow'])
+    expect(out.every((o) => o.ok)).toBe(true)
+  })
+
   it('stops before the next wave when aborted', async () => {
     const ac = new AbortController()
     const started: string[] = []
