@@ -253,9 +253,10 @@ export class OwnerLease {
       witnessId: this.c.config.witness?.peerId,
     })
     this.verdict = v
-    // Armed once a quorum has been heard: at start-up the mesh is still forming.
+    // Armed once a quorum with another site has been heard: at start-up (or while a mesh's first
+    // sites join) the mesh is still forming, and a node alone in its mesh needs no lease.
     if (this.state === 'unarmed') {
-      if (v.held) this.state = 'held'
+      if (v.held && v.heardSites.length > 1) this.state = 'held'
       return
     }
     if (this.state === 'held' && !v.held && v.othersCouldClaim && !stalled) await this.expire(now, v)

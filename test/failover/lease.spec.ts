@@ -233,6 +233,12 @@ describe('owner lease', () => {
     expect(h.hv.log).toEqual([])
   })
 
+  it('a node alone in its mesh holds no lease: sites that join later cannot cut it off', async () => {
+    const h = harness({ sites: [] })
+    await h.lease.check()
+    expect(h.lease.status()).toMatchObject({ state: 'unarmed', heardSites: ['A'] })
+  })
+
   it('an isolated owner turns off what another site could promote, and tells the operator', async () => {
     const h = harness()
     await h.lease.check()

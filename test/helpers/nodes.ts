@@ -2,8 +2,11 @@
 // temp folder, listening on 127.0.0.1 with a port chosen at init. Timers are short (REPLIMESH_TIMING)
 // and mDNS is off (REPLIMESH_MDNS=0). Every wait has a deadline; teardown() kills every process it
 // started (by pid) and deletes the folders. Run `npx tsc -p .` first: the nodes run dist/.
+// With a `placement` (test/helpers/netns.ts) nodes and their CLI commands run elsewhere (in a
+// site's network namespace, listening on its address) and the API is reached through a Unix socket.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -127,10 +130,11 @@ export function testEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 /** Runs one CLI command to completion (with a deadline). */
 export function runCli(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; bin?: string; prefix?: string[] } = {},
 ): Promise<CliResult> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const [command, ...rest] = [...(options.prefix ?? []), process.execPath, options.bin ?? BIN, ...args]
+    const child = spawn(command, rest, {
       env: options.env ?? testEnv(),
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -166,12 +170,23 @@ export class TestNode {
     readonly site: string,
     private readonly env: NodeJS.ProcessEnv,
     private readonly bin = BIN,
+    /** Where it runs when not on this host's loopback (see NodePlacement). */
+    private readonly place: { prefix: string[]; apiSocket?: () => Promise<string> } = { prefix: [] },
   ) {}
+
+  /** The Unix socket that reaches this node's API, when it runs in a placement that needs one. */
+  apiSocket: string | null = null
+
+  /** Runs a CLI command where this node runs (its namespace, if any). */
+  cli(args: string[], timeoutMs?: number): Promise<CliResult> {
+    return runCli(args, { env: this.env, bin: this.bin, timeoutMs, prefix: this.place.prefix })
+  }
 
   /** Starts the daemon and waits until its API answers. */
   async start(timeoutMs = 90_000): Promise<void> {
     if (this.proc) throw new Error(`${this.name} is already running`)
-    const child = spawn(process.execPath, [this.bin, 'start', '--dir', this.dir], {
+    const [command, ...rest] = [...this.place.prefix, process.execPath, this.bin, 'start', '--dir', this.dir]
+    const child = spawn(command, rest, {
       env: this.env,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -203,6 +218,7 @@ export class TestNode {
     )
     this.url = api.url
     this.token = (await readFile(join(this.dir, 'api.token'), 'utf8')).trim()
+    if (this.place.apiSocket && !this.apiSocket) this.apiSocket = await this.place.apiSocket()
     this.peerId = (await this.status()).peerId
   }
 
@@ -211,6 +227,7 @@ export class TestNode {
   }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    if (this.apiSocket) return this.callThroughSocket(this.apiSocket, method, path, body)
     const res = await fetch(new URL(path, this.url), {
       method,
       headers: {
@@ -223,6 +240,45 @@ export class TestNode {
     const value = await res.json()
     if (!res.ok) throw new Error(`${this.name} ${method} ${path}: ${res.status} ${value?.error}`)
     return value as T
+  }
+
+  private callThroughSocket<T>(socketPath: string, method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    return new Promise<T>((resolveCall, reject) => {
+      const req = request(
+        {
+          socketPath,
+          path,
+          method,
+          headers: {
+            host: '127.0.0.1',
+            authorization: `Bearer ${this.token}`,
+            ...(payload === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+          },
+          signal: AbortSignal.timeout(10_000),
+        },
+        (res) => {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (d) => (text += d))
+          res.on('error', reject)
+          res.on('end', () => {
+            try {
+              const value = JSON.parse(text)
+              if ((res.statusCode ?? 500) >= 400)
+                reject(new Error(`${this.name} ${method} ${path}: ${res.statusCode} ${value?.error}`))
+              else resolveCall(value as T)
+            } catch (err) {
+              reject(err)
+            }
+          })
+        },
+      )
+      req.on('error', reject)
+      req.end(payload)
+    })
   }
 
   status(): Promise<TestNodeStatus> {
@@ -275,11 +331,30 @@ export interface TestMesh {
 
 const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? ''
 
+/**
+ * Where nodes run when not all on this host's loopback (test/helpers/netns.ts makes one per site
+ * namespace): the address a site's nodes listen on, the command prefix that runs a process there,
+ * and, when the API cannot be reached from the test directly, a Unix socket that reaches it.
+ */
+export interface NodePlacement {
+  listenHost(site: string): string
+  prefix(site: string): string[]
+  apiSocket?(site: string, dir: string, name: string): Promise<string>
+}
+
 /** Creates a mesh: the first site in `sites` creates it, one node per entry, all started. */
 export async function createTestMesh(
   sites: string[],
-  options: { env?: NodeJS.ProcessEnv; root?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; root?: string; placement?: NodePlacement } = {},
 ): Promise<TestMesh> {
+  const placement = options.placement
+  const listen = (site: string) => `/ip4/${placement?.listenHost(site) ?? '127.0.0.1'}/tcp/0`
+  const prefix = (site: string) => placement?.prefix(site) ?? []
+  const testNode = (name: string, dir: string, site: string) =>
+    new TestNode(name, dir, site, env, bin, {
+      prefix: prefix(site),
+      ...(placement?.apiSocket ? { apiSocket: () => placement.apiSocket!(site, dir, name) } : {}),
+    })
   const root = options.root ?? (await mkdtemp(join(tmpdir(), 'replimesh-e2e-')))
   const env = options.env ?? testEnv()
   const build = await snapshotBuild()
@@ -301,11 +376,15 @@ export async function createTestMesh(
       const dir = join(root, name)
       const token = await mesh.token()
       const r = await runCli(
-        ['init', '--dir', dir, '--site', site, '--join', token, '--listen', '/ip4/127.0.0.1/tcp/0'],
-        { env, bin },
+        ['init', '--dir', dir, '--site', site, '--join', token, '--listen', listen(site)],
+        {
+          env,
+          bin,
+          prefix: prefix(site),
+        },
       )
       if (r.code !== 0) throw new Error(`init ${name} failed: ${r.stderr}`)
-      const node = new TestNode(name, dir, site, env, bin)
+      const node = testNode(name, dir, site)
       nodes.push(node)
       if (start) await node.start()
       return node
@@ -320,11 +399,15 @@ export async function createTestMesh(
   try {
     const firstDir = join(root, 'n0')
     const r = await runCli(
-      ['mesh', 'create', '--dir', firstDir, '--site', sites[0], '--listen', '/ip4/127.0.0.1/tcp/0'],
-      { env, bin },
+      ['mesh', 'create', '--dir', firstDir, '--site', sites[0], '--listen', listen(sites[0])],
+      {
+        env,
+        bin,
+        prefix: prefix(sites[0]),
+      },
     )
     if (r.code !== 0) throw new Error(`mesh create failed: ${r.stderr}`)
-    const first = new TestNode('n0', firstDir, sites[0], env, bin)
+    const first = testNode('n0', firstDir, sites[0])
     nodes.push(first)
     await first.start()
     for (const site of sites.slice(1)) await mesh.addNode(site, false)
