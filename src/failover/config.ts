@@ -32,6 +32,8 @@ export const VmFailoverConfig = z.object({
   preferPeers: z.array(z.string()).optional(),
   preferSites: z.array(z.string()).optional(),
   avoidSites: z.array(z.string()).optional(),
+  /** When no holder has room for it: `refuse` or `warn` (start it anyway, saying so). Default: the mesh's `overCapacity`. */
+  overCapacity: z.enum(['refuse', 'warn']).optional(),
 })
 
 const nicMapping = z.object({
@@ -51,7 +53,10 @@ export const FailoverConfig = z
       .object({ peerId: z.string().min(1) })
       .nullable()
       .default(null),
-    /** Sites that may be over-subscribed, with the memory ratio they may reach. */
+    /**
+     * Sites that may be over-subscribed, with the memory ratio of their total they may promise
+     * (e.g. a central site taking remote offices: `{ "HQ": { "maxOversubscription": 3 } }`).
+     */
     hubs: z
       .record(z.string(), z.object({ maxOversubscription: z.number().min(1).max(4).default(1.5) }))
       .default({}),
@@ -76,6 +81,15 @@ export const FailoverConfig = z
         vms: z.record(z.string(), z.record(z.string(), z.array(nicMapping))).default({}),
       })
       .default({ sites: {}, vms: {} }),
+    /**
+     * A failed-over VM that no holder of its newest point has room for (memory, disk, vCPUs; hubs
+     * within their ratio have room): `refuse` (default: it stays down and the operator is told what
+     * it needs) or `warn` (start it on the holder with the most room, with an over-capacity warning).
+     * A VM's own `overCapacity` overrides this.
+     */
+    overCapacity: z.enum(['refuse', 'warn']).default('refuse'),
+    /** vCPUs a host may carry per logical CPU when placing failed-over VMs. Default 8. */
+    maxVcpusPerCpu: z.number().min(1).max(64).default(8),
     /** VMs started at once on one host during a whole-host or site failover. Default 4. */
     maxStartsPerHost: z.number().int().min(1).max(64).default(4),
     /**

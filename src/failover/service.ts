@@ -33,7 +33,7 @@ import type { FailoverMetrics, FailoverMode } from './metrics.js'
 import { networkMapping } from './network-map.js'
 import * as messages from './notify/messages.js'
 import type { Notifier, NotifyLogger } from './notify/notifier.js'
-import { type PlacementCandidate, placeVms } from './placement.js'
+import { candidateFromState, type PlacementCandidate, placeVms, vmSizeFromState } from './placement.js'
 import { bootWaves, decideVm, runInBootOrder, type Tier, type Trigger } from './policy.js'
 import { confirmDown, hasQuorum, type Member, type QuorumOutcome } from './quorum.js'
 
@@ -113,6 +113,22 @@ export interface FailoverOutcome {
 }
 
 const silent: NotifyLogger = { info() {}, warn() {} }
+/** After a hand-over's answer was lost, the new owner's claim is awaited this long. */
+const LOST_ANSWER_WAIT_MS = 15_000
+
+/** The outcome of a hand-over whose answer was lost, from the claim this node learned. */
+function lostAnswer(vm: string, claim: EpochClaim, pointSeq: number, t0: number): FailoverOutcome {
+  return {
+    vm,
+    on: claim.owner,
+    name: vm,
+    epoch: claim.epoch,
+    pointSeq,
+    dataLossMs: 0,
+    tookMs: Date.now() - t0,
+  }
+}
+
 /** A planned hand-over waits this long for a point under way before the VM can stop. */
 const STOP_FOR_HANDOVER_MS = 15_000
 
@@ -448,27 +464,20 @@ export class FailoverService {
     )
     const candidates: PlacementCandidate[] = [...this.lastState.values()]
       .filter((s) => !failed.has(s.peerId) && (s.peerId === this.self.peerId || aliveIds.has(s.peerId)))
-      .map((s) => ({
-        peerId: s.peerId,
-        site: s.site,
-        alive: true,
-        memoryFreeBytes: s.capacity.memoryFreeBytes,
-        memoryTotalBytes: s.capacity.memoryTotalBytes,
-        diskFreeBytes: s.capacity.diskFreeBytes,
-        holds: Object.fromEntries(s.replicas.filter((r) => r.lastPoint).map((r) => [r.vm, r.lastPoint!.seq])),
-      }))
+      .map(candidateFromState)
     const placement = placeVms({
-      // Gossip does not carry VM sizes yet: memory and disk count as 0 (see the report).
+      // Sizes from the failed host's last gossiped state; room from each candidate's.
       vms: vms.map((v) => ({
         name: v.name,
-        memoryBytes: 0,
-        diskBytes: 0,
+        ...vmSizeFromState(v),
         ...this.tier(v.name),
         ...this.c.config.vms[v.name],
       })),
       candidates,
       hubs: this.c.config.hubs,
       exclude: hosts,
+      overCapacity: this.c.config.overCapacity,
+      maxVcpusPerCpu: this.c.config.maxVcpusPerCpu,
     })
     const decisions = [...vms]
       .sort((x, y) => this.tier(x.name).priority - this.tier(y.name).priority || x.name.localeCompare(y.name))
@@ -737,13 +746,18 @@ export class FailoverService {
     if (await this.ownsHere(vm)) return this.handOver(vm, to, signal)
     const owner = this.c.coordinator.ledger.current(vm)?.owner ?? this.ownerFromGossip(vm)
     if (!owner) throw new FailoverError(vm, 'its owner is unknown here')
+    const t0 = Date.now()
+    const before = this.c.coordinator.ledger.current(vm)?.epoch ?? 0
     const reply = await this.c.coordinator
       .request(
         owner,
         { type: 'failover', vm, mode: 'planned', ...(to ? { to } : {}) },
         { signal: signal ?? AbortSignal.timeout(FAILOVER_REQUEST_TIMEOUT_MS) },
       )
-      .catch((err: Error) => {
+      .catch(async (err: Error) => {
+        // The hand-over may have happened and only its answer been lost (a stream reset).
+        const done = await this.newOwnerOf(vm, before, (c) => c.owner !== owner && (!to || c.owner === to))
+        if (done) return { type: 'failed-over' as const, outcome: lostAnswer(vm, done, 0, t0) }
         throw new FailoverError(vm, `its owner ${owner} did not answer: ${err.message}`)
       })
     if (reply.type === 'failed-over') return reply.outcome
@@ -770,6 +784,8 @@ export class FailoverService {
       target = d.placement.peerId
     }
     if (target === this.self.peerId) throw new FailoverError(vm, 'it already runs on this node')
+    const t0 = Date.now()
+    const before = this.c.coordinator.ledger.current(vm)?.epoch ?? 0
     const wasRunning = (await this.c.hypervisor.getVm(vm)).state === 'running'
     if (wasRunning) await this.stopForHandOver(vm, signal)
     let synced: { seq: number; time: number }
@@ -789,14 +805,34 @@ export class FailoverService {
         { type: 'failover', vm, mode: 'planned', from: this.self.peerId },
         { signal: signal ?? AbortSignal.timeout(FAILOVER_REQUEST_TIMEOUT_MS) },
       )
-      .catch((err: Error) => ({ type: 'error' as const, message: err.message }))
+      .catch(async (err: Error) => {
+        const done = await this.newOwnerOf(vm, before, (c) => c.owner === target)
+        return done
+          ? { type: 'failed-over' as const, outcome: lostAnswer(vm, done, synced.seq, t0) }
+          : { type: 'error' as const, message: err.message }
+      })
     if (reply.type === 'failed-over') return reply.outcome
-    const current = this.c.coordinator.ledger.current(vm)
-    if (!current || current.owner === this.self.peerId) await this.resumeHere(vm, wasRunning)
+    // Restart here only if no node was promised a newer epoch: two running copies are worse.
+    if (this.c.coordinator.ledger.highest(vm) <= before) await this.resumeHere(vm, wasRunning)
     throw new FailoverError(
       vm,
       `${target} did not take it over (${reply.type === 'error' ? reply.message : reply.type})`,
     )
+  }
+
+  /** Waits a little for a claim of `vm` above `epoch` that `accept`s (a lost answer's hand-over). */
+  private async newOwnerOf(
+    vm: string,
+    epoch: number,
+    accept: (claim: EpochClaim) => boolean,
+  ): Promise<EpochClaim | null> {
+    const deadline = Date.now() + LOST_ANSWER_WAIT_MS
+    for (;;) {
+      const c = this.c.coordinator.ledger.current(vm)
+      if (c && c.epoch > epoch && accept(c)) return c
+      if (Date.now() > deadline) return null
+      await new Promise((r) => setTimeout(r, 200))
+    }
   }
 
   /** A clean stop; the hypervisor refuses while replication holds a point open, so retry briefly. */

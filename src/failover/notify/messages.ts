@@ -194,15 +194,26 @@ export function rpoBreach(
 
 export function overSubscribed(
   r: Reporter,
-  f: { peer: string; site: string; vms: string[]; memoryNeededBytes: number; memoryFreeBytes: number },
+  f: {
+    peer: string
+    site: string
+    vms: string[]
+    memoryNeededBytes: number
+    memoryFreeBytes: number
+    /** `hub` (default): a hub within its ratio; `over-capacity`: beyond the host, by the VMs' policy. */
+    kind?: 'hub' | 'over-capacity'
+  },
 ): Notification {
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`
-  return make(r, 'over-subscribed', 'warning', {
+  const hub = (f.kind ?? 'hub') === 'hub'
+  return make(r, 'over-subscribed', hub ? 'warning' : 'error', {
     peer: f.peer,
     site: f.site,
-    title: `Hub ${f.peer} runs more than it has room for`,
+    title: hub ? `Hub ${f.peer} runs more than it has room for` : `Host ${f.peer} is over capacity`,
     failed: `failed-over VMs ${list(f.vms)} need ${gib(f.memoryNeededBytes)} of memory; ${f.peer} has ${gib(f.memoryFreeBytes)} free`,
-    done: `started them on ${f.peer} anyway, because site ${f.site} is a hub allowed to be over-subscribed`,
+    done: hub
+      ? `started them on ${f.peer} anyway, because site ${f.site} is a hub allowed to be over-subscribed`
+      : `started them on ${f.peer} over capacity, because their over-capacity policy is warn (no holder of their newest point had room)`,
     decide: 'which of them to fail back or move first, before the hub runs short',
     details: { memoryNeededBytes: f.memoryNeededBytes, memoryFreeBytes: f.memoryFreeBytes },
   })
