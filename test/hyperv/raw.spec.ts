@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -54,6 +54,30 @@ describe('raw disks', () => {
     await disk.close()
     expect((await stat(file)).size).toBe(1 << 20)
     await expect(createDisk(file, { format: 'raw', virtualSize: 10 })).rejects.toThrow(/already exists/)
+  })
+
+  it('maps a file with no blocks allocated as zero, and as data once written', async () => {
+    const file = join(dir, 'sparse.img')
+    await writeFile(file, '')
+    await truncate(file, 64 << 20)
+    const disk = await openDisk(file, { readOnly: false })
+    try {
+      expect(await disk.map()).toEqual([{ start: 0, length: 64 << 20, state: 'zero' }])
+      await disk.write(Buffer.from([7]), 40 << 20)
+      expect(await disk.map()).toEqual([{ start: 0, length: 64 << 20, state: 'data' }])
+      const out = Buffer.alloc(2)
+      await disk.read(out, (40 << 20) - 1)
+      expect([...out]).toEqual([0, 7])
+    } finally {
+      await disk.close()
+    }
+    // Below 1 MiB st_blocks is not trusted (inline data has none): read as data.
+    const small = join(dir, 'small-sparse.img')
+    await writeFile(small, '')
+    await truncate(small, 512 * 1024)
+    const s = await openDisk(small)
+    expect(await s.map()).toEqual([{ start: 0, length: 512 * 1024, state: 'data' }])
+    await s.close()
   })
 
   it('names the file when it is missing', async () => {

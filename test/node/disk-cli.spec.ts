@@ -291,6 +291,21 @@ describe.runIf(HAVE_QEMU)('disk commands on qemu-made images', () => {
   })
 })
 
+describe.runIf(HAVE_QEMU)('disk cat to a file', () => {
+  // stdout a file: the synchronous path (blocking reads into one buffer, writeSync), checked
+  // against the pipe path, itself checked against qemu-img above. Runs after the chains exist.
+  it.each(['dyn.vhdx', 'fix.vhd', 'c-child.vhdx', 'c-child.vhd'])('%s: the same bytes as to a pipe', (f) => {
+    const r = spawnSync('sh', ['-c', `node "${BIN}" disk cat "${f}" > "${f}.cat"`], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    expect(readFileSync(join(dir, `${f}.cat`)).equals(ok(['disk', 'cat', f]))).toBe(true)
+  })
+})
+
 describe('disk commands on bad input', () => {
   it('a missing file: one line naming it, exit 1', () => {
     expectOneLineError(cli(['disk', 'info', 'missing.vhd']), 1, /missing\.vhd: no such file/)

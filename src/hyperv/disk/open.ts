@@ -49,7 +49,7 @@ export async function detectFormat(path: string): Promise<DiskFormat> {
 
 /** Opens any supported image; read-only unless `readOnly: false`. Parents always read-only. */
 export async function openDisk(path: string, options: OpenOptions = {}): Promise<VirtualDisk> {
-  return openAtDepth(path, options.readOnly ?? true, options.format, 0)
+  return openAtDepth(path, options.readOnly ?? true, options.format, 0, options.blockingReads ?? false)
 }
 
 async function openAtDepth(
@@ -57,20 +57,22 @@ async function openAtDepth(
   readOnly: boolean,
   format: DiskFormat | undefined,
   depth: number,
+  blockingReads = false,
 ): Promise<VirtualDisk> {
   if (depth > MAX_CHAIN_DEPTH)
     throw new CorruptDiskError(path, `differencing chain deeper than ${MAX_CHAIN_DEPTH} (a loop?)`)
   const fmt = format ?? (await detectFormat(path))
-  const openParent = (parentPath: string) => openAtDepth(parentPath, true, undefined, depth + 1)
+  const openParent = (parentPath: string) =>
+    openAtDepth(parentPath, true, undefined, depth + 1, blockingReads)
   switch (fmt) {
     case 'raw':
-      return RawDisk.open(path, readOnly)
+      return RawDisk.open(path, readOnly, blockingReads)
     case 'vhd':
-      return openVhd(path, { readOnly, openParent })
+      return openVhd(path, { readOnly, openParent, blockingReads })
     case 'vhdx': {
       // Loaded on demand: raw and VHD users never pay for (or depend on) the VHDX module.
       const { openVhdx } = await import('./vhdx/index.js')
-      return openVhdx(path, { readOnly, openParent })
+      return openVhdx(path, { readOnly, openParent, blockingReads })
     }
     default:
       throw new UnsupportedDiskError(`unknown format '${String(fmt)}'`, path)

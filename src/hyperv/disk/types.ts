@@ -68,6 +68,13 @@ export interface OpenOptions {
   readOnly?: boolean
   /** Skip detection. */
   format?: DiskFormat
+  /**
+   * Default false. Reads (this disk's and its parents') run on the calling thread with
+   * fs.readSync instead of libuv's thread pool. Only for a command whose output is synchronous
+   * anyway (`disk cat` to a file or /dev/null): there the pool's thread hand-offs cost about as
+   * much as copying from the page cache. Never in the daemon: a slow disk would stall its loop.
+   */
+  blockingReads?: boolean
 }
 
 export interface CreateOptions {

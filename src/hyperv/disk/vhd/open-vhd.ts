@@ -2,7 +2,7 @@
 // differencing disks also at 0), the dynamic header and BAT, and the parent by its UniqueId.
 import { type FileHandle, open } from 'node:fs/promises'
 import { CorruptDiskError, ParentMismatchError, UnsupportedDiskError } from '../errors.js'
-import { describeOpenError, readFull } from '../file-io.js'
+import { describeOpenError, readFull, readOnCallingThread } from '../file-io.js'
 import type { VirtualDisk } from '../types.js'
 import {
   bitmapSizeFor,
@@ -27,6 +27,8 @@ export interface VhdOpenOptions {
   readOnly: boolean
   /** Opens a differencing disk's parent (read-only) through the format dispatcher. */
   openParent: OpenParent
+  /** Reads on the calling thread (OpenOptions.blockingReads). */
+  blockingReads?: boolean
 }
 
 /** Largest block size we accept (the format allows any power of two; Hyper-V uses 2 MiB). */
@@ -39,6 +41,7 @@ export async function openVhd(path: string, options: VhdOpenOptions): Promise<Vh
   } catch (err) {
     throw describeOpenError(err, path)
   }
+  if (options.blockingReads) readOnCallingThread(fh)
   try {
     return await openHandle(fh, path, options)
   } catch (err) {

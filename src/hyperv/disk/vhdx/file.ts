@@ -3,6 +3,7 @@
 // writable case. Reads past the physical end of the file return zeros when a replayed log
 // extended the file (LastFileOffset), as the replay would have.
 import type { FileHandle } from 'node:fs/promises'
+import { readAt } from '../file-io.js'
 import { LOG_SECTOR_SIZE } from './constants.js'
 
 export class VhdxFile {
@@ -38,7 +39,7 @@ export class VhdxFile {
       const at = fileOffset + done
       if (at >= this.physicalSize) break
       const want = Math.min(length - done, this.physicalSize - at)
-      const { bytesRead } = await this.handle.read(buffer, bufferOffset + done, want, at)
+      const bytesRead = await readAt(this.handle, buffer, bufferOffset + done, want, at)
       if (bytesRead === 0) break
       done += bytesRead
     }

@@ -19,6 +19,8 @@ export interface VhdxOpenOptions {
   readOnly: boolean
   /** Opens a differencing disk's parent (any format the dispatcher knows; VHDX in practice). */
   openParent: OpenParent
+  /** Reads on the calling thread (OpenOptions.blockingReads). */
+  blockingReads?: boolean
 }
 
 /**
@@ -27,7 +29,7 @@ export interface VhdxOpenOptions {
  * through its parent locator and must carry the DataWriteGuid the child names.
  */
 export async function openVhdx(path: string, options: VhdxOpenOptions): Promise<VirtualDisk> {
-  return openVhdxDisk(path, options.readOnly, options.openParent)
+  return openVhdxDisk(path, options.readOnly, options.openParent, options.blockingReads)
 }
 
 /**

@@ -3,6 +3,7 @@
 import { access, open } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, resolve } from 'node:path'
 import { CorruptDiskError, ParentMismatchError } from '../errors.js'
+import { readOnCallingThread } from '../file-io.js'
 import type { VirtualDisk } from '../types.js'
 import { Bat } from './bat.js'
 import { FILE_IDENTIFIER_SIGNATURE, LOG_SECTOR_SIZE, MiB } from './constants.js'
@@ -18,8 +19,10 @@ export async function openVhdxDisk(
   path: string,
   readOnly: boolean,
   openParent: OpenParent,
+  blockingReads = false,
 ): Promise<VhdxDisk> {
   const handle = await open(path, readOnly ? 'r' : 'r+')
+  if (blockingReads) readOnCallingThread(handle)
   let parent: VirtualDisk | null = null
   try {
     const file = new VhdxFile(path, handle, (await handle.stat()).size)
