@@ -785,7 +785,7 @@ export class FailoverService {
     }
     if (target === this.self.peerId) throw new FailoverError(vm, 'it already runs on this node')
     const t0 = Date.now()
-    const before = this.c.coordinator.ledger.current(vm)?.epoch ?? 0
+    const before = this.c.coordinator.ledger.highest(vm)
     const wasRunning = (await this.c.hypervisor.getVm(vm)).state === 'running'
     if (wasRunning) await this.stopForHandOver(vm, signal)
     let synced: { seq: number; time: number }
