@@ -2,12 +2,19 @@
 // throughput of a 2 GiB random disk as a ratio of the slower stage, the chunk-size sweep that
 // justifies the 256 KiB default, compression, dedup and delta costs.
 import { createHash, randomFillSync } from 'node:crypto'
-import { closeSync, copyFileSync, ftruncateSync, openSync, writeSync } from 'node:fs'
+import { closeSync, copyFileSync, fdatasyncSync, ftruncateSync, openSync, writeSync } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { brotliCompressSync, deflateRawSync, constants as zc } from 'node:zlib'
 import { blake3 } from '@napi-rs/blake-hash'
-import { type ChunkStore, openChunkStore, putDisks } from '../src/chunkstore/index.js'
+import {
+  type ChunkStore,
+  hashFunction,
+  openChunkStore,
+  ParallelHasher,
+  putDisks,
+  sharedBuffer,
+} from '../src/chunkstore/index.js'
 import { createDisk, openDisk } from '../src/hyperv/index.js'
 import type { BenchContext, BenchRow } from './types.js'
 
@@ -35,6 +42,8 @@ function writeRandomFile(path: string, size: number, dataBytes = size): void {
     const piece = Buffer.alloc(8 * MiB)
     for (let at = 0; at < dataBytes; at += piece.length)
       writeSync(fd, randomFillSync(piece), 0, Math.min(piece.length, dataBytes - at), at)
+    // Written back before anything is timed: its writeback would otherwise compete with them.
+    fdatasyncSync(fd)
   } finally {
     closeSync(fd)
   }
@@ -293,68 +302,114 @@ async function dedupRows(ctx: BenchContext): Promise<BenchRow[]> {
   return rows
 }
 
+/** Ingest's hasher alone (this thread + the worker, as a put hashes) over 256 MiB in 8 MiB windows. */
+async function parallelHashMbps(): Promise<number> {
+  const hasher = new ParallelHasher('blake3', hashFunction('blake3'))
+  hasher.start()
+  try {
+    const windows = Array.from({ length: 32 }, () => randomFillSync(sharedBuffer(8 * MiB)))
+    const starts = Array.from({ length: (8 * MiB) / CHUNK }, (_, k) => k * CHUNK)
+    const lengths = starts.map(() => CHUNK)
+    await hasher.hashChunks(windows[0], starts, lengths) // the worker is up
+    const { ms } = await best(3, async () => {
+      for (const w of windows) await hasher.hashChunks(w, starts, lengths)
+    })
+    return mbps(256 * MiB, ms)
+  } finally {
+    await hasher.close()
+  }
+}
+
+async function timedPut(dir: string, path: string): Promise<number> {
+  const store = await openChunkStore({ dir })
+  try {
+    const t = performance.now()
+    await putFile(store, path, 'big')
+    return mbps(BIG_DISK, performance.now() - t)
+  } finally {
+    await store.close()
+  }
+}
+
+const fmt = (n: number) => n.toFixed(0)
+
 export async function run(ctx: BenchContext): Promise<BenchRow[]> {
   ctx.log('hashing')
   const hash = hashRows()
   const rows = [...hash.rows]
+  const hash2 = await parallelHashMbps()
+  rows.push({
+    name: "hash alone: BLAKE3 on two threads (ingest's hasher: main + worker), 256 KiB chunks",
+    value: hash2,
+    unit: 'MiB/s',
+    note: "put hashes on this thread and a worker, so on an idle machine it can beat the one-core hash limit; the issue's ratio keeps the one-core figure",
+  })
   ctx.log('writing a 2 GiB random disk')
   const big = join(ctx.tmpDir, 'big.raw')
   writeRandomFile(big, BIG_DISK)
   const read = await readMbps(big)
   rows.push({ name: 'raw read alone: 2 GiB via openDisk, 8 MiB windows', value: read, unit: 'MiB/s' })
-  const durable = await durableWriteMbps(join(ctx.tmpDir, 'write-test.bin'), BIG_DISK)
-  rows.push({
-    name: 'durable write alone: 2 GiB appended, fdatasync every 64 MiB and at the end',
-    value: durable,
-    unit: 'MiB/s',
-    note: 'a put of new data must also make it durable: this is the third stage limit',
-  })
-  const limit = Math.min(read, hash.blake3Mbps)
-  ctx.log('store put of 2 GiB')
+  // The store disk's durable write speed swings with the load of the machine: it is measured
+  // right before each put of new data, in the store's folder, and the best of each is compared.
+  ctx.log('store put of 2 GiB (twice, each after a durable write of 2 GiB to the same folder)')
+  const durables: number[] = []
   const puts: number[] = []
   for (let i = 0; i < 2; i++) {
-    const store = await openChunkStore({ dir: join(ctx.tmpDir, `put-${i}`) })
-    try {
-      const t = performance.now()
-      await putFile(store, big, 'big')
-      puts.push(mbps(BIG_DISK, performance.now() - t))
-    } finally {
-      await store.close()
-    }
+    const dir = join(ctx.tmpDir, `put-${i}`)
+    durables.push(await durableWriteMbps(join(ctx.tmpDir, `write-test-${i}.bin`), BIG_DISK))
+    puts.push(await timedPut(dir, big))
   }
+  ctx.log('store put of the same 2 GiB again (every chunk known), twice')
+  const agains: number[] = []
+  for (let i = 0; i < 2; i++) agains.push(await timedPut(join(ctx.tmpDir, 'put-0'), big))
+  const durable = Math.max(...durables)
   const put = Math.max(...puts)
+  const again = Math.max(...agains)
+  const limit = Math.min(read, hash.blake3Mbps)
+  const limits = [
+    ['hash (one core)', hash.blake3Mbps],
+    ['raw read', read],
+    ['durable write', durable],
+  ] as const
+  const binding = [...limits].sort((a, b) => a[1] - b[1])[0]
+  const order = [...limits]
+    .sort((a, b) => a[1] - b[1])
+    .map(([n, v]) => `${n} ${fmt(v)}`)
+    .join(' < ')
   rows.push({
-    name: 'store put: 2 GiB random disk (read, hash, pack write, fsync, commit)',
+    name: 'durable write alone: 2 GiB in the store folder, 8 MiB writes, fdatasync every 64 MiB and at the end',
+    value: durable,
+    unit: 'MiB/s',
+    note: `a put of new data must make it durable too: the third limit. Runs (each right before a put): ${durables.map(fmt).join(', ')} MiB/s`,
+  })
+  rows.push({
+    name: 'store put: 2 GiB random disk, all new (read, hash, pack write, fsync, commit), vs min(hash, read)',
     value: put,
     unit: 'MiB/s',
     limit,
     ratio: put / limit,
-    note: `goal ratio >= 0.7 of min(hash, read); runs: ${puts.map((p) => p.toFixed(0)).join(', ')} MiB/s`,
+    note: `the issue's ratio (goal >= 0.7); runs: ${puts.map(fmt).join(', ')} MiB/s. Limits here: ${order} MiB/s`,
   })
   rows.push({
-    name: 'store put: same run, as a ratio of min(hash, read, durable write)',
+    name: 'store put: same, vs min(hash, read, durable write)',
     value: put,
     unit: 'MiB/s',
     limit: Math.min(limit, durable),
     ratio: put / Math.min(limit, durable),
+    note: `the binding limit is ${binding[0]} (${fmt(binding[1])} MiB/s)${
+      binding[0] === 'durable write'
+        ? ': 2 GiB of new data cannot be put faster than the disk makes it durable, so this ratio is the honest one for a first put'
+        : ''
+    }`,
   })
-  {
-    const store = await openChunkStore({ dir: join(ctx.tmpDir, 'put-0') })
-    try {
-      const t = performance.now()
-      await putFile(store, big, 'big')
-      const again = mbps(BIG_DISK, performance.now() - t)
-      rows.push({
-        name: 'store put again: same 2 GiB, every chunk known',
-        value: again,
-        unit: 'MiB/s',
-        limit,
-        ratio: again / limit,
-      })
-    } finally {
-      await store.close()
-    }
-  }
+  rows.push({
+    name: 'store put again: same 2 GiB, every chunk known (no pack writes), vs min(hash, read)',
+    value: again,
+    unit: 'MiB/s',
+    limit,
+    ratio: again / limit,
+    note: `nothing to write, so hash and read bind (goal >= 0.7); runs: ${agains.map(fmt).join(', ')} MiB/s`,
+  })
   ctx.log('chunk-size sweep')
   rows.push(...(await chunkSizeRows(ctx)))
   ctx.log('compression')

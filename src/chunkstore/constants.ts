@@ -13,8 +13,15 @@ export const DEFAULT_PACK_SIZE_LIMIT = 256 * 1024 * 1024
 
 /** Ingest reads the disk in windows of this many bytes (rounded to whole chunks). */
 export const INGEST_WINDOW_BYTES = 8 * 1024 * 1024
-/** Windows read ahead of the one being hashed and written: memory = window x (depth + 1). */
+/** Windows read ahead of the one being hashed. */
 export const INGEST_READ_AHEAD = 2
+/**
+ * Window buffers of one ingest (memory = window x buffers): the read-ahead, the window being
+ * hashed, the one being looked up and the ones waiting for their pack write.
+ */
+export const INGEST_BUFFERS = INGEST_READ_AHEAD + 4
+/** An ingest that reads at least this much hashes on a worker thread too (worth its start-up). */
+export const INGEST_PARALLEL_HASH_BYTES = 64 * 1024 * 1024
 
 /** A pack writer starts a background fdatasync after this many bytes, so writeback overlaps reads. */
 export const BACKGROUND_SYNC_BYTES = 64 * 1024 * 1024

@@ -16,6 +16,8 @@ export {
   isChunkIdHex,
   ZERO_HEX,
 } from './hash.js'
+// The two-thread hasher of ingest (the bench measures it alone).
+export { ParallelHasher, sharedBuffer } from './hash-pool.js'
 export { type ByteRange, type IngestOptions, type IngestResult, ingestDisk } from './ingest.js'
 export { type MaterialiseOptions, type MaterialiseResult, materialise } from './materialise.js'
 // Used by replication to build the manifest of a point received over the wire.

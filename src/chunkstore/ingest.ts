@@ -1,14 +1,19 @@
 // Ingest: a disk's virtual content -> chunks in the store -> a manifest (Merkle root).
 //
-// Windows of consecutive chunks are read ahead (bounded by a buffer pool) while the current
-// window is zero-checked, hashed, looked up and appended to the pack, so disk reads, hashing and
-// pack writes overlap. Chunks lying wholly in `zero` extents of the disk map are never read.
+// A pipeline of windows of consecutive chunks: windows are read ahead (bounded by a buffer pool
+// of shared memory); the oldest read window is zero-checked and hashed on two threads (this one
+// and the store's hash worker, see hash-pool.ts) while the window hashed before it is looked up,
+// appended to the pack writer's queue and pushed into the Merkle builder. So reads, hashing and
+// pack writes overlap, and a window's buffer returns to the pool once its pack write is done.
+// Chunks lying wholly in `zero` extents of the disk map are never read.
 // With `previous` + `changedRanges`, only chunks touching a changed range are read; the rest
 // take their ids from the previous manifest, walked in lockstep.
 import type { VirtualDisk } from '../hyperv/index.js'
 import {
   DEFAULT_CHUNK_SIZE,
+  INGEST_BUFFERS,
   INGEST_FLUSH_CHUNKS,
+  INGEST_PARALLEL_HASH_BYTES,
   INGEST_READ_AHEAD,
   INGEST_WINDOW_BYTES,
   MAX_CHUNK_SIZE,
@@ -16,7 +21,8 @@ import {
   MIN_CHUNK_SIZE,
 } from './constants.js'
 import { InvalidPointError } from './errors.js'
-import { isAllZero, ZERO_HEX, ZERO_ID } from './hash.js'
+import { ID_BYTES, ZERO_HEX, ZERO_ID } from './hash.js'
+import { sharedBuffer } from './hash-pool.js'
 import { TreeBuilder, treeShape } from './merkle.js'
 import type { ManifestRef } from './points.js'
 import type { ChunkLease, ChunkStore, NewChunk } from './store.js'
@@ -58,6 +64,8 @@ interface Window {
   first: number
   sources: Source[]
   buffer: Buffer | null
+  /** Ids of the window's 'read' chunks in order, 32 bytes each (ZERO_ID for all-zero bytes). */
+  ids: Buffer | null
 }
 
 /** Walks sorted, coalesced extents alongside ascending chunk ranges. */
@@ -79,7 +87,7 @@ class BufferPool {
   private readonly free: Buffer[] = []
   private readonly waiters: ((b: Buffer) => void)[] = []
   constructor(count: number, size: number) {
-    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafe(size))
+    for (let i = 0; i < count; i++) this.free.push(sharedBuffer(size))
   }
   acquire(): Promise<Buffer> {
     const b = this.free.pop()
@@ -123,7 +131,11 @@ export async function ingestDisk(
   })
 
   const perWindow = Math.max(1, Math.floor(INGEST_WINDOW_BYTES / chunkSize))
-  const pool = new BufferPool(INGEST_READ_AHEAD + 2, perWindow * chunkSize)
+  const pool = new BufferPool(INGEST_BUFFERS, perWindow * chunkSize)
+  const toRead = options.changedRanges
+    ? options.changedRanges.reduce((n, r) => n + r.length, 0)
+    : extents.reduce((n, e) => n + (e.state === 'zero' ? 0 : e.length), 0)
+  if (toRead >= INGEST_PARALLEL_HASH_BYTES) store.hasher.start()
   const chunkLength = (i: number) => Math.min(chunkSize, size - i * chunkSize)
 
   // Plans (synchronously, in order, so the cursors advance monotonically) and reads a window.
@@ -137,7 +149,7 @@ export async function ingestDisk(
       else plan.push(data.overlaps(s, e) ? 'read' : 'zero')
     }
     const loaded = (async (): Promise<Window> => {
-      if (!plan.includes('read')) return { first, sources: plan, buffer: null }
+      if (!plan.includes('read')) return { first, sources: plan, buffer: null, ids: null }
       const buffer = await pool.acquire()
       try {
         for (let i = 0; i < plan.length; ) {
@@ -156,7 +168,7 @@ export async function ingestDisk(
         pool.release(buffer)
         throw err
       }
-      return { first, sources: plan, buffer }
+      return { first, sources: plan, buffer, ids: null }
     })()
     loaded.catch(() => {})
     return { plan, loaded }
@@ -170,11 +182,32 @@ export async function ingestDisk(
       nextFirst += perWindow
     }
   }
-  fill()
-  while (queue.length > 0) {
-    signal?.throwIfAborted()
-    const w = await queue.shift()!
+  // Zero-checks and hashes a read window's chunks (two threads); windows are hashed in order.
+  const hashNext = (): Promise<Window> => {
+    const loaded = queue.shift()!
     fill()
+    const hashed = loaded.then(async (w) => {
+      if (!w.buffer) return w
+      const starts: number[] = []
+      const lengths: number[] = []
+      w.sources.forEach((s, k) => {
+        if (s !== 'read') return
+        starts.push(k * chunkSize)
+        lengths.push(chunkLength(w.first + k))
+      })
+      w.ids = await store.hasher.hashChunks(w.buffer, starts, lengths)
+      return w
+    })
+    hashed.catch(() => {})
+    return hashed
+  }
+  fill()
+  let hashing = queue.length > 0 ? hashNext() : null
+  while (hashing) {
+    signal?.throwIfAborted()
+    const w = await hashing
+    // The next window hashes while this one is looked up, written and pushed into the tree.
+    hashing = queue.length > 0 ? hashNext() : null
     await processWindow(w)
     options.onProgress?.(Math.min(size, (w.first + w.sources.length) * chunkSize), size)
   }
@@ -187,6 +220,7 @@ export async function ingestDisk(
   async function processWindow(w: Window): Promise<void> {
     const ids: Buffer[] = []
     const fresh: NewChunk[] = []
+    let hashed = 0
     for (let k = 0; k < w.sources.length; k++) {
       const i = w.first + k
       const prevId = prevIds ? (await prevIds.next()).value : undefined
@@ -203,13 +237,14 @@ export async function ingestDisk(
         continue
       }
       result.readChunks++
-      const bytes = w.buffer!.subarray(k * chunkSize, k * chunkSize + chunkLength(i))
-      if (isAllZero(bytes)) {
+      const at = hashed++ * ID_BYTES
+      const id = Buffer.from(w.ids!.subarray(at, at + ID_BYTES))
+      if (id.equals(ZERO_ID)) {
         ids.push(ZERO_ID)
         result.zeroChunks++
         continue
       }
-      const id = store.hash(bytes)
+      const bytes = w.buffer!.subarray(k * chunkSize, k * chunkSize + chunkLength(i))
       ids.push(id)
       fresh.push({ id, bytes, kind: 'data' })
     }

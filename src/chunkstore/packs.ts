@@ -48,16 +48,45 @@ function encodeHeader(record: PackRecord): Buffer {
   return h
 }
 
+interface QueuedWrite {
+  buffers: Uint8Array[]
+  start: number
+  end: number
+  done: () => void
+}
+
 interface OpenPack {
   pack: number
   file: StoreFile
   end: number
   pending: Set<Promise<void>>
+  /** Appends waiting for the write in flight; the next writev takes all of them at once. */
+  queue: QueuedWrite[]
+  writing: boolean
   failed: unknown
   /** Bytes appended since the last background fdatasync started. */
   unsynced: number
   background: Promise<void> | null
 }
+
+function openPack(pack: number, file: StoreFile, end: number): OpenPack {
+  return {
+    pack,
+    file,
+    end,
+    pending: new Set(),
+    queue: [],
+    writing: false,
+    failed: null,
+    unsynced: 0,
+    background: null,
+  }
+}
+
+/** Buffers per writev: Linux takes at most IOV_MAX (1024) per call; fs.ts loops over the rest. */
+const WRITEV_MAX_BUFFERS = 1024
+/** Bytes per writev at most, so one call does not hold every queued window's buffers. */
+const WRITEV_MAX_BYTES = 64 * 1024 * 1024
 
 /** Appends records to the active pack, rolling to a new pack at the size limit. */
 export class PackWriter {
@@ -75,8 +104,10 @@ export class PackWriter {
   ) {}
 
   /**
-   * Reserves space and starts writing; returns where each record will be and a promise that
-   * settles once the bytes are handed to the file (callers may then reuse their buffers).
+   * Reserves space and queues the write; returns where each record will be and a promise that
+   * settles once the bytes are handed to the file (callers may then reuse their buffers). One
+   * writev per pack is in flight at a time, taking every append queued behind it: a few large
+   * sequential writes, and the thread pool stays free for reads and index lookups.
    */
   async append(records: PackRecord[]): Promise<{ locations: RecordLocation[]; written: Promise<void> }> {
     const target = await this.target()
@@ -91,31 +122,74 @@ export class PackWriter {
     const start = target.end
     target.end = pos
     this.dirty.set(target.pack, target)
-    const write = target.file.writev(buffers, start).catch((err) => {
-      target.failed ??= err
+    let done!: () => void
+    const write = new Promise<void>((resolve) => {
+      done = resolve
     })
+    target.queue.push({ buffers, start, end: pos, done })
     target.pending.add(write)
     void write.finally(() => target.pending.delete(write))
-    target.unsynced += pos - start
-    if (target.unsynced >= BACKGROUND_SYNC_BYTES && !target.background) this.backgroundSync(target, write)
+    this.pump(target)
     return { locations, written: write }
   }
 
+  /** Writes the queued appends of a pack, one writev at a time, each taking all it may. */
+  private pump(target: OpenPack): void {
+    if (target.writing || target.queue.length === 0) return
+    const batch: QueuedWrite[] = []
+    const buffers: Uint8Array[] = []
+    let bytes = 0
+    while (target.queue.length > 0) {
+      const next = target.queue[0]
+      const size = next.end - next.start
+      if (
+        batch.length > 0 &&
+        (buffers.length + next.buffers.length > WRITEV_MAX_BUFFERS || bytes + size > WRITEV_MAX_BYTES)
+      )
+        break
+      target.queue.shift()
+      batch.push(next)
+      buffers.push(...next.buffers)
+      bytes += size
+    }
+    target.writing = true
+    // Later writes go ahead after a failed one (the pack is poisoned anyway): a read of a pending
+    // record then finds its bytes, and the failure surfaces at sync() as the write error.
+    const write = target.file.writev(buffers, batch[0].start)
+    void write
+      .catch((err) => {
+        target.failed ??= err
+      })
+      .then(() => {
+        target.writing = false
+        for (const w of batch) w.done()
+        target.unsynced += bytes
+        if (target.unsynced >= BACKGROUND_SYNC_BYTES && !target.background && !target.failed)
+          this.backgroundSync(target)
+        this.pump(target)
+      })
+  }
+
   /**
-   * Starts writeback early: an fdatasync after this write, not awaited, so the disk writes while
-   * ingest keeps reading and the commit's own sync finds little left. Durability still comes
-   * only from sync(); a failure here poisons the pack like a failed sync.
+   * Starts writeback early: an fdatasync of what is written so far, not awaited, so the disk
+   * writes while ingest keeps reading and the commit's own sync finds little left. Durability
+   * still comes only from sync(); a failure here poisons the pack like a failed sync.
    */
-  private backgroundSync(target: OpenPack, after: Promise<void>): void {
+  private backgroundSync(target: OpenPack): void {
     target.unsynced = 0
-    target.background = after
-      .then(() => target.file.sync())
+    target.background = target.file
+      .sync()
       .catch((err) => {
         target.failed ??= err
       })
       .finally(() => {
         target.background = null
       })
+  }
+
+  /** The write or sync failure of a pack written by this writer since its last sync, if any. */
+  failure(pack: number): unknown {
+    return this.dirty.get(pack)?.failed ?? null
   }
 
   /** Bytes in flight on the active pack (for callers bounding memory). */
@@ -178,15 +252,7 @@ export class PackWriter {
     if (this.active && !this.dirty.has(this.active.pack)) await this.active.file.close()
     if (!this.active && this.resume && this.resume.length < this.sizeLimit) {
       const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+')
-      this.active = {
-        pack: this.resume.pack,
-        file,
-        end: this.resume.length,
-        pending: new Set(),
-        failed: null,
-        unsynced: 0,
-        background: null,
-      }
+      this.active = openPack(this.resume.pack, file, this.resume.length)
       this.resume = null
       return this.active
     }
@@ -194,7 +260,7 @@ export class PackWriter {
     const pack = this.allocatePack()
     const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx')
     await this.fs.syncDir(this.dir)
-    this.active = { pack, file, end: 0, pending: new Set(), failed: null, unsynced: 0, background: null }
+    this.active = openPack(pack, file, 0)
     return this.active
   }
 }

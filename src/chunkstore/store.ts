@@ -24,6 +24,7 @@ import {
 } from './errors.js'
 import { nodeStoreFs, type StoreFs } from './fs.js'
 import { DEFAULT_HASH, type HashAlgorithm, type HashFn, hashFunction, ZERO_HEX } from './hash.js'
+import { ParallelHasher } from './hash-pool.js'
 import {
   type BatchOp,
   type ChunkEntry,
@@ -93,6 +94,8 @@ export class ChunkStore {
   readonly mutex = new Mutex()
   readonly hashAlgorithm: HashAlgorithm
   readonly hash: HashFn
+  /** Hashes ingest windows on this thread and a worker (started by the first ingest). */
+  readonly hasher: ParallelHasher
   readonly packsDir: string
   readonly reader: PackReader
   /** Packs whose committed length exceeds their file at open (verify reports their chunks). */
@@ -111,6 +114,7 @@ export class ChunkStore {
   ) {
     this.hashAlgorithm = meta.hash
     this.hash = hashFunction(meta.hash)
+    this.hasher = new ParallelHasher(meta.hash, this.hash)
     this.packsDir = join(dir, 'packs')
     this.reader = new PackReader(fs, this.packsDir)
     this.writer = this.newWriter(resume)
@@ -155,6 +159,7 @@ export class ChunkStore {
   }
 
   async close(): Promise<void> {
+    await this.hasher.close()
     await this.writer.close()
     await this.reader.close()
     await this.db.close()
@@ -254,6 +259,9 @@ export class ChunkStore {
   async readEntry(hex: string, e: ChunkEntry): Promise<Buffer> {
     const inFlight = this.writing.get(hex)
     if (inFlight) await inFlight
+    // A pending record whose pack write failed may be missing: the failure is the answer.
+    const failure = this.pending.get(hex) === e ? this.writer.failure(e.pack) : null
+    if (failure) throw failure
     const id = Buffer.from(hex, 'hex')
     const where = packFileName(e.pack)
     let rec: Awaited<ReturnType<PackReader['read']>>
