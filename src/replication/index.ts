@@ -19,6 +19,30 @@ export { encodeFrame, FrameDecoder, type RawFrame } from './frames.js'
 export { type ChunkId, idFromBytes, idToBytes, packIds, unpackIds } from './ids.js'
 export { type LagAlarm, LagTracker, lagSeconds } from './lag.js'
 export {
+  type Clock,
+  COMPRESS_MIN_SAVING,
+  compressChunk,
+  LINKS_FILE,
+  Link,
+  type LinkStatus,
+  LinkTable,
+  RateMeter,
+  TokenBucket,
+} from './link.js'
+export {
+  compressionOn,
+  type LinkEntry,
+  LinkSettingsError,
+  type LinksFile,
+  linkEntrySchema,
+  linksFileSchema,
+  parseLinksFile,
+  parseRate,
+  parseSchedule,
+  rateAt,
+  type Schedule,
+} from './link-settings.js'
+export {
   type ByteRange,
   CHUNKS_PROTOCOL,
   type ChunksMessage,

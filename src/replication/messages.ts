@@ -6,10 +6,14 @@
 //   delta {base,len,ranges} id+bytes: a sub-chunk patch; the receiver rebuilds the chunk from its
 //                            stored base plus the changed ranges and checks the result's hash
 //   get {req} ids          → chunk… then missing {req} ids (pull, for restore and multi-peer seed)
+//   zchunk {codec,length} id+bytes: a chunk compressed on the wire (link.ts decides when); it is
+//                            decoded here into a plain chunk (bounded by `length`), so the receiver
+//                            verifies the hash of the decompressed bytes like any other chunk
 // points (/replimesh/points/1.0.0), opened by the source of a point:
 //   hello {vm}             → state {lastSeq, epoch, disks}    what the target already holds
 //   point {…} manifest… commit {seq} → ack {seq} | nack {seq, reason} missing-ids
 // A point is committed on the target only when every chunk it names is stored and verified.
+import { brotliDecompressSync } from 'node:zlib'
 import { z } from 'zod'
 import {
   CHUNK_ID_BYTES,
@@ -42,6 +46,7 @@ export type ChunksMessage =
   | { type: 'query'; req: number; ids: ChunkId[] }
   | { type: 'lack'; req: number; lacking: boolean[] }
   | { type: 'chunk'; id: ChunkId; bytes: Uint8Array }
+  | { type: 'zchunk'; id: ChunkId; codec: ChunkCodec; length: number; bytes: Uint8Array }
   | {
       type: 'delta'
       id: ChunkId
@@ -57,6 +62,9 @@ export type ChunksMessage =
 
 export type RejectReason = 'hash' | 'base-missing' | 'invalid'
 
+/** Wire compression of one chunk: brotli (see link.ts for why). */
+export type ChunkCodec = 'br'
+
 const CHUNKS_KIND = {
   query: 1,
   lack: 2,
@@ -66,6 +74,7 @@ const CHUNKS_KIND = {
   reject: 6,
   get: 7,
   missing: 8,
+  zchunk: 9,
 } as const
 
 const reqHeader = z.object({ req: z.number().int().nonnegative() }).strict()
@@ -82,6 +91,9 @@ const deltaHeader = z
       .max(MAX_DELTA_RANGES),
   })
   .strict()
+const zchunkHeader = z
+  .object({ codec: z.literal('br'), length: z.number().int().positive().max(MAX_CHUNK_BYTES) })
+  .strict()
 const rejectHeader = z.object({ reason: z.enum(['hash', 'base-missing', 'invalid']) }).strict()
 
 export function encodeChunksMessage(m: ChunksMessage): Uint8Array {
@@ -94,6 +106,8 @@ export function encodeChunksMessage(m: ChunksMessage): Uint8Array {
       return encodeFrame(CHUNKS_KIND.lack, { req: m.req, count: m.lacking.length }, packBits(m.lacking))
     case 'chunk':
       return encodeFrame(CHUNKS_KIND.chunk, null, idToBytes(m.id), m.bytes)
+    case 'zchunk':
+      return encodeFrame(CHUNKS_KIND.zchunk, { codec: m.codec, length: m.length }, idToBytes(m.id), m.bytes)
     case 'delta':
       return encodeFrame(
         CHUNKS_KIND.delta,
@@ -130,6 +144,15 @@ export function decodeChunksMessage(f: RawFrame): ChunksMessage {
         throw new FrameError(`chunk frame with ${bytes.length} data bytes`, 'chunks')
       return { type: 'chunk', id: idFromBytes(f.payload), bytes }
     }
+    case CHUNKS_KIND.zchunk: {
+      const h = parseHeader(zchunkHeader, f, 'chunks')
+      if (f.payload.length <= CHUNK_ID_BYTES) throw new FrameError('zchunk frame without data', 'chunks')
+      return {
+        type: 'chunk',
+        id: idFromBytes(f.payload),
+        bytes: decompressChunk(f.payload.subarray(CHUNK_ID_BYTES), h.length),
+      }
+    }
     case CHUNKS_KIND.delta: {
       const h = parseHeader(deltaHeader, f, 'chunks')
       if (f.payload.length < CHUNK_ID_BYTES) throw new FrameError('delta frame without a chunk id', 'chunks')
@@ -156,6 +179,22 @@ export function decodeChunksMessage(f: RawFrame): ChunksMessage {
     default:
       throw new FrameError(`unknown chunks frame kind ${f.kind}`, 'chunks')
   }
+}
+
+/** Decompresses a chunk to exactly `length` bytes; never allocates more (a hostile peer's bomb). */
+function decompressChunk(bytes: Uint8Array, length: number): Uint8Array {
+  let out: Buffer
+  try {
+    out = brotliDecompressSync(bytes, { maxOutputLength: length })
+  } catch (err) {
+    throw new FrameError(
+      `compressed chunk does not decode to ${length} bytes: ${(err as Error).message}`,
+      'chunks',
+    )
+  }
+  if (out.length !== length)
+    throw new FrameError(`compressed chunk decodes to ${out.length} bytes, not ${length}`, 'chunks')
+  return out
 }
 
 /** Ranges must be sorted, disjoint, inside the chunk, and account for every payload byte. */

@@ -14,6 +14,7 @@ import { chunkLength, extractDelta, rangesByChunk, shouldSendDelta } from './del
 import { changedBlocks, fingerprintChunk } from './fingerprints.js'
 import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
+import type { LinkStatus, LinkTable } from './link.js'
 import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
 import { PointScheduler } from './scheduler.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
@@ -35,6 +36,8 @@ export interface ProtectorComponents {
   hashAlgorithm: 'blake3' | 'sha256'
   /** Fault injection for tests: corrupt this many first chunks sent to each target. */
   corruptChunks?: number
+  /** The node's links (limits, compression); absent: unlimited, uncompressed. */
+  links?: LinkTable
   /** False while this node may not produce points (no quorum). */
   mayProduce?: () => boolean
 }
@@ -48,7 +51,14 @@ export interface TargetProgress {
   payloadBytes: number
   wireBytes: number
   resent: number
+  /** Chunks sent compressed and the payload bytes that saved. */
+  compressedChunks: number
+  savedBytes: number
   lastError: string | null
+  /** While a full copy (seed or resync) runs: bytes of data checked (sent or found there) of all. */
+  seeding: { doneBytes: number; totalBytes: number } | null
+  /** The link this target is reached over, as of the last session. */
+  link: LinkStatus | null
 }
 
 type Mode = 'delta' | 'log' | 'full'
@@ -165,6 +175,7 @@ export class VmProtector {
           logger: this.c.logger,
           signal,
           corruptChunks: this.c.corruptChunks,
+          link: this.c.links?.forPeer(hop.to),
         })
         live.push({ session, mode: 'full', forward: hop.forward, entries: [], offered: [], noted: false })
       } catch (err) {
@@ -313,6 +324,7 @@ export class VmProtector {
     for (const l of live) {
       l.offered[diskIndex] = new Set()
       l.entries[diskIndex] = []
+      if (l.mode === 'full') this.seedTotal(l, toRead.length * chunkSize)
     }
     for (let at = 0; at < toRead.length; at += READ_BATCH_CHUNKS) {
       this.abort.signal.throwIfAborted()
@@ -340,6 +352,7 @@ export class VmProtector {
         batch.push({ id, length, load: async () => bytes, delta: async () => patches.get(id) ?? null })
       }
       await this.offerAll(live, diskIndex, batch, batchIndexes)
+      for (const l of live) this.seedDone(l, Math.min(READ_BATCH_CHUNKS, toRead.length - at) * chunkSize)
     }
     // With no tracking (first point, or the reference was lost) every chunk was read: `changed`
     // then holds each chunk whose id differs from the previous manifest, zero ones included.
@@ -391,6 +404,7 @@ export class VmProtector {
         .map((index) => ({ index, id: ids[index] }))
       if (l.session.error) continue
       const extra = sorted.filter((i) => !l.offered[diskIndex].has(i) && ids[i] !== null)
+      if (l.mode === 'full') this.seedTotal(l, extra.length * chunkSize)
       try {
         for (let at = 0; at < extra.length; at += READ_BATCH_CHUNKS * 8) {
           const items: OfferItem[] = extra.slice(at, at + READ_BATCH_CHUNKS * 8).map((index) => {
@@ -406,6 +420,7 @@ export class VmProtector {
             }
           })
           await l.session.offer(items)
+          this.seedDone(l, items.length * chunkSize)
         }
       } catch (err) {
         this.noteError(l.session.peer, err as Error)
@@ -455,6 +470,20 @@ export class VmProtector {
     }
   }
 
+  /** A full copy to this target will check `bytes` more (progress for `protect` on a terminal). */
+  private seedTotal(l: Live, bytes: number): void {
+    const p = this.progress.get(l.session.peer)
+    if (!p || bytes === 0) return
+    p.seeding ??= { doneBytes: 0, totalBytes: 0 }
+    p.seeding.totalBytes += bytes
+  }
+
+  private seedDone(l: Live, bytes: number): void {
+    const p = this.progress.get(l.session.peer)
+    if (p?.seeding && l.mode === 'full' && !l.session.error)
+      p.seeding.doneBytes = Math.min(p.seeding.totalBytes, p.seeding.doneBytes + bytes)
+  }
+
   private noteError(peer: string, err: Error): void {
     const p = this.progress.get(peer) ?? emptyProgress(peer)
     p.lastError = err.message
@@ -469,6 +498,10 @@ export class VmProtector {
     p.payloadBytes += session.stats.payloadBytes
     p.wireBytes += session.stats.wireBytes
     p.resent += session.stats.resent
+    p.compressedChunks += session.stats.compressedChunks
+    p.savedBytes += session.stats.savedBytes
+    p.seeding = null
+    p.link = this.c.links?.forPeer(session.peer).status() ?? null
     this.progress.set(session.peer, p)
   }
 }
@@ -483,7 +516,11 @@ function emptyProgress(peer: string): TargetProgress {
     payloadBytes: 0,
     wireBytes: 0,
     resent: 0,
+    compressedChunks: 0,
+    savedBytes: 0,
     lastError: null,
+    seeding: null,
+    link: null,
   }
 }
 

@@ -19,6 +19,7 @@ import {
   replicaDiskDir,
 } from './handover.js'
 import { LagTracker, lagSeconds } from './lag.js'
+import { LINKS_FILE, type LinkStatus, LinkTable } from './link.js'
 import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, type PointHeader, VM_NAME_PATTERN } from './messages.js'
 import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 import { PointReceiver, type ReceiverStats } from './receiver.js'
@@ -103,7 +104,15 @@ export class ReplicationService {
   /** Hand-over work per VM runs one at a time. */
   private readonly vmQueue = new Map<string, Promise<unknown>>()
 
+  /** Per-link limits and compression (<dir>/links.json), shared by every protected VM. */
+  readonly links: LinkTable
+
   constructor(private readonly init: ReplicationServiceInit) {
+    this.links = new LinkTable({
+      file: join(init.dir, LINKS_FILE),
+      siteOf: (peer) => init.mesh.peers().find((p) => p.peerId === peer)?.site ?? null,
+      logger: init.logger,
+    })
     this.files = new ProtectionFiles(join(init.dir, 'replication'))
     this.replicas = new ReplicaDisks(join(init.dir, 'replicas'), init.store, init.logger)
     this.forwarder = new Forwarder({ network: init.mesh, store: init.store, logger: init.logger })
@@ -131,6 +140,7 @@ export class ReplicationService {
 
   async start(): Promise<void> {
     const { mesh } = this.init
+    await this.links.start()
     mesh.handle(CHUNKS_PROTOCOL, (stream, ctx) => this.receiver.handleChunks(stream, ctx))
     mesh.handle(POINTS_PROTOCOL, (stream, ctx) => this.receiver.handlePoints(stream, ctx))
     await this.replicas.recover()
@@ -152,6 +162,7 @@ export class ReplicationService {
 
   async stop(): Promise<void> {
     if (this.alarmTimer) clearInterval(this.alarmTimer)
+    this.links.stop()
     await Promise.all([...this.protectors.values()].map((p) => p.stop()))
     this.protectors.clear()
     await this.init.mesh.unhandle?.(CHUNKS_PROTOCOL)
@@ -293,6 +304,11 @@ export class ReplicationService {
       })
     }
     return rows
+  }
+
+  /** Links this node has sent over, with their limit now, measured rate and compression. */
+  linkStatus(): LinkStatus[] {
+    return this.links.status()
   }
 
   /** Path of a replica's materialised disk on this node (in its default folder). */
@@ -528,6 +544,7 @@ export class ReplicationService {
       logger: this.init.logger,
       hashAlgorithm: this.init.store.hashAlgorithm,
       corruptChunks: this.init.corruptChunks,
+      links: this.links,
       mayProduce,
     }
   }

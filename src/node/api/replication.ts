@@ -6,6 +6,7 @@
 //   GET    /replication/points/:vm       recovery points held on this node
 //   POST   /replication/restore          {vm, seq?, disk?, out, format}
 //   GET    /replication/receiver         chunks stored / rejected on this node (tests, bench)
+//   GET    /replication/links            links used: limit now, measured rate, compression
 // It also replaces components.vmStatus so `status` shows protected VMs' lag and replicas held here.
 import { resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
@@ -136,6 +137,8 @@ export async function replicationRoutes(app: FastifyInstance, components: NodeCo
   })
 
   app.get('/replication/receiver', async () => service.receiverStats)
+
+  app.get('/replication/links', async () => service.linkStatus())
 }
 
 /**
