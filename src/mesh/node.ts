@@ -118,6 +118,10 @@ interface Track {
   downSites: string[]
   dialAttempt: number
   nextDialAtMs: number
+  /** This node's own verdict at the last evaluation (what its gossiped view says). */
+  local?: PeerLiveness
+  /** A ping to it is under way. */
+  pinging?: boolean
 }
 
 export class MeshNode extends EventEmitter<{
@@ -476,10 +480,17 @@ export class MeshNode extends EventEmitter<{
     const now = Date.now()
     for (const [peerId, track] of this.tracks) {
       if (this.membership.isProven(peerId)) {
+        // One ping in flight per peer: libp2p's ping allows one outbound stream, so a second ping
+        // (pingTimeoutMs > pingIntervalMs) was refused and counted as silence.
+        if (track.pinging) continue
+        track.pinging = true
         libp2p.services.ping
           .ping(peerIdFromString(peerId), { signal: AbortSignal.timeout(this.timing.pingTimeoutMs) })
           .then(() => this.seen(peerId))
           .catch(() => {})
+          .finally(() => {
+            track.pinging = false
+          })
       } else if (now >= track.nextDialAtMs) {
         track.nextDialAtMs = now + backoffMs(track.dialAttempt++, RECONNECT_MIN_MS, RECONNECT_MAX_MS)
         this.redial(peerId)
@@ -513,7 +524,16 @@ export class MeshNode extends EventEmitter<{
   private evaluate(): void {
     const now = Date.now()
     const local = new Map<string, PeerLiveness>()
-    for (const [peerId, t] of this.tracks) local.set(peerId, localVerdict(t.lastSeenMs, now, this.timing))
+    let viewChanged = false
+    for (const [peerId, t] of this.tracks) {
+      const verdict = localVerdict(t.lastSeenMs, now, this.timing)
+      local.set(peerId, verdict)
+      if (t.local !== undefined && t.local !== verdict) viewChanged = true
+      t.local = verdict
+    }
+    // Other sites confirm a failure from this node's view: send a changed view now, not at the
+    // next gossip interval (it cut up to gossipIntervalMs from detection; bench/failover.bench.ts).
+    if (viewChanged) this.queuePublish()
     for (const [peerId, track] of this.tracks) {
       const member = this.membership.members.get(peerId)
       if (!member) continue
