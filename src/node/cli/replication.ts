@@ -1,7 +1,7 @@
 // `replimesh protect | points | restore` (DESIGN.md §7). protect asks the running node; points and
 // restore ask it too, or open the node's store directly when no node runs on the folder.
 import { type Command, InvalidArgumentError, Option } from 'commander'
-import { parseCount, parseDurationMs, printJson } from './output.js'
+import { parseCount, parseDurationMs, printJson, UsageError } from './output.js'
 
 interface PointRow {
   vm: string
@@ -78,6 +78,11 @@ export function register(program: Command): void {
       positiveCount,
     )
     .option('--json', 'print JSON')
+    .option(
+      '--wait',
+      'wait until every target committed the seed (default on a terminal, with progress bars)',
+    )
+    .option('--no-wait', 'return as soon as protection is set up')
     .action(
       async (
         vm: string,
@@ -89,6 +94,7 @@ export function register(program: Command): void {
           chain?: boolean
           copies?: number
           json?: boolean
+          wait?: boolean
         },
       ) => {
         const r = await withNode(o.dir, (call) =>
@@ -113,8 +119,30 @@ export function register(program: Command): void {
           process.stdout.write(
             `protecting ${r.vm} (RPO ${r.rpoSeconds}s) ${r.chain ? 'along the chain' : 'to'} ${r.targets.join(r.chain ? ' → ' : ', ')}\n`,
           )
+        const tty = Boolean(process.stderr.isTTY) && !o.json
+        if (!(o.wait ?? tty)) return
+        const { callDaemon } = await import('../client.js')
+        const { followSeed } = await import('./seed-progress.js')
+        const lines = await followSeed(
+          r.vm,
+          async () =>
+            (
+              await callDaemon<{ targets: import('./seed-progress.js').TargetRow[] }>(
+                o.dir,
+                'GET',
+                `/replication/vms/${encodeURIComponent(r.vm)}`,
+              )
+            ).targets,
+          { tty },
+        )
+        if (!o.json)
+          process.stdout.write(
+            `seeded ${r.vm} on ${lines.map((l) => `${l.peer} (point ${l.seq})`).join(', ')}\n`,
+          )
       },
     )
+
+  registerLinks(program)
 
   program
     .command('points <vm>')
@@ -195,4 +223,153 @@ export function register(program: Command): void {
         else process.stdout.write(`restored ${vm}@${r.point.seq} disk ${r.disk} to ${out}\n`)
       },
     )
+}
+
+interface LinkRow {
+  name: string
+  limit: string
+  limitBytesPerSecond: number | null
+  rateBytesPerSecond: number
+  bytesSent: number
+  compression: boolean
+  compressionStats: { compressed: number; rawBytes: number; wireBytes: number; cpuMs: number }
+}
+
+/** `replimesh link set|rm|ls`: per-link limits, schedules and compression in <dir>/links.json. */
+function registerLinks(program: Command): void {
+  const link = program
+    .command('link')
+    .description('bandwidth limits, schedules and compression per peer, site or * (<dir>/links.json)')
+
+  link
+    .command('set <to>')
+    .description('set the link to a peer id, a site (one link shared by its peers) or * (any other peer)')
+    .requiredOption('--dir <dir>', 'node folder')
+    .option(
+      '--limit <spec>',
+      'a rate (20M = 20 MiB/s, 100mbit, unlimited) or a schedule: "mon-fri 08:00-18:00 20M, else unlimited"',
+    )
+    .addOption(
+      new Option('--compress <mode>', 'compress chunks on the wire (auto: when limited or WAN)').choices([
+        'auto',
+        'on',
+        'off',
+      ]),
+    )
+    .option('--wan', 'the link crosses a WAN (compression pays even unlimited)')
+    .option('--no-wan', 'the link is a LAN')
+    .option('--json', 'print the entry as JSON')
+    .action(
+      async (
+        to: string,
+        o: { dir: string; limit?: string; compress?: 'auto' | 'on' | 'off'; wan?: boolean; json?: boolean },
+      ) => {
+        const { parseSchedule, LinkSettingsError } = await import('../../replication/index.js')
+        if (o.limit !== undefined) {
+          try {
+            parseSchedule(o.limit)
+          } catch (err) {
+            if (err instanceof LinkSettingsError) throw new UsageError(`--limit: ${err.message}`)
+            throw err
+          }
+        }
+        const entry = await editLinks(o.dir, (links) => {
+          const old = links.find((l) => l.to === to)
+          const next = {
+            to,
+            limit: o.limit ?? old?.limit ?? 'unlimited',
+            compress: o.compress ?? old?.compress ?? 'auto',
+            wan: o.wan ?? old?.wan ?? false,
+          }
+          return { links: [...links.filter((l) => l.to !== to), next], result: next }
+        })
+        if (o.json) printJson(entry)
+        else
+          process.stdout.write(
+            `link ${entry.to}: limit ${entry.limit}, compression ${entry.compress}${entry.wan ? ', WAN' : ''} (a running node applies it within seconds)\n`,
+          )
+      },
+    )
+
+  link
+    .command('rm <to>')
+    .description('remove the settings of a link (it becomes unlimited, uncompressed)')
+    .requiredOption('--dir <dir>', 'node folder')
+    .action(async (to: string, o: { dir: string }) => {
+      await editLinks(o.dir, (links) => {
+        if (!links.some((l) => l.to === to)) throw new Error(`no link settings for '${to}' in ${o.dir}`)
+        return { links: links.filter((l) => l.to !== to), result: null }
+      })
+      process.stdout.write(`link ${to}: settings removed\n`)
+    })
+
+  link
+    .command('ls')
+    .description('link settings, and what the running node measures on each link')
+    .requiredOption('--dir <dir>', 'node folder')
+    .option('--json', 'print JSON')
+    .action(async (o: { dir: string; json?: boolean }) => {
+      const { links } = await readLinks(o.dir)
+      const live = await withNode<LinkRow[] | null>(
+        o.dir,
+        (call) => call(o.dir, 'GET', '/replication/links'),
+        async () => null,
+      )
+      if (o.json) return printJson({ settings: links, live })
+      const MiB = 1024 * 1024
+      if (links.length === 0)
+        process.stdout.write('no link settings: every link is unlimited, uncompressed\n')
+      for (const l of links)
+        process.stdout.write(`${l.to}: limit ${l.limit}, compression ${l.compress}${l.wan ? ', WAN' : ''}\n`)
+      for (const l of live ?? []) {
+        const c = l.compressionStats
+        const ratio =
+          c.rawBytes > 0 ? `, compressed to ${((c.wireBytes / c.rawBytes) * 100).toFixed(0)}%` : ''
+        const now =
+          l.limitBytesPerSecond === null ? 'unlimited' : `${(l.limitBytesPerSecond / MiB).toFixed(1)} MiB/s`
+        process.stdout.write(
+          `  now ${l.name}: ${(l.rateBytesPerSecond / MiB).toFixed(1)} MiB/s (limit ${now}), ${(l.bytesSent / MiB).toFixed(0)} MiB sent${ratio}\n`,
+        )
+      }
+    })
+}
+
+type LinkEntry = import('../../replication/index.js').LinkEntry
+
+async function readLinks(dir: string): Promise<{ file: string; links: LinkEntry[] }> {
+  const [{ readFile, stat }, { join }, { LINKS_FILE, parseLinksFile }] = await Promise.all([
+    import('node:fs/promises'),
+    import('node:path'),
+    import('../../replication/index.js'),
+  ])
+  const { nodePaths } = await import('../paths.js')
+  try {
+    await stat(nodePaths(dir).config)
+  } catch {
+    throw new Error(`${dir} holds no node (no node.json)`)
+  }
+  const file = join(dir, LINKS_FILE)
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch {
+    return { file, links: [] }
+  }
+  return { file, links: parseLinksFile(text, file).links }
+}
+
+/** Reads, changes, validates as a whole and atomically rewrites <dir>/links.json. */
+async function editLinks<R>(
+  dir: string,
+  change: (links: LinkEntry[]) => { links: LinkEntry[]; result: R },
+): Promise<R> {
+  const { file, links } = await readLinks(dir)
+  const { links: next, result } = change(links)
+  const { parseLinksFile } = await import('../../replication/index.js')
+  const text = `${JSON.stringify({ links: next }, null, 2)}\n`
+  parseLinksFile(text, file)
+  const { writeFile, rename } = await import('node:fs/promises')
+  await writeFile(`${file}.tmp`, text)
+  await rename(`${file}.tmp`, file)
+  return result
 }
