@@ -19,7 +19,7 @@ import { type Hypervisor, openDisk, type VmInfo } from '../hyperv/index.js'
 import { ReplicationError } from './errors.js'
 import type { ChunkId } from './ids.js'
 import type { ReplicaDisks, ReplicaRecord } from './replica-disk.js'
-import { readManifestIds } from './replica-store.js'
+import { findPoint, readManifestIds } from './replica-store.js'
 import type { ReplicationLogger } from './session.js'
 import type { Protection, ProtectionFiles, SourceState } from './settings.js'
 
@@ -55,10 +55,10 @@ export async function prepareReplica(
   options: { signal?: AbortSignal; test?: boolean } = {},
 ): Promise<PreparedReplica> {
   const { replicas, store } = parts
-  if (!(await replicas.read(vm))) throw new ReplicationError(`no replica of ${vm} is held on this node`)
-  await replicas.hold(vm)
+  await replicas.hold(vm) // also waits for record updates of points just committed
   let handedOver = false
   try {
+    if (!(await replicas.read(vm))) throw new ReplicationError(`no replica of ${vm} is held on this node`)
     options.signal?.throwIfAborted()
     const last = await store.lastPoint(vm)
     if (!last) throw new ReplicationError(`no committed point of ${vm} is held on this node`)
@@ -144,7 +144,9 @@ export async function ownAfterPromotion(
 ): Promise<Protection | null> {
   const { replicas, store, files } = parts
   const record = await replicas.read(vm)
-  const last = await store.lastPoint(vm)
+  // The point the disks hold (prepareReplica applied it), not a later one that was never applied.
+  const last =
+    record?.appliedSeq != null ? await findPoint(store, vm, record.appliedSeq) : await store.lastPoint(vm)
   const vmId = record?.vmId ?? (await parts.hypervisor?.getVm(vm))?.id ?? vm
   const targets = [...new Set([...(record?.replicaSet ?? []), ...(record ? [record.source] : [])])].filter(
     (p) => p && p !== parts.self,

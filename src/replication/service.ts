@@ -128,7 +128,9 @@ export class ReplicationService {
       refuses: (vm) =>
         this.protectors.has(vm) || this.handingOver.has(vm)
           ? `this node protects ${vm} itself (it has not learned of a newer owner)`
-          : null,
+          : this.replicas.isHeld(vm)
+            ? `${vm} is being promoted on this node`
+            : null,
       epochFloor: async (vm) =>
         Math.max(this.ownedEpochs.get(vm) ?? 0, (await this.replicas.read(vm))?.epoch ?? 0),
     })
@@ -554,7 +556,8 @@ export class ReplicationService {
       ...prior,
       vm: point.vm,
       vmId: header.vmId,
-      source: point.source || from,
+      // A point of an older epoch (committed while a newer owner was being learned) names no owner.
+      source: point.epoch >= (prior?.epoch ?? 0) ? point.source || from : (prior?.source ?? point.source),
       rpoSeconds: header.rpoSeconds,
       rtoSeconds: header.rtoSeconds ?? prior?.rtoSeconds,
       replicaSet: header.replicaSet ?? prior?.replicaSet,
