@@ -26,6 +26,9 @@ export const INGEST_PARALLEL_HASH_BYTES = 64 * 1024 * 1024
 /** A pack writer starts a background fdatasync after this many bytes, so writeback overlaps reads. */
 export const BACKGROUND_SYNC_BYTES = 64 * 1024 * 1024
 
+/** putChunk returns before its pack write unless this many appended bytes are still unwritten. */
+export const PUT_CHUNK_UNWRITTEN_BYTES = 32 * 1024 * 1024
+
 /** Ingest makes its new chunks durable and indexed every this many new chunks. */
 export const INGEST_FLUSH_CHUNKS = 8192
 

@@ -92,6 +92,9 @@ const WRITEV_MAX_BYTES = 64 * 1024 * 1024
 export class PackWriter {
   private active: OpenPack | null = null
   private readonly dirty = new Map<number, OpenPack>()
+  /** Bytes appended and not yet handed to their file, over all packs. */
+  private unwritten = 0
+  private unwrittenWaiters: (() => void)[] = []
 
   constructor(
     private readonly fs: StoreFs,
@@ -121,6 +124,7 @@ export class PackWriter {
     }
     const start = target.end
     target.end = pos
+    this.unwritten += pos - start
     this.dirty.set(target.pack, target)
     let done!: () => void
     const write = new Promise<void>((resolve) => {
@@ -163,6 +167,8 @@ export class PackWriter {
       .then(() => {
         target.writing = false
         for (const w of batch) w.done()
+        this.unwritten -= bytes
+        for (const wake of this.unwrittenWaiters.splice(0)) wake()
         target.unsynced += bytes
         if (target.unsynced >= BACKGROUND_SYNC_BYTES && !target.background && !target.failed)
           this.backgroundSync(target)
@@ -185,6 +191,11 @@ export class PackWriter {
       .finally(() => {
         target.background = null
       })
+  }
+
+  /** Resolves once at most `limit` appended bytes wait for their write (bounds callers' memory). */
+  async waitForUnwrittenBelow(limit: number): Promise<void> {
+    while (this.unwritten > limit) await new Promise<void>((resolve) => this.unwrittenWaiters.push(resolve))
   }
 
   /** The write or sync failure of a pack written by this writer since its last sync, if any. */

@@ -11,7 +11,12 @@
 import { join } from 'node:path'
 import type { VirtualDisk } from '../hyperv/index.js'
 import { compress, inflateRaw } from './compress.js'
-import { DEFAULT_PACK_SIZE_LIMIT, INGEST_FLUSH_CHUNKS, MERKLE_FANOUT } from './constants.js'
+import {
+  DEFAULT_PACK_SIZE_LIMIT,
+  INGEST_FLUSH_CHUNKS,
+  MERKLE_FANOUT,
+  PUT_CHUNK_UNWRITTEN_BYTES,
+} from './constants.js'
 import {
   ChunkHashMismatchError,
   ChunkVerifyError,
@@ -300,8 +305,11 @@ export class ChunkStore {
     if (actual !== hex) throw new ChunkHashMismatchError(hex, actual)
     const [found] = lease ? await this.lookupProtected([hex], lease) : [await this.entry(hex)]
     if (found) return false
-    const { written } = await this.appendChunks([{ id: Buffer.from(hex, 'hex'), bytes, kind: 'data' }])
-    await written
+    // The pack gets a copy, so the caller may reuse `bytes` at once and need not wait for the
+    // write (a receiver's next chunk overlaps it); only a backlog of unwritten bytes waits.
+    const copy = Buffer.from(bytes)
+    await this.appendChunks([{ id: Buffer.from(hex, 'hex'), bytes: copy, kind: 'data' }])
+    await this.writer.waitForUnwrittenBelow(PUT_CHUNK_UNWRITTEN_BYTES)
     if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()
     return true
   }
