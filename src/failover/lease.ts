@@ -293,7 +293,13 @@ export class OwnerLease {
       }
     }
     this.lastExpiry = { atMs: now, stopped }
-    this.log.warn({ reason, stopped, kept: stop ? [] : owned.map((o) => o.vm) }, 'owner lease expired')
+    const silentMs = Object.fromEntries(
+      this.c.mesh.peers().map((p) => [p.peerId, p.lastSeenMs === undefined ? null : now - p.lastSeenMs]),
+    )
+    this.log.warn(
+      { reason, stopped, kept: stop ? [] : owned.map((o) => o.vm), silentMs },
+      'owner lease expired',
+    )
     void this.notify(
       leaseExpired(this.reporter(), {
         leaseMs: this.leaseMs ?? 0,
@@ -313,16 +319,24 @@ export class OwnerLease {
     const replicas: string[] = []
     const waiting: string[] = []
     for (const [vm, epoch] of this.fenced) {
-      const cur = this.c.coordinator.ledger.current(vm)
+      const ledger = this.c.coordinator.ledger
+      const cur = ledger.current(vm)
       if (cur && cur.owner !== self && cur.epoch > epoch) {
         replicas.push(`${vm}@${cur.epoch}:${cur.owner}`)
         continue
       }
+      // Restart only at exactly the next epoch: if anything above the epoch it ran at is known
+      // here (promised to another node, or on points a new owner sent), someone took it over or
+      // is doing so, and a claim above that would win against the owner running it now.
+      const known = Math.max(ledger.highest(vm), (await this.c.replicas.knownEpoch?.(vm).catch(() => 0)) ?? 0)
+      if (known > epoch) {
+        waiting.push(vm)
+        this.log.warn({ vm, ranAt: epoch, known }, 'lease regained: a newer epoch exists; not restarting VM')
+        continue
+      }
       try {
-        const minEpoch = (await this.c.replicas.knownEpoch?.(vm)) ?? 0
         const won = await this.c.coordinator.claim(vm, {
           previous: self,
-          minEpoch,
           signal: AbortSignal.timeout(10_000),
         })
         await this.c.hypervisor.startVm(vm)

@@ -150,6 +150,7 @@ function harness(
     /** What reconcile learns when quorum returns. */
     learnOnReconcile: null as { vm: string; epoch: number; owner: string } | null,
     claimFails: false,
+    knownEpoch: 0,
   }
   const state = (peerId: string, site: string): NodeState => ({
     v: 1,
@@ -200,6 +201,7 @@ function harness(
     replicas: {
       setProducing: (allowed, reason) => void producing.push([allowed, reason]),
       owned: async (vm, epoch) => void owned.push(`${vm}@${epoch}`),
+      knownEpoch: async () => world.knownEpoch,
     },
     notifier: {
       notify: async (n) => {
@@ -311,6 +313,25 @@ describe('owner lease', () => {
     expect(h.lease.status().lastRegain).toMatchObject({ restarted: [], waiting: ['web1'] })
     expect(h.notes.at(-1)).toMatchObject({ severity: 'error' })
     expect(h.notes.at(-1)?.decide).toMatch(/web1 stayed off/)
+  })
+
+  it.each([
+    [
+      'an epoch promised to another node',
+      (h: ReturnType<typeof harness>) => void h.ledger.vote({ vm: 'web1', epoch: 1, owner: 'b1' }),
+    ],
+    ['points of a newer epoch received', (h: ReturnType<typeof harness>) => void (h.world.knownEpoch = 2)],
+  ])('on return, %s: no claim, the VM stays off', async (_name, arrange) => {
+    const h = harness()
+    await h.lease.check()
+    h.silence(2000)
+    await h.lease.check()
+    arrange(h)
+    h.silence(0)
+    await h.lease.check()
+    expect(h.claims).toEqual([])
+    expect(h.hv.log).toEqual(['stop web1'])
+    expect(h.lease.status().lastRegain).toMatchObject({ restarted: [], waiting: ['web1'] })
   })
 
   it('keep-running only stops points', async () => {
