@@ -324,7 +324,9 @@ function registerLinks(program: Command): void {
       for (const l of live ?? []) {
         const c = l.compressionStats
         const ratio =
-          c.rawBytes > 0 ? `, compressed to ${((c.wireBytes / c.rawBytes) * 100).toFixed(0)}%` : ''
+          c.compressed > 0
+            ? `, ${c.compressed} chunks sent compressed (${(c.rawBytes / MiB).toFixed(1)} → ${(c.wireBytes / MiB).toFixed(1)} MiB)`
+            : ''
         const now =
           l.limitBytesPerSecond === null ? 'unlimited' : `${(l.limitBytesPerSecond / MiB).toFixed(1)} MiB/s`
         process.stdout.write(

@@ -75,7 +75,7 @@ export async function followSeed(
   const bars = options.tty
     ? new MultiBar(
         {
-          format: ' {peer} |{bar}| {percentage}% {done}/{total} MiB {rate} {note}',
+          format: ' {peer} |{bar}| {percentage}% {doneMiB}/{totalMiB} MiB {rate} {note}',
           hideCursor: true,
           clearOnComplete: false,
           stopOnComplete: false,
@@ -97,8 +97,8 @@ export async function followSeed(
         for (const l of view.lines) {
           const payload = {
             peer: l.peer.length > 16 ? `${l.peer.slice(0, 12)}…` : l.peer.padEnd(13),
-            done: (l.doneBytes / MiB).toFixed(0),
-            total: (l.totalBytes / MiB).toFixed(0),
+            doneMiB: (l.doneBytes / MiB).toFixed(0),
+            totalMiB: (l.totalBytes / MiB).toFixed(0),
             rate: l.bytesPerSecond === null ? '' : `${(l.bytesPerSecond / MiB).toFixed(1)} MiB/s`,
             note: l.state === 'committed' ? `point ${l.seq} committed` : (l.error ?? l.state),
           }
