@@ -57,6 +57,7 @@ export {
   type PointsMessage,
 } from './messages.js'
 export { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
+export { type PeerPullStats, PULL_BATCH_IDS, type PullInit, type PullResult, pullChunks } from './puller.js'
 export { PointReceiver, type ReceiverStats } from './receiver.js'
 export { ReplicaDisks, type ReplicaRecord, replicaDiskPath } from './replica-disk.js'
 export { PointScheduler, type PointSchedulerInit } from './scheduler.js'
