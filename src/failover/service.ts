@@ -112,6 +112,9 @@ export interface FailoverOutcome {
   tookMs: number
 }
 
+/** One VM of a host or site failover: where it runs now, or why not; `warning` if over capacity. */
+export type HostFailoverRow = { vm: string; ok: boolean; on: string | null; error?: string; warning?: string }
+
 const silent: NotifyLogger = { info() {}, warn() {} }
 /** After a hand-over's answer was lost, the new owner's claim is awaited this long. */
 const LOST_ANSWER_WAIT_MS = 15_000
@@ -693,12 +696,12 @@ export class FailoverService {
   }
 
   /** An operator's failover of every VM of some hosts (a host, or all hosts of a site), in boot order. */
-  async failoverHosts(
-    hosts: string[],
-    opts: { signal?: AbortSignal } = {},
-  ): Promise<Array<{ vm: string; ok: boolean; on: string | null; error?: string }>> {
-    const { decisions } = this.plan(hosts, 'manual')
-    const out: Array<{ vm: string; ok: boolean; on: string | null; error?: string }> = decisions
+  async failoverHosts(hosts: string[], opts: { signal?: AbortSignal } = {}): Promise<HostFailoverRow[]> {
+    const { decisions, warnings } = this.plan(hosts, 'manual')
+    // Placements beyond a host's room (a hub's ratio, or over capacity by policy) are said aloud.
+    for (const w of warnings)
+      await this.c.notifier.notify(messages.overSubscribed(this.reporter(), { ...w, peer: w.peerId }))
+    const out: HostFailoverRow[] = decisions
       .filter((d) => !d.placement || d.action !== 'failover')
       .map((d) => ({ vm: d.vm, ok: false, on: null, error: d.reason }))
     const steps = decisions
@@ -710,8 +713,16 @@ export class FailoverService {
         this.failover(step.vm, { to: step.peerId, mode: 'manual', signal: o.signal }).then(() => {}),
       { signal: opts.signal },
     )
-    for (const r of results)
-      out.push({ vm: r.vm, ok: r.ok, on: r.ok ? r.peerId : null, ...(r.error ? { error: r.error } : {}) })
+    for (const r of results) {
+      const warning = decisions.find((d) => d.vm === r.vm)?.placement?.warning
+      out.push({
+        vm: r.vm,
+        ok: r.ok,
+        on: r.ok ? r.peerId : null,
+        ...(r.error ? { error: r.error } : {}),
+        ...(warning ? { warning } : {}),
+      })
+    }
     return out
   }
 
