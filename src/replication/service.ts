@@ -115,7 +115,12 @@ export class ReplicationService {
     })
     this.files = new ProtectionFiles(join(init.dir, 'replication'))
     this.replicas = new ReplicaDisks(join(init.dir, 'replicas'), init.store, init.logger)
-    this.forwarder = new Forwarder({ network: init.mesh, store: init.store, logger: init.logger })
+    this.forwarder = new Forwarder({
+      network: init.mesh,
+      store: init.store,
+      logger: init.logger,
+      links: this.links,
+    })
     this.receiver = new PointReceiver({
       store: init.store,
       logger: init.logger,
