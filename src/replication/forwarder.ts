@@ -6,6 +6,7 @@
 import type { ChunkStore, RecoveryPoint } from '../chunkstore/index.js'
 import { chunkLength, diffRanges, extractDelta, shouldSendDelta } from './delta.js'
 import type { ChunkId } from './ids.js'
+import type { LinkTable } from './link.js'
 import type { ManifestEntry, PointHeader } from './messages.js'
 import { findPoint, fromStoreId, readManifestIds } from './replica-store.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
@@ -17,6 +18,8 @@ export interface ForwarderComponents {
   network: ReplicationNetwork
   store: ChunkStore
   logger: ReplicationLogger
+  /** The node's links: a chain hop's sends obey the same limits and compression. */
+  links?: LinkTable
 }
 
 export class Forwarder {
@@ -65,6 +68,7 @@ export class Forwarder {
       vm: point.vm,
       vmId: header.vmId,
       logger: this.c.logger,
+      link: this.c.links?.forPeer(hop.to),
     })
     try {
       const last = session.state.lastSeq
