@@ -74,7 +74,7 @@ export class BenchNode {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
+      signal: AbortSignal.timeout(60_000), // a loaded 2-core machine answers slowly
     })
     const value = (await res.json()) as { error?: string }
     if (!res.ok) throw new Error(`${this.name} ${method} ${path}: ${res.status} ${value?.error}`)

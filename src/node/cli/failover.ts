@@ -79,11 +79,13 @@ export function register(program: Command): void {
       if (vm !== undefined) return void process.stdout.write(outcomeLine(result as Outcome))
       const r = result as {
         hosts: string[]
-        vms: Array<{ vm: string; ok: boolean; on: string | null; error?: string }>
+        vms: Array<{ vm: string; ok: boolean; on: string | null; error?: string; warning?: string }>
       }
       for (const row of r.vms)
         process.stdout.write(
-          row.ok ? `${row.vm}: runs on ${row.on}\n` : `${row.vm}: NOT failed over: ${row.error}\n`,
+          row.ok
+            ? `${row.vm}: runs on ${row.on}${row.warning ? ` (WARNING: ${row.warning})` : ''}\n`
+            : `${row.vm}: NOT failed over: ${row.error}\n`,
         )
       if (r.vms.some((row) => !row.ok)) process.exitCode = 1
     })
