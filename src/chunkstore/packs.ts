@@ -170,10 +170,19 @@ export class PackWriter {
         this.unwritten -= bytes
         for (const wake of this.unwrittenWaiters.splice(0)) wake()
         target.unsynced += bytes
-        if (target.unsynced >= BACKGROUND_SYNC_BYTES && !target.background && !target.failed)
-          this.backgroundSync(target)
         this.pump(target)
+        this.maybeBackgroundSync(target)
       })
+  }
+
+  /**
+   * A background sync after every BACKGROUND_SYNC_BYTES written, and once a sealed pack's last
+   * write is done (else its tail would wait for the commit's sync).
+   */
+  private maybeBackgroundSync(target: OpenPack): void {
+    if (target.background || target.failed || target.unsynced === 0) return
+    const sealed = target !== this.active && !target.writing && target.queue.length === 0
+    if (sealed || target.unsynced >= BACKGROUND_SYNC_BYTES) this.backgroundSync(target)
   }
 
   /**
@@ -260,7 +269,8 @@ export class PackWriter {
   }
 
   private async roll(): Promise<OpenPack> {
-    if (this.active && !this.dirty.has(this.active.pack)) await this.active.file.close()
+    const sealed = this.active
+    if (sealed && !this.dirty.has(sealed.pack)) await sealed.file.close()
     if (!this.active && this.resume && this.resume.length < this.sizeLimit) {
       const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+')
       this.active = openPack(this.resume.pack, file, this.resume.length)
@@ -272,6 +282,7 @@ export class PackWriter {
     const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx')
     await this.fs.syncDir(this.dir)
     this.active = openPack(pack, file, 0)
+    if (sealed && this.dirty.has(sealed.pack)) this.maybeBackgroundSync(sealed)
     return this.active
   }
 }
