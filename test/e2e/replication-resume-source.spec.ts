@@ -117,7 +117,9 @@ describe.runIf(oracle('qemu-img', hasTool('qemu-img')))(
       await rm(restored, { force: true })
 
       // Every committed point on the target verifies (the store is opened by `store verify`).
-      await b.stop()
+      // Both daemons stop cleanly on SIGTERM with protection running (exit 0, not the SIGKILL deadline).
+      expect(await a.stop()).toBe(0)
+      expect(await b.stop()).toBe(0)
       const verify = await cli(['store', 'verify', '--store', join(b.dir, 'store'), '--json'])
       expect(verify.code, verify.stdout + verify.stderr).toBe(0)
       const held = await points(b, 'big')
