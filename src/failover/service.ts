@@ -116,6 +116,9 @@ export interface FailoverOutcome {
 export type HostFailoverRow = { vm: string; ok: boolean; on: string | null; error?: string; warning?: string }
 
 const silent: NotifyLogger = { info() {}, warn() {} }
+/** Failback waits this long for its target to show (in gossip) a point of the current epoch. */
+const FAILBACK_RESYNC_WAIT_MS = 10_000
+
 /** After a hand-over's answer was lost, the new owner's claim is awaited this long. */
 const LOST_ANSWER_WAIT_MS = 15_000
 
@@ -742,7 +745,31 @@ export class FailoverService {
     let to = opts.to ?? this.c.coordinator.ledger.previousOwner(vm)
     if (!to && current && current.owner !== this.self.peerId) to = this.self.peerId
     if (!to) throw new FailoverError(vm, 'no earlier owner is known on this node; give --to PEER')
+    await this.awaitResynced(vm, to, current?.epoch ?? 0, opts.signal)
     return this.planned(vm, to, opts.signal)
+  }
+
+  /**
+   * Failback goes only to a node that reverse replication has brought up to date (it holds a
+   * point of the current epoch, as its gossip says): otherwise the final sync would be a full
+   * copy while the VM is stopped. Waits briefly for gossip to catch up.
+   */
+  private async awaitResynced(vm: string, to: string, epoch: number, signal?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + FAILBACK_RESYNC_WAIT_MS
+    for (;;) {
+      signal?.throwIfAborted()
+      const held = this.c.mesh
+        .nodeStates()
+        .find((s) => s.peerId === to)
+        ?.replicas.find((r) => r.vm === vm)
+      if (held?.lastPoint && held.epoch >= epoch) return
+      if (Date.now() > deadline)
+        throw new FailoverError(
+          vm,
+          `${to} holds no point of epoch ${epoch} yet: reverse replication has not caught up; try again when it has`,
+        )
+      await new Promise((r) => setTimeout(r, 250))
+    }
   }
 
   /** Does this node own `vm` now (the newest claim, or it runs here and nobody claimed it)? */

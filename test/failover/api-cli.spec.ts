@@ -130,15 +130,15 @@ describe('failover command line', () => {
     expect(none).toMatchObject({ code: 1, stderr: 'replimesh: no host of site Z is known here\n' })
   })
 
-  it('reports a refused failover, planned mode and a missing node in one line', async () => {
+  it('reports a refused failover and a missing node in one line; planned mode goes through', async () => {
     const r = await cli(['failover', '--dir', dir, 'broken'])
     expect(r).toMatchObject({
       code: 1,
       stderr: 'replimesh: cannot fail over broken: no live peer holds a committed point of it\n',
     })
-    const planned = await cli(['failover', '--dir', dir, 'web1', '--planned'])
-    expect(planned.code).toBe(1)
-    expect(planned.stderr).toMatch(/^replimesh: planned failover needs a final sync/)
+    const planned = await cli(['failover', '--dir', dir, 'web1', '--planned', '--to', 'peerA'])
+    expect(planned).toMatchObject({ code: 0, stderr: '' })
+    expect(calls).toContain('failover web1 planned peerA')
     const none = await cli(['failover', '--dir', emptyDir, 'web1'])
     expect(none.code).toBe(1)
     expect(none.stderr).toMatch(/^replimesh: no node is running on /)

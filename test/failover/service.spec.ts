@@ -112,6 +112,10 @@ function world(sims: Record<string, Sim>) {
         }
       },
       setProducing: (allowed) => void producing.push(allowed),
+      finalSync: async (vm, o) => {
+        replicaCalls.push(`final ${vm} ${o.to}`)
+        return { seq: 10, time: Date.now() }
+      },
     }
     service = new FailoverService({
       mesh,
@@ -339,12 +343,16 @@ describe('FailoverService', () => {
     expect(a1.hv.vms.get('web1')?.state).toBe('stopped') // the announcement fenced the old owner
     expect(b1.coordinator.ledger.previousOwner('web1')).toBe('a1')
 
-    // failback goes to the previous owner.
+    // failback goes to the previous owner once it holds a point of the new epoch (reverse
+    // replication), as a planned switch: c1 stops it, syncs a final point to a1, a1 promotes.
+    await expect(b1.service.failback('web1')).rejects.toThrow(/a1 holds no point of epoch 1 yet/)
+    sims.a1.replicas = [{ vm: 'web1', lastPoint: { seq: 9, time: Date.now() }, epoch: 1 }]
     const back = await b1.service.failback('web1')
-    expect(back).toMatchObject({ vm: 'web1', on: 'a1', epoch: 2 })
+    expect(back).toMatchObject({ vm: 'web1', on: 'a1', epoch: 2, dataLossMs: 0 })
     expect(a1.hv.vms.get('web1')?.state).toBe('running')
     expect(c1.hv.vms.get('web1')?.state).toBe('stopped')
-    expect(c1.channel.kinds()).toContain('fenced:web1')
+    expect(c1.replicaCalls).toContain('final web1 a1')
+    expect(a1.hv.log).toContain('unregister web1') // the fenced copy runs from the replica now
 
     // A whole host by hand: db1 goes to c1; web1 is owned by a1 again at epoch 2, so it counts too.
     const host = await b1.service.failoverHosts(['a1'])
