@@ -1,14 +1,18 @@
 // OwnerLease: the self-fencing half of "no two nodes run one VM in one epoch" (DESIGN.md §6).
 // An owner holds a lease on its running VMs while it hears from peers at a quorum of sites; every
-// contact renews it. The other side can promote a VM only after confirming this node down, which
-// needs `downAfterMs` of silence at a quorum of sites. So a lease shorter than that, by one
-// heartbeat (the two sides' last contacts differ by up to a ping interval), one check interval and
-// the time a stop takes, runs out here before the first promotion there can start the VM:
+// contact renews it. When it runs out, the owner turns its VMs off. The quorum side confirms the
+// owner down after `downAfterMs` of silence, but it starts the VMs elsewhere only once the owner's
+// lease has surely run out and its stop is done, counted from its own last contact with the owner
+// (the two sides' last contacts differ by up to a ping interval; the owner checks every tickMs):
 //
-//     leaseMs + pingIntervalMs + tickMs + LEASE_STOP_BUDGET_MS <= downAfterMs
+//     promotion not before  lastContact + leaseMs + pingIntervalMs + tickMs + LEASE_STOP_BUDGET_MS
 //
-// The lease is checked at construction (config load); by default it is as long as that allows,
-// so a slow heartbeat is not taken for a partition.
+// which is `promotionDelayMs` after the confirmation. By default the lease is `downAfterMs`: an
+// owner fences itself after the silence that would have it declared down, so a slow machine (ping
+// answers late by a second or two under load: measured here) does not stop VMs for nothing, and a
+// failover costs pingIntervalMs + tickMs + LEASE_STOP_BUDGET_MS more. A lease shorter than
+// `downAfterMs - pingIntervalMs - tickMs - LEASE_STOP_BUDGET_MS` needs no wait at all; one longer
+// than twice downAfterMs, or shorter than two ping intervals, is refused at load.
 //
 // When the lease runs out and the sites this node cannot hear could form a quorum without it
 // (with fewer sites and no witness nobody can take a VM over, so nothing is stopped), the node
@@ -16,9 +20,10 @@
 // running VMs it owns that are replicated elsewhere, and tells the operator. When it hears a quorum
 // again, it asks its peers who owns each of those VMs (FailoverService.reconcile): a VM that
 // another node owns at a higher epoch stays stopped here, as that owner's replica (fencing did it);
-// a VM nobody took over is restarted, but only after this node wins a new epoch for it with a
-// quorum of sites, so a takeover racing the heal can never also start it (one of the two claims
-// of that epoch is refused). If the claim fails the VM stays stopped and the operator decides.
+// a VM nobody took over is restarted, but only after this node wins exactly the next epoch for it
+// with a quorum of sites, so a takeover racing the heal can never also start it (one of the two
+// claims of that epoch is refused). If a newer epoch is known or the claim fails, the VM stays
+// stopped and the operator decides.
 import { randomUUID } from 'node:crypto'
 import type { Hypervisor } from '../hyperv/index.js'
 import type { EpochCoordinator } from './coordinator.js'
@@ -37,15 +42,19 @@ export interface LeaseTiming {
   pingIntervalMs?: number
 }
 
-/** The longest safe lease for `timing` with checks every `tickMs` (see the inequality above). */
-export function maxLeaseMs(timing: LeaseTiming, tickMs: number): number {
-  return timing.downAfterMs - (timing.pingIntervalMs ?? 0) - tickMs - LEASE_STOP_BUDGET_MS
+/** How long after its confirmation a failed owner's VMs may start elsewhere (see above). */
+export function promotionDelayMs(leaseMs: number, timing: LeaseTiming, tickMs: number): number {
+  return Math.max(
+    0,
+    leaseMs + (timing.pingIntervalMs ?? 0) + tickMs + LEASE_STOP_BUDGET_MS - timing.downAfterMs,
+  )
 }
 
 /**
- * The lease to use: `configured` if set, else the longest safe one. Throws FailoverConfigError when
- * it breaks the inequality, or is so short that one late heartbeat would end it. Without timing
- * (a mesh view that does not say) only a configured lease is used, unchecked; null: no lease.
+ * The lease to use: `configured` if set, else `downAfterMs`. Throws FailoverConfigError when it is
+ * so short that one late heartbeat would end it, or so long that it would hold every failover
+ * back by more than a detection time. Without timing (a mesh view that does not say) only a
+ * configured lease is used, unchecked; null: no lease.
  */
 export function resolveLeaseMs(
   configured: number | null,
@@ -53,20 +62,17 @@ export function resolveLeaseMs(
   tickMs: number,
 ): number | null {
   if (!timing) return configured
-  const max = maxLeaseMs(timing, tickMs)
+  const leaseMs = configured ?? timing.downAfterMs
   const min = 2 * (timing.pingIntervalMs ?? 0)
-  const leaseMs = configured ?? max
+  const max = 2 * timing.downAfterMs
   const problems: string[] = []
-  if (leaseMs > max)
-    problems.push(
-      `leaseMs: ${leaseMs} ms is too long: it must end before the majority can promote, ` +
-        `leaseMs + pingIntervalMs (${timing.pingIntervalMs ?? 0}) + check interval (${tickMs}) + stop budget ` +
-        `(${LEASE_STOP_BUDGET_MS}) <= downAfterMs (${timing.downAfterMs}), so at most ${max} ms`,
-    )
   if (leaseMs < min || leaseMs <= 0)
     problems.push(
-      `leaseMs: ${leaseMs} ms is too short: at least two ping intervals (${min} ms) so one late heartbeat ` +
-        `does not stop VMs${configured === null ? '; raise downAfterMs' : ''}`,
+      `leaseMs: ${leaseMs} ms is too short: at least two ping intervals (${min} ms), so one late heartbeat does not stop VMs`,
+    )
+  if (leaseMs > max)
+    problems.push(
+      `leaseMs: ${leaseMs} ms is too long: failovers wait for it to run out (leaseMs + pingIntervalMs + check interval ${tickMs} ms + stop budget ${LEASE_STOP_BUDGET_MS} ms after the last contact), so at most 2 x downAfterMs = ${max} ms`,
     )
   if (problems.length) throw new FailoverConfigError(problems)
   return leaseMs
@@ -157,8 +163,8 @@ export interface OwnerLeaseComponents {
 
 export interface LeaseStatus {
   leaseMs: number | null
-  /** Why there is no lease, when the mesh timing leaves no safe one. */
-  disabledReason: string | null
+  /** How long a failover of a host waits after confirming it down (the host's lease must run out). */
+  promotionDelayMs: number | null
   state: 'unarmed' | 'held' | 'expired'
   expiresAtMs: number | null
   heardSites: string[]
@@ -186,22 +192,12 @@ export class OwnerLease {
   private readonly log: NotifyLogger
   private readonly tickMs: number
   private lastCallMs = 0
-  private disabledReason: string | null = null
 
   constructor(private readonly c: OwnerLeaseComponents) {
     this.log = c.logger ?? silent
     this.tickMs = c.tickMs ?? 250
     const configured = c.config.leaseMs ?? null
-    let leaseMs: number | null = null
-    try {
-      leaseMs = resolveLeaseMs(configured, c.mesh.timing, this.tickMs)
-    } catch (err) {
-      // A lease set by hand that breaks the inequality is refused at load. Timers too short for
-      // any safe lease (benchmarks) leave it off, and say so in the log and in status.
-      if (configured !== null) throw err
-      this.disabledReason = (err as Error).message
-      this.log.warn({ reason: this.disabledReason }, 'owner lease off: the mesh timing leaves no safe lease')
-    }
+    const leaseMs = resolveLeaseMs(configured, c.mesh.timing, this.tickMs)
     this.leaseMs = leaseMs
   }
 
@@ -218,6 +214,39 @@ export class OwnerLease {
     return this.running
   }
 
+  private promotionDelay(): number | null {
+    const timing = this.c.mesh.timing
+    return this.leaseMs === null || !timing ? null : promotionDelayMs(this.leaseMs, timing, this.tickMs)
+  }
+
+  /**
+   * Before VMs of a failed `host` start here: waits until the host's own lease has surely run out
+   * and its stop is done, counted from this node's last contact with it (see the top of the file).
+   */
+  async waitOut(host: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const timing: LeaseTiming | undefined = this.c.mesh.timing
+    if (this.leaseMs === null || !timing) return
+    const last = this.c.mesh.peers().find((p) => p.peerId === host)?.lastSeenMs ?? Date.now()
+    const until = last + this.leaseMs + (timing.pingIntervalMs ?? 0) + this.tickMs + LEASE_STOP_BUDGET_MS
+    const waitMs = until - Date.now()
+    if (waitMs <= 0) return
+    this.log.info(
+      { host, waitMs },
+      "waiting for the failed host's owner lease to run out before starting its VMs",
+    )
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, waitMs)
+      options.signal?.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer)
+          reject(options.signal?.reason)
+        },
+        { once: true },
+      )
+    })
+  }
+
   /** Waits for the check in flight. */
   async stop(): Promise<void> {
     await this.running?.catch(() => {})
@@ -226,7 +255,7 @@ export class OwnerLease {
   status(): LeaseStatus {
     return {
       leaseMs: this.leaseMs,
-      disabledReason: this.disabledReason,
+      promotionDelayMs: this.promotionDelay(),
       state: this.state,
       expiresAtMs: this.verdict?.expiresAtMs ?? null,
       heardSites: this.verdict?.heardSites ?? [],

@@ -609,6 +609,8 @@ export class FailoverService {
         isolate: test,
       })
       if (mappings.length) await this.c.hypervisor.applyNetworkMapping(name, mappings)
+      // The failed owner may be alive but cut off: its lease must run out (it turns the VM off) first.
+      if (opts.mode === 'automatic' && opts.from) await this.lease.waitOut(opts.from, { signal: opts.signal })
       await this.c.hypervisor.startVm(name)
       if (claim) await this.c.replicas.owned?.(vm, claim.claim.epoch)
       prepared = false

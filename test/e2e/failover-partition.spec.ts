@@ -171,8 +171,8 @@ describe.runIf(unavailable === null)('partitions between sites in network namesp
     ])
     for (const n of [b, c])
       await waitFor(
-        `two points of ${VM} on ${n.name}`,
-        async () => (await n.call<unknown[]>('GET', `/replication/points/${VM}`)).length >= 2,
+        `a point of ${VM} on ${n.name}`,
+        async () => (await n.call<unknown[]>('GET', `/replication/points/${VM}`)).length >= 1,
         90_000,
         500,
       )
@@ -281,7 +281,7 @@ describe.runIf(unavailable === null)('partitions between sites in network namesp
       )
       expect(watch!.doubles(cutAt)).toEqual([])
       expect(aState.lease).toMatchObject({ state: 'expired', lastExpiry: { stopped: [VM] } })
-      const told = aState.notifications.findLast((n) => /fenced itself/.test(n.title))
+      const told = [...aState.notifications].reverse().find((n) => /fenced itself/.test(n.title))
       expect(told?.done).toMatch(new RegExp(`turned off ${VM}`))
       expect(told?.decide).toMatch(/restore the links/)
       expect(aState.quorum?.reached).toBe(false)

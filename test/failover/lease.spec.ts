@@ -13,8 +13,8 @@ import {
 import {
   LEASE_STOP_BUDGET_MS,
   leaseVerdict,
-  maxLeaseMs,
   OwnerLease,
+  promotionDelayMs,
   resolveLeaseMs,
 } from '../../src/failover/lease.js'
 import type { NodeState } from '../../src/mesh/index.js'
@@ -24,17 +24,20 @@ const FAST = { downAfterMs: 3000, pingIntervalMs: 500 }
 const DEFAULT = { downAfterMs: 15_000, pingIntervalMs: 2000 }
 
 describe('lease length', () => {
-  it('is by default the longest that ends before the quorum side can promote', () => {
-    expect(resolveLeaseMs(null, FAST, 250)).toBe(3000 - 500 - 250 - LEASE_STOP_BUDGET_MS)
-    expect(resolveLeaseMs(null, DEFAULT, 250)).toBe(11_750)
-    expect(maxLeaseMs(FAST, 250) + 500 + 250 + LEASE_STOP_BUDGET_MS).toBe(FAST.downAfterMs)
+  it('is by default downAfterMs; failovers then wait for it to run out and the stop to end', () => {
+    expect(resolveLeaseMs(null, FAST, 250)).toBe(3000)
+    expect(resolveLeaseMs(null, DEFAULT, 250)).toBe(15_000)
+    expect(promotionDelayMs(3000, FAST, 250)).toBe(500 + 250 + LEASE_STOP_BUDGET_MS)
+    // A lease that ends before the majority could confirm the owner down needs no wait.
+    expect(promotionDelayMs(1250, FAST, 250)).toBe(0)
     expect(resolveLeaseMs(1000, FAST, 250)).toBe(1000)
+    expect(resolveLeaseMs(null, { downAfterMs: 2000, pingIntervalMs: 500 }, 250)).toBe(2000)
   })
 
   it.each([
-    [1251, FAST, /too long.*at most 1250 ms/],
+    [6001, FAST, /too long.*at most 2 x downAfterMs = 6000 ms/],
     [900, FAST, /too short.*1000 ms/],
-    [null, { downAfterMs: 2000, pingIntervalMs: 500 }, /too short.*raise downAfterMs/],
+    [null, { downAfterMs: 900, pingIntervalMs: 500 }, /too short/],
   ])('refuses %s ms with %j', (leaseMs, timing, message) => {
     expect(() => resolveLeaseMs(leaseMs, timing, 250)).toThrow(FailoverConfigError)
     expect(() => resolveLeaseMs(leaseMs, timing, 250)).toThrow(message)
@@ -244,16 +247,16 @@ describe('owner lease', () => {
   it('an isolated owner turns off what another site could promote, and tells the operator', async () => {
     const h = harness()
     await h.lease.check()
-    expect(h.lease.status()).toMatchObject({ state: 'held', leaseMs: 1250 })
-    h.silence(1000)
+    expect(h.lease.status()).toMatchObject({ state: 'held', leaseMs: 3000 })
+    h.silence(2900)
     await h.lease.check()
     expect(h.hv.log).toEqual([])
-    h.silence(1300)
+    h.silence(3100)
     await h.lease.check()
     expect(h.hv.log).toEqual(['stop web1']) // solo has no replica anywhere: no one can run it
     expect(h.hv.vms.get('solo')!.state).toBe('running')
     expect(h.producing).toEqual([
-      [false, expect.stringMatching(/lease of 1250 ms expired: only sites A heard/)],
+      [false, expect.stringMatching(/lease of 3000 ms expired: only sites A heard/)],
     ])
     expect(h.lease.status()).toMatchObject({
       state: 'expired',
@@ -271,7 +274,7 @@ describe('owner lease', () => {
   it('on return, a VM another node now owns at a higher epoch stays off as its replica', async () => {
     const h = harness()
     await h.lease.check()
-    h.silence(2000)
+    h.silence(4000)
     await h.lease.check()
     h.world.learnOnReconcile = { vm: 'web1', epoch: 1, owner: 'b1' }
     h.silence(0)
@@ -291,7 +294,7 @@ describe('owner lease', () => {
   it('on return, a VM nobody took over restarts here after winning a new epoch', async () => {
     const h = harness()
     await h.lease.check()
-    h.silence(2000)
+    h.silence(4000)
     await h.lease.check()
     h.silence(0)
     await h.lease.check()
@@ -304,7 +307,7 @@ describe('owner lease', () => {
   it('on return, a lost epoch claim leaves the VM off and asks the operator', async () => {
     const h = harness()
     await h.lease.check()
-    h.silence(2000)
+    h.silence(4000)
     await h.lease.check()
     h.world.claimFails = true
     h.silence(0)
@@ -324,7 +327,7 @@ describe('owner lease', () => {
   ])('on return, %s: no claim, the VM stays off', async (_name, arrange) => {
     const h = harness()
     await h.lease.check()
-    h.silence(2000)
+    h.silence(4000)
     await h.lease.check()
     arrange(h)
     h.silence(0)
@@ -337,7 +340,7 @@ describe('owner lease', () => {
   it('keep-running only stops points', async () => {
     const h = harness({ isolationResponse: 'keep-running' })
     await h.lease.check()
-    h.silence(2000)
+    h.silence(4000)
     await h.lease.check()
     expect(h.hv.log).toEqual([])
     expect(h.producing[0][0]).toBe(false)
@@ -356,7 +359,7 @@ describe('owner lease', () => {
   it('concurrent checks share one run', async () => {
     const h = harness()
     await h.lease.check()
-    h.silence(2000)
+    h.silence(4000)
     await Promise.all([h.lease.check(), h.lease.check(), h.lease.check()])
     expect(h.hv.log).toEqual(['stop web1'])
   })
@@ -365,19 +368,31 @@ describe('owner lease', () => {
     const h = harness()
     const t = Date.now()
     await h.lease.check(t)
-    h.silence(2000)
+    h.silence(4000)
     await h.lease.check(t + 1000)
     expect(h.lease.status().state).toBe('held')
     await h.lease.check(t + 1100)
     expect(h.hv.log).toEqual(['stop web1'])
   })
 
-  it('timers too short for any safe lease leave it off and say why; a lease set by hand is refused', () => {
-    const bench = { downAfterMs: 2000, pingIntervalMs: 500 }
-    expect(harness({ timing: bench }).lease.status()).toMatchObject({
-      leaseMs: null,
-      disabledReason: expect.stringMatching(/too short/),
-    })
-    expect(() => harness({ timing: bench, leaseMs: 1000 })).toThrow(FailoverConfigError)
+  it('a lease the timing cannot hold is refused at load', () => {
+    expect(() => harness({ timing: { downAfterMs: 900, pingIntervalMs: 500 } })).toThrow(FailoverConfigError)
+    expect(() => harness({ leaseMs: 7000 })).toThrow(/too long/)
+  })
+
+  it('a failover waits until the failed host surely turned its VMs off', async () => {
+    const h = harness()
+    expect(h.lease.status().promotionDelayMs).toBe(1750)
+    // Last heard 4700 ms ago: 3000 + 500 + 250 + 1000 = 4750 ms after that contact, ~50 ms from now.
+    h.silence(4700)
+    let t = Date.now()
+    await h.lease.waitOut('b1')
+    expect(Date.now() - t).toBeGreaterThanOrEqual(30)
+    h.silence(10_000)
+    t = Date.now()
+    await h.lease.waitOut('b1')
+    expect(Date.now() - t).toBeLessThan(20)
+    h.silence(0)
+    await expect(h.lease.waitOut('b1', { signal: AbortSignal.timeout(20) })).rejects.toThrow()
   })
 })
