@@ -17,8 +17,11 @@ export interface SeedLine {
   state: 'starting' | 'seeding' | 'committed'
   doneBytes: number
   totalBytes: number
-  /** Bytes per second since the previous view, null on the first. */
+  /** Bytes per second averaged since this target's seeding was first seen, null before. */
   bytesPerSecond: number | null
+  /** When seeding was first seen, and how much was done then (the base of the average). */
+  sinceMs: number | null
+  sinceBytes: number
   seq: number | null
   error: string | null
 }
@@ -37,14 +40,17 @@ export function seedView(
     const before = previous?.lines.find((l) => l.peer === r.peer)
     const doneBytes = r.seq !== null ? (before?.totalBytes ?? 0) : (r.seeding?.doneBytes ?? 0)
     const totalBytes = r.seq !== null ? (before?.totalBytes ?? 0) : (r.seeding?.totalBytes ?? 0)
-    const dt = previous ? (nowMs - previous.atMs) / 1000 : 0
+    const sinceMs = before?.sinceMs ?? (r.seeding ? nowMs : null)
+    const sinceBytes = before?.sinceMs != null ? before.sinceBytes : doneBytes
+    const dt = sinceMs === null ? 0 : (nowMs - sinceMs) / 1000
     return {
       peer: r.peer,
       state: r.seq !== null ? 'committed' : r.seeding ? 'seeding' : 'starting',
       doneBytes,
       totalBytes,
-      bytesPerSecond:
-        before && dt > 0 && r.seq === null ? Math.max(0, (doneBytes - before.doneBytes) / dt) : null,
+      bytesPerSecond: dt > 0 && r.seq === null ? Math.max(0, (doneBytes - sinceBytes) / dt) : null,
+      sinceMs,
+      sinceBytes,
       seq: r.seq,
       error: r.lastError,
     }
@@ -79,7 +85,7 @@ export async function followSeed(
           hideCursor: true,
           clearOnComplete: false,
           stopOnComplete: false,
-          barsize: 30,
+          barsize: 20,
         },
         Presets.shades_classic,
       )
