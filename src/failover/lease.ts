@@ -192,6 +192,8 @@ export class OwnerLease {
   private readonly log: NotifyLogger
   private readonly tickMs: number
   private lastCallMs = 0
+  /** The last due expiry was put off because this process had stalled. */
+  private deferred = false
 
   constructor(private readonly c: OwnerLeaseComponents) {
     this.log = c.logger ?? silent
@@ -206,7 +208,10 @@ export class OwnerLease {
     if (this.leaseMs === null) return Promise.resolve()
     // Checks come every tickMs: a longer gap means this process stalled, and contacts that arrived
     // meanwhile are still queued behind this timer; judge the lease on the next check instead.
-    const stalled = this.lastCallMs > 0 && now - this.lastCallMs > 2 * this.tickMs + STALL_SLACK_MS
+    // At most one check in a row is deferred, so a node that stays slow still fences itself (the
+    // deferral costs one check interval, inside the stop budget).
+    const gap = now - this.lastCallMs
+    const stalled = this.lastCallMs > 0 && gap > 2 * this.tickMs + STALL_SLACK_MS && !this.deferred
     this.lastCallMs = now
     this.running ??= this.step(now, this.leaseMs, stalled).finally(() => {
       this.running = null
@@ -235,15 +240,15 @@ export class OwnerLease {
       "waiting for the failed host's owner lease to run out before starting its VMs",
     )
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, waitMs)
-      options.signal?.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(timer)
-          reject(options.signal?.reason)
-        },
-        { once: true },
-      )
+      const onAbort = () => {
+        clearTimeout(timer)
+        reject(options.signal?.reason)
+      }
+      const timer = setTimeout(() => {
+        options.signal?.removeEventListener('abort', onAbort)
+        resolve()
+      }, waitMs)
+      options.signal?.addEventListener('abort', onAbort, { once: true })
     })
   }
 
@@ -288,7 +293,9 @@ export class OwnerLease {
       if (v.held && v.heardSites.length > 1) this.state = 'held'
       return
     }
-    if (this.state === 'held' && !v.held && v.othersCouldClaim && !stalled) await this.expire(now, v)
+    const due = this.state === 'held' && !v.held && v.othersCouldClaim
+    this.deferred = due && stalled
+    if (due && !stalled) await this.expire(now, v)
     else if (this.state === 'expired' && v.held && this.c.hasQuorum()) await this.regain(now)
   }
 

@@ -375,6 +375,17 @@ describe('owner lease', () => {
     expect(h.hv.log).toEqual(['stop web1'])
   })
 
+  it('a process that stays slow is deferred once, then fences itself', async () => {
+    const h = harness()
+    const t = Date.now()
+    await h.lease.check(t)
+    h.silence(4000)
+    await h.lease.check(t + 1000)
+    expect(h.hv.log).toEqual([])
+    await h.lease.check(t + 2000)
+    expect(h.hv.log).toEqual(['stop web1'])
+  })
+
   it('a lease the timing cannot hold is refused at load', () => {
     expect(() => harness({ timing: { downAfterMs: 900, pingIntervalMs: 500 } })).toThrow(FailoverConfigError)
     expect(() => harness({ leaseMs: 7000 })).toThrow(/too long/)
