@@ -1,7 +1,7 @@
-// Failback with real processes. A protected lab VM with 24 MiB of data runs on A; A (node and
+// Failback with real processes. A protected lab VM with 12 MiB of data runs on A; A (node and
 // guest) is killed; the VM runs on B within its RTO. A comes back fenced: its copy stays stopped
 // and it is B's replica. B replicates back by delta: A's own disks are the baseline, so only chunks
-// changed since the split cross the wire (measured, against the 24 MiB seed). `failback` then
+// changed since the split cross the wire (measured, against the 12 MiB seed). `failback` then
 // switches the VM home with a planned failover: it runs on A again, B is a stopped replica, and
 // the guest's record stream shows no record lost in the switch back.
 import { randomBytes } from 'node:crypto'
@@ -16,7 +16,7 @@ import {
 } from '../helpers/nodes.js'
 
 const MiB = 1024 * 1024
-const DATA_BYTES = 24 * MiB
+const DATA_BYTES = 12 * MiB
 const RPO_MS = 5_000
 const RTO_MS = 30_000
 
