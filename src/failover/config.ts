@@ -101,9 +101,10 @@ export const FailoverConfig = z
      */
     isolationResponse: z.enum(['keep-running', 'stop']).default('stop'),
     /**
-     * Owner lease in ms: an owner that hears no quorum of sites for this long fences itself. Default
-     * null: derived from the mesh timing, the longest that ends before the quorum side can promote
-     * (downAfterMs - pingIntervalMs - check interval - stop budget); a longer one is refused at start.
+     * Owner lease in ms: an owner that hears no quorum of sites for this long fences itself, and an
+     * automatic failover starts the VM elsewhere only once the lease has surely run out (lease.ts).
+     * Default null: the mesh's downAfterMs. Shorter than two ping intervals or longer than twice
+     * downAfterMs is refused when the failover service starts.
      */
     leaseMs: z.number().int().positive().nullable().default(null),
     notifications: NotifierConfig.default({ webhooks: [] }),
