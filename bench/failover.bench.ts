@@ -180,6 +180,7 @@ async function runOnce(ctx: BenchContext, count: number, timing: typeof BENCH_TI
     }
     const perVmMs = runningAt.map((t) => t - killedAt)
     const totalMs = Math.max(...perVmMs)
+    // NaN when the notification fell out of the node's recent list (lease and quorum notices).
     const completedMs = Math.max(...completedAt.map((t) => t - killedAt))
     return {
       vms: count,
@@ -246,7 +247,9 @@ function rowsOf(f: RunFigures, timing: typeof BENCH_TIMING): BenchRow[] {
       unit: 's',
       note:
         `at most 4 starts at once on C; per VM kill → running: ${f.perVmMs.join(', ')} ms; ` +
-        `kill → last failover-completed (replication took it on): ${f.completedMs} ms`,
+        (Number.isFinite(f.completedMs)
+          ? `kill → last failover-completed (replication took it on): ${f.completedMs} ms`
+          : 'a failover-completed notification was no longer in the recent list'),
     },
     {
       name: `total, ${label}: kill → running (slowest VM)`,
