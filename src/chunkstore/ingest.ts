@@ -23,6 +23,7 @@ import {
 import { InvalidPointError } from './errors.js'
 import { ID_BYTES, ZERO_HEX, ZERO_ID } from './hash.js'
 import { sharedBuffer } from './hash-pool.js'
+import type { ChunkEntry } from './index-db.js'
 import { TreeBuilder, treeShape } from './merkle.js'
 import type { ManifestRef } from './points.js'
 import type { ChunkLease, ChunkStore, NewChunk } from './store.js'
@@ -66,6 +67,9 @@ interface Window {
   buffer: Buffer | null
   /** Ids of the window's 'read' chunks in order, 32 bytes each (ZERO_ID for all-zero bytes). */
   ids: Buffer | null
+  /** Hex ids of the window's non-zero read chunks, and their lookup started once hashed. */
+  hexes: string[]
+  lookup: Promise<(ChunkEntry | undefined)[]> | null
 }
 
 /** Walks sorted, coalesced extents alongside ascending chunk ranges. */
@@ -83,20 +87,60 @@ function sortedRanges(ranges: ByteRange[]): ByteRange[] {
   return ranges.filter((r) => r.length > 0).sort((a, b) => a.start - b.start)
 }
 
+/**
+ * Window buffers left by finished ingests, reused by the next one: first touching fresh memory
+ * costs a page fault per page, which is slow in a VM. Dropped after a minute without an ingest.
+ */
+const spare: Buffer[] = []
+let spareTimer: NodeJS.Timeout | null = null
+const SPARE_KEEP_MS = 60_000
+
+/** At most `count` window buffers, made (or taken from the spares) only when needed. */
 class BufferPool {
   private readonly free: Buffer[] = []
   private readonly waiters: ((b: Buffer) => void)[] = []
-  constructor(count: number, size: number) {
-    for (let i = 0; i < count; i++) this.free.push(sharedBuffer(size))
-  }
+  private made = 0
+  private closed = false
+  constructor(
+    private readonly count: number,
+    private readonly size: number,
+  ) {}
   acquire(): Promise<Buffer> {
     const b = this.free.pop()
-    return b ? Promise.resolve(b) : new Promise((resolve) => this.waiters.push(resolve))
+    if (b) return Promise.resolve(b)
+    if (this.made < this.count) {
+      this.made++
+      const i = spare.findIndex((x) => x.length === this.size)
+      return Promise.resolve(i >= 0 ? spare.splice(i, 1)[0] : sharedBuffer(this.size))
+    }
+    return new Promise((resolve) => this.waiters.push(resolve))
   }
   release(b: Buffer): void {
+    if (this.closed) {
+      keepSpare(b)
+      return
+    }
     const w = this.waiters.shift()
     if (w) w(b)
     else this.free.push(b)
+  }
+  /** The ingest is over: free buffers, and those released later, become spares. */
+  close(): void {
+    this.closed = true
+    for (const b of this.free.splice(0)) keepSpare(b)
+  }
+}
+
+function keepSpare(b: Buffer): void {
+  if (spare.length >= INGEST_BUFFERS) return
+  spare.push(b)
+  if (spareTimer) spareTimer.refresh()
+  else {
+    spareTimer = setTimeout(() => {
+      spare.length = 0
+      spareTimer = null
+    }, SPARE_KEEP_MS)
+    spareTimer.unref()
   }
 }
 
@@ -149,7 +193,8 @@ export async function ingestDisk(
       else plan.push(data.overlaps(s, e) ? 'read' : 'zero')
     }
     const loaded = (async (): Promise<Window> => {
-      if (!plan.includes('read')) return { first, sources: plan, buffer: null, ids: null }
+      if (!plan.includes('read'))
+        return { first, sources: plan, buffer: null, ids: null, hexes: [], lookup: null }
       const buffer = await pool.acquire()
       try {
         for (let i = 0; i < plan.length; ) {
@@ -168,7 +213,7 @@ export async function ingestDisk(
         pool.release(buffer)
         throw err
       }
-      return { first, sources: plan, buffer, ids: null }
+      return { first, sources: plan, buffer, ids: null, hexes: [], lookup: null }
     })()
     loaded.catch(() => {})
     return { plan, loaded }
@@ -195,21 +240,35 @@ export async function ingestDisk(
         starts.push(k * chunkSize)
         lengths.push(chunkLength(w.first + k))
       })
-      w.ids = await store.hasher.hashChunks(w.buffer, starts, lengths)
+      const ids = await store.hasher.hashChunks(w.buffer, starts, lengths)
+      w.ids = ids
+      // Looked up now, while the window before is still being processed.
+      for (let k = 0; k < starts.length; k++) {
+        const id = ids.subarray(k * ID_BYTES, (k + 1) * ID_BYTES)
+        if (!id.equals(ZERO_ID)) w.hexes.push(id.toString('hex'))
+      }
+      if (w.hexes.length > 0) {
+        w.lookup = store.lookupProtected(w.hexes, lease)
+        w.lookup.catch(() => {})
+      }
       return w
     })
     hashed.catch(() => {})
     return hashed
   }
-  fill()
-  let hashing = queue.length > 0 ? hashNext() : null
-  while (hashing) {
-    signal?.throwIfAborted()
-    const w = await hashing
-    // The next window hashes while this one is looked up, written and pushed into the tree.
-    hashing = queue.length > 0 ? hashNext() : null
-    await processWindow(w)
-    options.onProgress?.(Math.min(size, (w.first + w.sources.length) * chunkSize), size)
+  try {
+    fill()
+    let hashing = queue.length > 0 ? hashNext() : null
+    while (hashing) {
+      signal?.throwIfAborted()
+      const w = await hashing
+      // The next window hashes while this one is looked up, written and pushed into the tree.
+      hashing = queue.length > 0 ? hashNext() : null
+      await processWindow(w)
+      options.onProgress?.(Math.min(size, (w.first + w.sources.length) * chunkSize), size)
+    }
+  } finally {
+    pool.close()
   }
   const root = await builder.finish()
   return {
@@ -250,12 +309,17 @@ export async function ingestDisk(
     }
     let written: Promise<void> = Promise.resolve()
     if (fresh.length > 0) {
-      const hexes = fresh.map((c) => c.id.toString('hex'))
-      const found = await store.lookupProtected(hexes, lease)
+      const hexes = w.hexes
+      const found = await w.lookup!
+      // Absent at the early lookup: appended since by an earlier window (pending, or committed
+      // by a flush since), or by another ingest? Asked again, so nothing is stored twice.
+      const recheck = hexes.filter((h, k) => !found[k] && !store.pending.has(h))
+      const again = recheck.length > 0 ? new Set(await store.has(recheck)) : new Set<string>()
       const seen = new Set<string>()
       const add = fresh.filter((_, k) => {
-        if (found[k] || seen.has(hexes[k])) return false
-        seen.add(hexes[k])
+        const hex = hexes[k]
+        if (found[k] || !again.has(hex) || seen.has(hex)) return false
+        seen.add(hex)
         return true
       })
       const appended = await store.appendChunks(add)
