@@ -326,8 +326,7 @@ export class VmProtector {
       l.entries[diskIndex] = []
       if (l.mode === 'full') this.seedTotal(l, toRead.length * chunkSize)
     }
-    for (let at = 0; at < toRead.length; at += READ_BATCH_CHUNKS) {
-      this.abort.signal.throwIfAborted()
+    const readBatch = async (at: number) => {
       const batch: OfferItem[] = []
       const batchIndexes: number[] = []
       const patches = new Map<ChunkId, { base: ChunkId | null; ranges: ByteRange[]; bytes: Uint8Array }>()
@@ -351,8 +350,23 @@ export class VmProtector {
           patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
         batch.push({ id, length, load: async () => bytes, delta: async () => patches.get(id) ?? null })
       }
-      await this.offerAll(live, diskIndex, batch, batchIndexes)
-      for (const l of live) this.seedDone(l, Math.min(READ_BATCH_CHUNKS, toRead.length - at) * chunkSize)
+      return { batch, batchIndexes }
+    }
+    // The next batch is read and hashed while this one is offered, so a slow or limited link
+    // stays busy during disk reads (memory: two batches). Batches are read in order, one at a time.
+    let next: ReturnType<typeof readBatch> | null = toRead.length > 0 ? readBatch(0) : null
+    try {
+      for (let at = 0; next; at += READ_BATCH_CHUNKS) {
+        this.abort.signal.throwIfAborted()
+        const { batch, batchIndexes } = await next
+        next = at + READ_BATCH_CHUNKS < toRead.length ? readBatch(at + READ_BATCH_CHUNKS) : null
+        next?.catch(() => {})
+        await this.offerAll(live, diskIndex, batch, batchIndexes)
+        for (const l of live) this.seedDone(l, Math.min(READ_BATCH_CHUNKS, toRead.length - at) * chunkSize)
+      }
+    } finally {
+      // Never leave a read running on a disk the caller is about to close.
+      await next?.catch(() => {})
     }
     // With no tracking (first point, or the reference was lost) every chunk was read: `changed`
     // then holds each chunk whose id differs from the previous manifest, zero ones included.
