@@ -144,8 +144,16 @@ export class VhdxDisk implements VirtualDisk {
         this.path,
       )
     }
-    const plan = new ReadPlan(this.file, this.parent, buffer)
     const bs = this.blockSize
+    // The common case of a streaming read (a piece inside one present block): one file read,
+    // no plan. Saves the plan's async hops, which cost a visible share of a page-cache copy.
+    const first = Math.floor(offset / bs)
+    if (offset + len <= (first + 1) * bs && this.bat.blockState(first) === PAYLOAD_BLOCK_FULLY_PRESENT) {
+      if (len > 0)
+        await this.file.read(buffer, bufferOffset, len, this.bat.blockOffset(first) + offset - first * bs)
+      return
+    }
+    const plan = new ReadPlan(this.file, this.parent, buffer)
     const lss = this.logicalSectorSize
     const end = offset + len
     for (let pos = offset; pos < end; ) {
