@@ -175,6 +175,7 @@ async function catRows(ctx: BenchContext): Promise<BenchRow[]> {
     plain: ['-e', PLAIN_READ_SCRIPT, raw],
     cat: [BIN, 'disk', 'cat', vhdx],
     catRaw: [BIN, 'disk', 'cat', raw],
+    plainVhdx: ['-e', PLAIN_READ_SCRIPT, vhdx],
   }
   // Best streaming rate (MiB/s) and shortest whole run (s) per child, rounds interleaved so
   // load drifts hit every reader alike.
@@ -204,6 +205,7 @@ async function catRows(ctx: BenchContext): Promise<BenchRow[]> {
     const plain = await timed('plain')
     paired.push((await timed('cat')) / plain)
     await timed('catRaw')
+    await timed('plainVhdx')
     rate.inProcess = Math.max(rate.inProcess, bytes / 1024 / 1024 / inProcessRead(raw))
   }
   const info = await timeChild([BIN, 'disk', 'info', vhdx], signal)
@@ -238,6 +240,14 @@ async function catRows(ctx: BenchContext): Promise<BenchRow[]> {
       limit: rate.inProcess,
       ratio: rate.cat / rate.inProcess,
       note: 'readSync loop in this process, no child, no stdout (what this bench compared with before)',
+    },
+    {
+      name: 'the same disk cat vs a plain read of the VHDX file itself',
+      value: rate.cat,
+      unit: 'MiB/s',
+      limit: rate.plainVhdx,
+      ratio: rate.cat / rate.plainVhdx,
+      note: "the same plain-read child over the VHDX file's own pages: what the format and the CLI cost, without the two files' page cache differences",
     },
     {
       name: 'disk cat of the raw file to /dev/null',
