@@ -578,6 +578,14 @@ export class FailoverService {
       if (registered && registered.state !== 'stopped')
         throw new FailoverError(vm, `${name} is ${registered.state} on this node already`)
       const minEpoch = test ? 0 : ((await this.c.replicas.knownEpoch?.(vm)) ?? 0)
+      // Peers place a failed host's VMs from gossip that can lag: if another node already won a
+      // promise for this VM, it is taking it over; a second claim above it would run it twice.
+      const ledger = this.c.coordinator.ledger
+      if (opts.mode === 'automatic' && ledger.highest(vm) > (ledger.current(vm)?.epoch ?? 0))
+        throw new FailoverError(
+          vm,
+          `another node is taking it over (epoch ${ledger.highest(vm)} was promised)`,
+        )
       const claim = test
         ? null
         : await this.c.coordinator.claim(vm, { signal: opts.signal, previous, minEpoch })
@@ -603,6 +611,12 @@ export class FailoverService {
       if (mappings.length) await this.c.hypervisor.applyNetworkMapping(name, mappings)
       // The failed owner may be alive but cut off: its lease must run out (it turns the VM off) first.
       if (opts.mode === 'automatic' && opts.from) await this.lease.waitOut(opts.from, { signal: opts.signal })
+      // A prepare can take seconds: if a newer epoch was promised meanwhile, another node is taking it.
+      if (claim && this.c.coordinator.ledger.highest(vm) > claim.claim.epoch)
+        throw new FailoverError(
+          vm,
+          `epoch ${this.c.coordinator.ledger.highest(vm)} was promised to another node meanwhile`,
+        )
       await this.c.hypervisor.startVm(name)
       if (claim) await this.c.replicas.owned?.(vm, claim.claim.epoch)
       prepared = false
