@@ -30,6 +30,16 @@ export interface HashJob {
   ids: SharedArrayBuffer
 }
 
+/** A window handed to the worker by begin(), to be completed by finish(). */
+export interface HashTicket {
+  data: Buffer
+  starts: number[]
+  lengths: number[]
+  worker: Worker | null
+  job: HashJob | null
+  shared: Buffer | null
+}
+
 const NEXT = 0
 const FREE = 0
 const CLAIMED = 1
@@ -105,17 +115,20 @@ export class ParallelHasher {
    * Ids of the chunks of `data` at `starts`/`lengths`, 32 bytes each: ZERO_ID (all zero) for an
    * all-zero chunk. With `data` in shared memory, the worker hashes side by side with this thread.
    */
-  async hashChunks(data: Buffer, starts: number[], lengths: number[]): Promise<Buffer> {
+  hashChunks(data: Buffer, starts: number[], lengths: number[]): Promise<Buffer> {
+    return this.finish(this.begin(data, starts, lengths))
+  }
+
+  /**
+   * Hands a window to the worker now (it works through windows in the order given); finish()
+   * later hashes on this thread whatever the worker has not done. `data` must stay unchanged
+   * until finish() returns.
+   */
+  begin(data: Buffer, starts: number[], lengths: number[]): HashTicket {
     const count = starts.length
-    const ids = Buffer.alloc(Math.max(1, count) * ID_BYTES)
     const worker = this.worker
-    if (!(data.buffer instanceof SharedArrayBuffer) || !worker || count < 2) {
-      for (let k = 0; k < count; k++) {
-        const bytes = data.subarray(starts[k], starts[k] + lengths[k])
-        if (!isAllZero(bytes)) this.hash(bytes).copy(ids, k * ID_BYTES)
-      }
-      return ids
-    }
+    if (!(data.buffer instanceof SharedArrayBuffer) || !worker || count < 2)
+      return { data, starts, lengths, worker: null, job: null, shared: null }
     const shared = Buffer.from(new SharedArrayBuffer(count * ID_BYTES))
     const job: HashJob = {
       algorithm: this.algorithm,
@@ -126,6 +139,20 @@ export class ParallelHasher {
       ids: shared.buffer as SharedArrayBuffer,
     }
     worker.postMessage(job)
+    return { data, starts, lengths, worker, job, shared }
+  }
+
+  async finish(ticket: HashTicket): Promise<Buffer> {
+    const { data, starts, lengths, worker, job, shared } = ticket
+    const count = starts.length
+    const ids = Buffer.alloc(Math.max(1, count) * ID_BYTES)
+    if (!worker || !job || !shared) {
+      for (let k = 0; k < count; k++) {
+        const bytes = data.subarray(starts[k], starts[k] + lengths[k])
+        if (!isAllZero(bytes)) this.hash(bytes).copy(ids, k * ID_BYTES)
+      }
+      return ids
+    }
     const control = new Int32Array(job.control)
     const source = Buffer.from(job.data)
     const own = (k: number) => idOf(source, job, k, this.hash)?.copy(ids, k * ID_BYTES)

@@ -22,7 +22,7 @@ import {
 } from './constants.js'
 import { InvalidPointError } from './errors.js'
 import { ID_BYTES, ZERO_HEX, ZERO_ID } from './hash.js'
-import { sharedBuffer } from './hash-pool.js'
+import { type HashTicket, sharedBuffer } from './hash-pool.js'
 import type { ChunkEntry } from './index-db.js'
 import { TreeBuilder, treeShape } from './merkle.js'
 import type { ManifestRef } from './points.js'
@@ -70,6 +70,8 @@ interface Window {
   /** Hex ids of the window's non-zero read chunks, and their lookup started once hashed. */
   hexes: string[]
   lookup: Promise<(ChunkEntry | undefined)[]> | null
+  /** The window as handed to the hash worker once read (see ParallelHasher.begin). */
+  ticket: HashTicket | null
 }
 
 /** Walks sorted, coalesced extents alongside ascending chunk ranges. */
@@ -194,7 +196,7 @@ export async function ingestDisk(
     }
     const loaded = (async (): Promise<Window> => {
       if (!plan.includes('read'))
-        return { first, sources: plan, buffer: null, ids: null, hexes: [], lookup: null }
+        return { first, sources: plan, buffer: null, ids: null, hexes: [], lookup: null, ticket: null }
       const buffer = await pool.acquire()
       try {
         for (let i = 0; i < plan.length; ) {
@@ -213,7 +215,16 @@ export async function ingestDisk(
         pool.release(buffer)
         throw err
       }
-      return { first, sources: plan, buffer, ids: null, hexes: [], lookup: null }
+      // The worker starts on it now, ahead of this thread.
+      const starts: number[] = []
+      const lengths: number[] = []
+      plan.forEach((s, k) => {
+        if (s !== 'read') return
+        starts.push(k * chunkSize)
+        lengths.push(chunkLength(first + k))
+      })
+      const ticket = store.hasher.begin(buffer, starts, lengths)
+      return { first, sources: plan, buffer, ids: null, hexes: [], lookup: null, ticket }
     })()
     loaded.catch(() => {})
     return { plan, loaded }
@@ -232,18 +243,11 @@ export async function ingestDisk(
     const loaded = queue.shift()!
     fill()
     const hashed = loaded.then(async (w) => {
-      if (!w.buffer) return w
-      const starts: number[] = []
-      const lengths: number[] = []
-      w.sources.forEach((s, k) => {
-        if (s !== 'read') return
-        starts.push(k * chunkSize)
-        lengths.push(chunkLength(w.first + k))
-      })
-      const ids = await store.hasher.hashChunks(w.buffer, starts, lengths)
+      if (!w.ticket) return w
+      const ids = await store.hasher.finish(w.ticket)
       w.ids = ids
       // Looked up now, while the window before is still being processed.
-      for (let k = 0; k < starts.length; k++) {
+      for (let k = 0; k < w.ticket.starts.length; k++) {
         const id = ids.subarray(k * ID_BYTES, (k + 1) * ID_BYTES)
         if (!id.equals(ZERO_ID)) w.hexes.push(id.toString('hex'))
       }
