@@ -76,6 +76,8 @@ describe.runIf(oracle('qemu-img', hasTool('qemu-img')))(
         240_000,
         500,
       )
+      // What the source went through after its restart (warnings and commits), for the record.
+      console.log(replicationLogs([a, b], 8))
       const afterSeed = await b.call<Receiver>('GET', '/replication/receiver')
       const resent = afterSeed.bytesStored - atKill.bytesStored
       const missing = total - atKill.bytesStored
