@@ -323,7 +323,12 @@ describe('owner lease', () => {
       'an epoch promised to another node',
       (h: ReturnType<typeof harness>) => void h.ledger.vote({ vm: 'web1', epoch: 1, owner: 'b1' }),
     ],
-    ['points of a newer epoch received', (h: ReturnType<typeof harness>) => void (h.world.knownEpoch = 2)],
+    [
+      'points of a newer epoch received',
+      (h: ReturnType<typeof harness>) => {
+        h.world.knownEpoch = 2
+      },
+    ],
   ])('on return, %s: no claim, the VM stays off', async (_name, arrange) => {
     const h = harness()
     await h.lease.check()
