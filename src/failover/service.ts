@@ -618,7 +618,15 @@ export class FailoverService {
           `epoch ${this.c.coordinator.ledger.highest(vm)} was promised to another node meanwhile`,
         )
       await this.c.hypervisor.startVm(name)
-      if (claim) await this.c.replicas.owned?.(vm, claim.claim.epoch)
+      // Protection onwards starts in the background: it dials the rest of the replica set (the
+      // failed owner among them, refused for seconds), which must not hold this promotion's boot
+      // slot; replication serialises it with any later hand-over of the same VM.
+      if (claim) {
+        const epoch = claim.claim.epoch
+        this.c.replicas.owned?.(vm, epoch)?.catch((err: Error) =>
+          this.log.warn({ vm, epoch, err: err.message }, 'protection from the new owner did not start'),
+        )
+      }
       prepared = false
       const tookMs = Date.now() - t0
       // Planned: the VM was stopped before its final point, which this promotion runs from.
