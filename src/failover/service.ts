@@ -623,9 +623,11 @@ export class FailoverService {
       // slot; replication serialises it with any later hand-over of the same VM.
       if (claim) {
         const epoch = claim.claim.epoch
-        this.c.replicas.owned?.(vm, epoch)?.catch((err: Error) =>
-          this.log.warn({ vm, epoch, err: err.message }, 'protection from the new owner did not start'),
-        )
+        this.c.replicas
+          .owned?.(vm, epoch)
+          ?.catch((err: Error) =>
+            this.log.warn({ vm, epoch, err: err.message }, 'protection from the new owner did not start'),
+          )
       }
       prepared = false
       const tookMs = Date.now() - t0
