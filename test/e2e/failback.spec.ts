@@ -5,35 +5,14 @@
 // switches the VM home with a planned failover: it runs on A again, B is a stopped replica, and
 // the guest's record stream shows no record lost in the switch back.
 import { randomBytes } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  createTestMesh,
-  FAILOVER_TIMING,
-  type TestMesh,
-  type TestNode,
-  testEnv,
-  waitFor,
-} from '../helpers/nodes.js'
+import { describe, expect, it } from 'vitest'
+import { type TestNode, waitFor } from '../helpers/nodes.js'
+import { failoverMesh } from './failover-helpers.js'
 
 const MiB = 1024 * 1024
 const DATA_BYTES = 12 * MiB
 const RPO_MS = 5_000
 const RTO_MS = 30_000
-
-interface Records {
-  lastSeq: number
-  lastTime: number
-  startSeq: number
-  startTime: number
-}
-
-interface VmRow {
-  name: string
-  role: 'primary' | 'replica'
-  state: 'running' | 'stopped'
-  owner: string
-  epoch: number
-}
 
 interface TargetProgress {
   peer: string
@@ -43,34 +22,8 @@ interface TargetProgress {
 }
 
 describe('failback by delta', () => {
-  let mesh: TestMesh
-
-  beforeAll(async () => {
-    mesh = await createTestMesh(['A', 'B', 'C'], {
-      env: testEnv({ REPLIMESH_TIMING: JSON.stringify({ ...FAILOVER_TIMING, membershipTimeoutMs: 20_000 }) }),
-    })
-  }, 120_000)
-
-  afterAll(async () => {
-    await mesh?.teardown()
-  }, 60_000)
-
-  const ok = async (args: string[]) => {
-    const r = await mesh.cli(args, 120_000)
-    if (r.code !== 0) throw new Error(`replimesh ${args.join(' ')}: ${r.stderr}`)
-    return r.stdout
-  }
-  const records = async (n: TestNode) =>
-    JSON.parse(await ok(['vm', 'records', '--dir', n.dir, 'web1', '--json'])) as Records
-  // Polling goes through the API (a CLI process per poll loads a shared machine); the CLI's
-  // status --json is checked once per switch.
-  const row = async (n: TestNode) => ((await n.status()).vms as VmRow[]).find((v) => v.name === 'web1')
-  const cliRow = async (n: TestNode) => {
-    const s = JSON.parse(await ok(['status', '--dir', n.dir, '--json'])) as { vms: VmRow[] }
-    return s.vms.find((v) => v.name === 'web1')
-  }
-  const points = (n: TestNode) =>
-    n.call<Array<{ seq: number; epoch: number }>>('GET', '/replication/points/web1')
+  const fm = failoverMesh()
+  const { ok, records, row, cliRow, points } = fm
   const sentTo = async (from: TestNode, to: TestNode) =>
     (await from.call<{ targets: TargetProgress[] }>('GET', '/replication/vms/web1')).targets.find(
       (t) => t.peer === to.peerId,
@@ -79,7 +32,7 @@ describe('failback by delta', () => {
   it('fences the returning host, resyncs it by delta and brings the VM home', {
     timeout: 240_000,
   }, async () => {
-    const [a, b] = mesh.nodes
+    const [a, b] = fm.mesh.nodes
     await ok(['vm', 'create', '--dir', a.dir, 'web1', '--size', '32M'])
     await ok(['vm', 'start', '--dir', a.dir, 'web1'])
     for (let at = 0; at < DATA_BYTES; at += 4 * MiB)

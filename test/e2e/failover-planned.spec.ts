@@ -3,64 +3,17 @@
 // proves nothing was lost: the last record A wrote is the record B's run began from. A is then a
 // stopped replica of B's; a second planned failover (asked on C, which hands it to the owner) brings
 // it back to A at epoch 2, again losing no record.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  createTestMesh,
-  FAILOVER_TIMING,
-  type TestMesh,
-  type TestNode,
-  testEnv,
-  waitFor,
-} from '../helpers/nodes.js'
-
-interface Records {
-  lastSeq: number
-  lastTime: number
-  startSeq: number
-  startTime: number
-}
-
-interface VmRow {
-  name: string
-  role: 'primary' | 'replica'
-  state: 'running' | 'stopped'
-  owner: string
-  epoch: number
-}
+import { describe, expect, it } from 'vitest'
+import { waitFor } from '../helpers/nodes.js'
+import { failoverMesh } from './failover-helpers.js'
 
 describe('planned failover', () => {
-  let mesh: TestMesh
-
-  beforeAll(async () => {
-    mesh = await createTestMesh(['A', 'B', 'C'], {
-      env: testEnv({ REPLIMESH_TIMING: JSON.stringify({ ...FAILOVER_TIMING, membershipTimeoutMs: 20_000 }) }),
-    })
-  }, 120_000)
-
-  afterAll(async () => {
-    await mesh?.teardown()
-  }, 60_000)
-
-  const ok = async (args: string[]) => {
-    const r = await mesh.cli(args, 120_000)
-    if (r.code !== 0) throw new Error(`replimesh ${args.join(' ')}: ${r.stderr}`)
-    return r.stdout
-  }
-  const records = async (n: TestNode) =>
-    JSON.parse(await ok(['vm', 'records', '--dir', n.dir, 'web1', '--json'])) as Records
-  // Polling goes through the API (a CLI process per poll loads a shared machine); the CLI's
-  // status --json is checked once per switch.
-  const row = async (n: TestNode) => ((await n.status()).vms as VmRow[]).find((v) => v.name === 'web1')
-  const cliRow = async (n: TestNode) => {
-    const s = JSON.parse(await ok(['status', '--dir', n.dir, '--json'])) as { vms: VmRow[] }
-    return s.vms.find((v) => v.name === 'web1')
-  }
-  const points = (n: TestNode) =>
-    n.call<Array<{ seq: number; epoch: number }>>('GET', '/replication/points/web1')
+  const fm = failoverMesh()
+  const { ok, records, row, cliRow, points } = fm
   it('loses no record, leaves the old owner a stopped replica, and goes back', {
     timeout: 180_000,
   }, async () => {
-    const [a, b, c] = mesh.nodes
+    const [a, b, c] = fm.mesh.nodes
     await ok(['vm', 'create', '--dir', a.dir, 'web1', '--size', '16M'])
     await ok(['vm', 'start', '--dir', a.dir, 'web1'])
     await ok(['protect', '--dir', a.dir, 'web1', '--rpo', '2s', '--rto', '60s', '--to', b.peerId])

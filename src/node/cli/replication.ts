@@ -1,6 +1,7 @@
 // `replimesh protect | points | restore` (DESIGN.md §7). protect asks the running node; points and
 // restore ask it too, or open the node's store directly when no node runs on the folder.
 import { type Command, InvalidArgumentError, Option } from 'commander'
+import type { LinkStatus } from '../../replication/index.js'
 import { parseCount, parseDurationMs, printJson, UsageError } from './output.js'
 
 interface PointRow {
@@ -225,16 +226,6 @@ export function register(program: Command): void {
     )
 }
 
-interface LinkRow {
-  name: string
-  limit: string
-  limitBytesPerSecond: number | null
-  rateBytesPerSecond: number
-  bytesSent: number
-  compression: boolean
-  compressionStats: { compressed: number; rawBytes: number; wireBytes: number; cpuMs: number }
-}
-
 /** `replimesh link set|rm|ls`: per-link limits, schedules and compression in <dir>/links.json. */
 function registerLinks(program: Command): void {
   const link = program
@@ -310,7 +301,7 @@ function registerLinks(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (o: { dir: string; json?: boolean }) => {
       const { links } = await readLinks(o.dir)
-      const live = await withNode<LinkRow[] | null>(
+      const live = await withNode<LinkStatus[] | null>(
         o.dir,
         (call) => call(o.dir, 'GET', '/replication/links'),
         async () => null,
