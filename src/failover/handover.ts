@@ -214,6 +214,10 @@ export class PlannedHandOver {
       await this.h.hypervisor
         .startVm(vm)
         .catch((err: Error) => this.h.log.warn({ vm, err: err.message }, 'restart failed'))
-    await this.h.replicas.resume?.(vm).catch(() => {})
+    await this.h.replicas
+      .resume?.(vm)
+      .catch((err: Error) =>
+        this.h.log.warn({ vm, err: err.message }, 'protection did not resume: the VM runs unprotected'),
+      )
   }
 }

@@ -667,7 +667,12 @@ export class FailoverService {
         tookMs,
       }
     } catch (err) {
-      if (prepared) await this.c.replicas.released?.(vm).catch(() => {})
+      if (prepared)
+        await this.c.replicas
+          .released?.(vm)
+          .catch((e: Error) =>
+            this.log.warn({ vm, err: e.message }, 'the replica was not released: applies stay held'),
+          )
       this.c.metrics?.failover(vm, opts.mode, 'failed')
       await this.c.notifier.notify(
         messages.failoverFailed(this.reporter(), {
