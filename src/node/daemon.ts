@@ -151,23 +151,25 @@ export async function startDaemon(dir: string): Promise<RunningDaemon> {
     }
     if (hypervisor) {
       const publishVms = async () => {
-        const vms = await hypervisor.listVms()
-        mesh.setVms(
-          vms.map((vm) => ({
-            id: vm.id,
-            name: vm.name,
-            state: vm.state,
-            epoch: 0,
-            // Sizes travel in gossip so placement elsewhere can count what each VM needs.
-            cpus: vm.cpus,
-            memoryBytes: vm.memoryBytes,
-            diskBytes: vm.disks.reduce((sum, d) => sum + d.virtualSize, 0),
-          })),
-        )
+        const vms = (await hypervisor.listVms()).map((vm) => ({
+          id: vm.id,
+          name: vm.name,
+          state: vm.state,
+          epoch: 0,
+          // Sizes travel in gossip so placement elsewhere can count what each VM needs.
+          cpus: vm.cpus,
+          memoryBytes: vm.memoryBytes,
+          diskBytes: vm.disks.reduce((sum, d) => sum + d.virtualSize, 0),
+        }))
+        mesh.setVms(components.ownedVms?.(vms) ?? vms)
       }
-      const timer = setInterval(() => publishVms().catch(() => {}), mesh.timing.gossipIntervalMs)
+      const publishOrWarn = () =>
+        publishVms().catch((err: Error) =>
+          logger.warn({ reason: err.message }, 'VM list not published: the hypervisor did not answer'),
+        )
+      const timer = setInterval(publishOrWarn, mesh.timing.gossipIntervalMs)
       cleanups.push(async () => clearInterval(timer))
-      await publishVms().catch(() => {})
+      await publishOrWarn()
     }
 
     const modules: RouteModule[] = []

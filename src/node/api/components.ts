@@ -1,7 +1,7 @@
 // What route modules receive from the daemon: one typed components object (STYLE.md §4).
 import type { Logger } from 'pino'
 import type { Hypervisor } from '../../hyperv/index.js'
-import type { MeshNode } from '../../mesh/index.js'
+import type { MeshNode, OwnedVm } from '../../mesh/index.js'
 import type { NodeConfig } from '../config.js'
 
 /** One row of `status --json`'s vms (DESIGN.md §7). */
@@ -29,6 +29,11 @@ export interface NodeComponents {
    * the replication layer replaces it to add replicas, points and lag.
    */
   vmStatus: () => Promise<VmStatusRow[]>
+  /**
+   * What the daemon gossips as VMs owned here, from the hypervisor's list (epoch 0). Failover
+   * sets it to give the ledger's epochs and leave out fenced copies another node owns.
+   */
+  ownedVms?: (vms: OwnedVm[]) => OwnedVm[]
 }
 
 /** A route module: registers its routes on the daemon's API. */

@@ -102,19 +102,17 @@ function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
 
 /**
  * Gossip carries, per VM this node runs, the epoch it owns it at (0: never failed over) and leaves
- * out VMs registered here that another node owns now (a fenced copy is no claim). The daemon
- * publishes the hypervisor's list; this filter gives it the ledger's epochs.
+ * out VMs registered here that another node owns now (a fenced copy is no claim): the daemon's
+ * published list goes through this filter (components.ownedVms).
  */
-function publishRealEpochs(mesh: NodeComponents['mesh'], ledger: EpochLedger): void {
-  const publish = mesh.setVms.bind(mesh)
-  mesh.setVms = (vms) =>
-    publish(
-      vms.flatMap((vm) => {
-        const claim = ledger.current(vm.name)
-        if (!claim) return [vm]
-        return claim.owner === mesh.peerId ? [{ ...vm, epoch: claim.epoch }] : []
-      }),
-    )
+function publishRealEpochs(components: NodeComponents, ledger: EpochLedger): void {
+  const self = components.mesh.peerId
+  components.ownedVms = (vms) =>
+    vms.flatMap((vm) => {
+      const claim = ledger.current(vm.name)
+      if (!claim) return [vm]
+      return claim.owner === self ? [{ ...vm, epoch: claim.epoch }] : []
+    })
 }
 
 async function readJson(file: string): Promise<unknown> {
@@ -137,7 +135,7 @@ export async function composeFailover(
   await mkdir(dir, { recursive: true })
   const ledgerFile = join(dir, 'epochs.json')
   const ledger = new EpochLedger((await readJson(ledgerFile)) as ConstructorParameters<typeof EpochLedger>[0])
-  publishRealEpochs(mesh, ledger)
+  publishRealEpochs(components, ledger)
   const persist = async (state: unknown) => {
     await writeFile(`${ledgerFile}.tmp`, JSON.stringify(state), { flush: true })
     await rename(`${ledgerFile}.tmp`, ledgerFile)
