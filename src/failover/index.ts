@@ -41,6 +41,7 @@ export {
   type WebhookEvents,
 } from './notify/webhook.js'
 export * from './placement.js'
+export * from './plan.js'
 export * from './policy.js'
 export * from './quorum.js'
 export {
