@@ -12,6 +12,8 @@
 // points (/replimesh/points/1.0.0), opened by the source of a point:
 //   hello {vm}             → state {lastSeq, epoch, disks}    what the target already holds
 //   point {…} manifest… commit {seq} → ack {seq} | nack {seq, reason} missing-ids
+//   fetch {vm, seq|null}   → point {…} manifest… commit {seq} | nack   a held point with its full
+//                            manifests, for a node that restores or seeds from peers (restore-pull.ts)
 // A point is committed on the target only when every chunk it names is stored and verified.
 import { brotliDecompressSync } from 'node:zlib'
 import { z } from 'zod'
@@ -258,6 +260,7 @@ export type NackReason = 'base-unknown' | 'missing-chunks' | 'stale' | 'invalid'
 
 export type PointsMessage =
   | { type: 'hello'; vm: string; vmId: string }
+  | { type: 'fetch'; vm: string; seq: number | null }
   | {
       type: 'state'
       vm: string
@@ -271,13 +274,23 @@ export type PointsMessage =
   | { type: 'ack'; seq: number }
   | { type: 'nack'; seq: number; reason: NackReason; message: string; missing: ChunkId[] }
 
-const POINTS_KIND = { hello: 1, state: 2, point: 3, manifest: 4, commit: 5, ack: 6, nack: 7 } as const
+const POINTS_KIND = {
+  hello: 1,
+  state: 2,
+  point: 3,
+  manifest: 4,
+  commit: 5,
+  ack: 6,
+  nack: 7,
+  fetch: 8,
+} as const
 
 /** VM names as the chunk store accepts them (they name points: `<vm>@<seq>`). */
 export const VM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 const vmName = z.string().regex(VM_NAME_PATTERN)
 const seqSchema = z.number().int().nonnegative()
 const helloHeader = z.object({ vm: vmName, vmId: z.string().max(256) }).strict()
+const fetchHeader = z.object({ vm: vmName, seq: z.number().int().nonnegative().nullable() }).strict()
 const diskShape = z.object({
   index: z
     .number()
@@ -342,6 +355,8 @@ export function encodePointsMessage(m: PointsMessage): Uint8Array {
   switch (m.type) {
     case 'hello':
       return encodeFrame(POINTS_KIND.hello, { vm: m.vm, vmId: m.vmId })
+    case 'fetch':
+      return encodeFrame(POINTS_KIND.fetch, { vm: m.vm, seq: m.seq })
     case 'state':
       return encodeFrame(POINTS_KIND.state, { vm: m.vm, lastSeq: m.lastSeq, epoch: m.epoch, disks: m.disks })
     case 'point':
@@ -364,6 +379,8 @@ export function decodePointsMessage(f: RawFrame): PointsMessage {
   switch (f.kind) {
     case POINTS_KIND.hello:
       return { type: 'hello', ...parseHeader(helloHeader, f, 'points') }
+    case POINTS_KIND.fetch:
+      return { type: 'fetch', ...parseHeader(fetchHeader, f, 'points') }
     case POINTS_KIND.state:
       return { type: 'state', ...parseHeader(stateHeader, f, 'points') }
     case POINTS_KIND.point:
