@@ -1,8 +1,11 @@
 // The daemon's local HTTP API (fastify on 127.0.0.1, port 0). Every route needs the bearer token
-// kept in api.token (0600). Route modules are composed here from one components object; a module
-// that is not present in this build (another layer not written yet) is skipped.
+// kept in api.token (0600), except the dashboard's page and scripts (route config `public`: they
+// hold no data and fetch everything with the token). Route modules are composed here from one
+// components object; a module that is not present in this build (another layer not written yet)
+// is skipped. No CORS: another origin's page can neither read an answer nor send the header.
 import { timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { dashboardRoutes } from '../dashboard/index.js'
 import type { NodeComponents, RouteModule } from './components.js'
 import { statusRoutes } from './status.js'
 
@@ -17,6 +20,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 })
   const expected = Buffer.from(`Bearer ${init.token}`)
   app.addHook('onRequest', async (request, reply) => {
+    if (request.routeOptions.config?.public === true) return
     const given = Buffer.from(request.headers.authorization ?? '')
     if (given.length !== expected.length || !timingSafeEqual(given, expected))
       return reply.code(401).send({ error: 'missing or wrong API token (see api.token in the node folder)' })
@@ -36,6 +40,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     reply.code(404).send({ error: `no route ${request.method} ${request.url}` }),
   )
   await statusRoutes(app, init.components)
+  await dashboardRoutes(app)
   for (const module of init.modules ?? []) await module(app, init.components)
   return app
 }

@@ -1,11 +1,14 @@
 // The command line: one commander program, each command group registered from its own file.
 // Groups import their heavy modules inside their actions, so `status` and friends start fast.
 import { Command, CommanderError } from 'commander'
+import { register as registerDashboard } from './dashboard.js'
 import { register as registerDemo } from './demo.js'
 import { register as registerDisk } from './disk.js'
 import { register as registerFailover } from './failover.js'
+import { register as registerLab } from './lab.js'
 import { register as registerMesh } from './mesh.js'
 import { formatError } from './output.js'
+import { register as registerPlan } from './plan.js'
 import { register as registerReplication } from './replication.js'
 import { register as registerStore } from './store.js'
 import { register as registerVm } from './vm.js'
@@ -27,6 +30,9 @@ export function buildProgram(): Command {
   registerFailover(program)
   registerReplication(program)
   registerDemo(program)
+  registerPlan(program)
+  registerLab(program)
+  registerDashboard(program)
   return program
 }
 
