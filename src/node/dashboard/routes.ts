@@ -52,11 +52,9 @@ export async function dashboardRoutes(app: FastifyInstance): Promise<void> {
           text = await readFile(new URL(`./${name}`, import.meta.url), 'utf8')
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-          return reply
-            .code(500)
-            .send({
-              error: `the dashboard's ${name} is not built next to ${import.meta.url} (run npm run build)`,
-            })
+          return reply.code(500).send({
+            error: `the dashboard's ${name} is not built next to ${import.meta.url} (run npm run build)`,
+          })
         }
         scripts.set(name, text)
       }
