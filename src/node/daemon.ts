@@ -181,6 +181,7 @@ export async function startDaemon(dir: string): Promise<RunningDaemon> {
     for (const [file, name] of [
       ['./failover.js', 'failoverRoutes'],
       ['./metrics.js', 'metricsRoutes'],
+      ['./plan.js', 'planRoutes'],
     ] as const) {
       const routes = await loadOptionalRoutes(file, name)
       if (routes) modules.push(routes)

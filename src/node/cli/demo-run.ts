@@ -5,13 +5,11 @@
 // copies of the disk (the last record B wrote vs the last one C's copy holds) and RTO as the time
 // from the kill to the VM running on C. Timers are shortened (DEMO_TIMING) so detection takes
 // seconds. Every wait has a deadline; on any failure every child is killed and the lab removed.
-import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { callDaemon } from '../client.js'
-import { nodePaths } from '../paths.js'
+import { LAB_BIN as BIN, buildLabMesh, runCli as cli, LabError, LabNode, waitFor } from '../lab-mesh.js'
 
 export interface DemoOptions {
   /** Finish after the summary instead of leaving the surviving nodes running. */
@@ -36,15 +34,9 @@ const VM = 'web1'
 const RPO_MS = 5_000
 const RTO_MS = 60_000
 const POINTS_BEFORE_KILL = 3
-const CLI_TIMEOUT_MS = 120_000
-const NODE_START_TIMEOUT_MS = 90_000
 const POINTS_TIMEOUT_MS = 120_000
-const STOP_TIMEOUT_MS = 10_000
 
-// dist/src/node/cli/demo-run.js → the checkout's bin/replimesh.js
-const BIN = fileURLToPath(new URL('../../../../bin/replimesh.js', import.meta.url))
-
-export class DemoError extends Error {
+export class DemoError extends LabError {
   override name = 'DemoError'
 }
 
@@ -58,117 +50,6 @@ interface PeerView {
   peerId: string
   site: string
   state: 'alive' | 'suspect' | 'down'
-}
-
-class LabNode {
-  proc: ChildProcess | null = null
-  /** Set at teardown: a start racing with Ctrl-C must not leave a node behind. */
-  closed = false
-  peerId = ''
-  private readonly tail: string[] = []
-
-  constructor(
-    readonly name: string,
-    readonly site: string,
-    readonly dir: string,
-  ) {}
-
-  get pid(): number {
-    return this.proc?.pid ?? -1
-  }
-
-  async start(env: NodeJS.ProcessEnv): Promise<void> {
-    if (this.closed) throw new DemoError('the demo is stopping')
-    const child = spawn(process.execPath, [BIN, 'start', '--dir', this.dir], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    this.proc = child
-    const keep = (d: Buffer) => {
-      this.tail.push(...d.toString().split('\n').filter(Boolean))
-      this.tail.splice(0, Math.max(0, this.tail.length - 20))
-    }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
-    child.on('error', () => {}) // exit follows
-    await waitFor(
-      `node ${this.name} (site ${this.site}) to answer on its API`,
-      NODE_START_TIMEOUT_MS,
-      async () => {
-        if (child.exitCode !== null || child.signalCode !== null)
-          throw new DemoError(`node ${this.name} exited while starting: ${this.lastError()}`)
-        const info = JSON.parse(await readFile(nodePaths(this.dir).api, 'utf8')) as { pid: number }
-        return info.pid === child.pid
-      },
-    )
-    this.peerId = (await callDaemon<{ peerId: string }>(this.dir, 'GET', '/status')).peerId
-  }
-
-  /** Sends a signal and waits for the exit (SIGKILL after the deadline). */
-  async stop(signal: NodeJS.Signals): Promise<void> {
-    const child = this.proc
-    if (!child || child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise<void>((r) => child.once('exit', () => r()))
-    child.kill(signal)
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
-    await exited
-    clearTimeout(timer)
-  }
-
-  private lastError(): string {
-    return this.tail.filter((l) => l.startsWith('replimesh:')).join(' | ') || this.tail.slice(-2).join(' | ')
-  }
-}
-
-async function waitFor<T>(
-  what: string,
-  timeoutMs: number,
-  check: () => Promise<T | undefined | false>,
-  intervalMs = 200,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value) return value
-    } catch (err) {
-      if (err instanceof DemoError) throw err
-      lastError = err
-    }
-    if (Date.now() > deadline)
-      throw new DemoError(
-        `${what} did not happen within ${timeoutMs / 1000} s${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
-      )
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
-}
-
-/** Runs one CLI command to completion; its stdout, or a DemoError with its one-line error. */
-function cli(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), CLI_TIMEOUT_MS)
-    child.on('error', (err) => reject(new DemoError(`replimesh ${args[0]}: ${err.message}`)))
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      if (code === 0) return resolveRun(stdout)
-      const why = signal
-        ? `did not finish within ${CLI_TIMEOUT_MS / 1000} s`
-        : (stderr.trim().split('\n').at(-1) ?? `exit code ${code}`).replace(/^replimesh: /, '')
-      const command = args
-        .slice(
-          0,
-          args.findIndex((a) => a.startsWith('--')),
-        )
-        .join(' ')
-      reject(new DemoError(`replimesh ${command} failed: ${why}`))
-    })
-  })
 }
 
 const say = (line: string) => process.stdout.write(`${line}\n`)
@@ -240,7 +121,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
 }
 
 async function runScenario(nodes: LabNode[], env: NodeJS.ProcessEnv, root: string): Promise<void> {
-  const [a, b, c] = nodes
+  const [, b, c] = nodes
   const t0 = Date.now()
   say('replimesh demo: a 3-site lab mesh on 127.0.0.1, one VM protected from site B to site C,')
   say('B killed, the VM failed over to C, data loss (RPO) and downtime (RTO) measured.')
@@ -251,27 +132,15 @@ async function runScenario(nodes: LabNode[], env: NodeJS.ProcessEnv, root: strin
       '(production defaults are longer)\n',
   )
 
-  const listen = '/ip4/127.0.0.1/tcp/0'
-  await cli(['mesh', 'create', '--dir', a.dir, '--site', a.site, '--listen', listen], env)
-  say(`${elapsed(t0)} mesh created on node a (site A)`)
-  await a.start(env)
-  for (const n of [b, c]) {
-    const token = (await cli(['mesh', 'token', '--dir', a.dir, '--ttl', '10m'], env))
-      .trim()
-      .split('\n')
-      .at(-1)!
-    await cli(['init', '--dir', n.dir, '--site', n.site, '--join', token, '--listen', listen], env)
-    say(`${elapsed(t0)} node ${n.name} (site ${n.site}) joined with a one-time token from a`)
-  }
-  await Promise.all([b.start(env), c.start(env)])
-  for (const n of nodes) say(`  node ${n.name}  site ${n.site}  pid ${n.pid}  peer ${n.peerId}`)
-  await waitFor('every node to see the two others alive', 60_000, async () => {
-    for (const n of nodes) {
-      const peers = (await callDaemon<{ peers: PeerView[] }>(n.dir, 'GET', '/status')).peers
-      if (peers.filter((p) => p.state === 'alive').length < 2) return false
-    }
-    return true
+  await buildLabMesh(nodes, {
+    env,
+    onEvent: (e) => {
+      if (e.type === 'created') say(`${elapsed(t0)} mesh created on node a (site A)`)
+      if (e.type === 'joined' && e.node)
+        say(`${elapsed(t0)} node ${e.node.name} (site ${e.node.site}) joined with a one-time token from a`)
+    },
   })
+  for (const n of nodes) say(`  node ${n.name}  site ${n.site}  pid ${n.pid}  peer ${n.peerId}`)
   say(`${elapsed(t0)} mesh formed: every node sees the two others alive`)
 
   await cli(['vm', 'create', '--dir', b.dir, VM, '--size', '16M'], env)

@@ -1,0 +1,242 @@
+// A lab mesh of real node processes on this machine (what `replimesh demo` and `replimesh lab up`
+// build): the first node creates the mesh, every other node joins with its own one-time token,
+// all listen on 127.0.0.1 and run `replimesh start` as child processes. Each node runs in its own
+// process group, with its stdout and stderr in <node dir>/stdio.log (never a pipe: a lab left
+// running after its launcher exits must not die writing to a closed pipe), so a whole node (its
+// daemon and the lab guests it forks) is stopped by its id. Every wait has a deadline.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { open, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { callDaemon } from './client.js'
+import { nodePaths } from './paths.js'
+
+// dist/src/node/lab-mesh.js → the checkout's bin/replimesh.js
+export const LAB_BIN = fileURLToPath(new URL('../../../bin/replimesh.js', import.meta.url))
+
+const CLI_TIMEOUT_MS = 120_000
+const NODE_START_TIMEOUT_MS = 90_000
+const STOP_TIMEOUT_MS = 10_000
+const FORMED_TIMEOUT_MS = 60_000
+
+export class LabError extends Error {
+  override name = 'LabError'
+}
+
+/** Whether a process (or, with a negative id, a process group) still exists. */
+export function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+export class LabNode {
+  proc: ChildProcess | null = null
+  /** Set at teardown: a start racing with Ctrl-C must not leave a node behind. */
+  closed = false
+  peerId = ''
+  /** Pid of the daemon (known also for a node this process did not start: see `adopt`). */
+  pidOf = -1
+
+  constructor(
+    readonly name: string,
+    readonly site: string,
+    readonly dir: string,
+  ) {}
+
+  get pid(): number {
+    return this.proc?.pid ?? this.pidOf
+  }
+
+  get stdioLog(): string {
+    return join(this.dir, 'stdio.log')
+  }
+
+  /**
+   * Starts `replimesh start` in its own process group and waits until its API answers.
+   * `detach`: do not keep the launcher alive for it (it outlives this process).
+   */
+  async start(env: NodeJS.ProcessEnv, options: { bin?: string; detach?: boolean } = {}): Promise<void> {
+    if (this.closed) throw new LabError('the lab is stopping')
+    const out = await open(this.stdioLog, 'a')
+    let child: ChildProcess
+    try {
+      child = spawn(process.execPath, [options.bin ?? LAB_BIN, 'start', '--dir', this.dir], {
+        env,
+        stdio: ['ignore', out.fd, out.fd],
+        detached: true,
+      })
+    } finally {
+      await out.close()
+    }
+    this.proc = child
+    this.pidOf = child.pid ?? -1
+    child.on('error', () => {}) // exit follows
+    if (options.detach) child.unref()
+    await waitFor(
+      `node ${this.name} (site ${this.site}) to answer on its API`,
+      NODE_START_TIMEOUT_MS,
+      async () => {
+        if (child.exitCode !== null || child.signalCode !== null)
+          throw new LabError(`node ${this.name} exited while starting: ${await this.lastError()}`)
+        const info = JSON.parse(await readFile(nodePaths(this.dir).api, 'utf8')) as { pid: number }
+        return info.pid === child.pid
+      },
+    )
+    this.peerId = (await callDaemon<{ peerId: string }>(this.dir, 'GET', '/status')).peerId
+  }
+
+  /** Sends a signal and waits for the exit (SIGKILL after the deadline). */
+  async stop(signal: NodeJS.Signals): Promise<void> {
+    const child = this.proc
+    if (!child || child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise<void>((r) => child.once('exit', () => r()))
+    child.kill(signal)
+    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
+    await exited
+    clearTimeout(timer)
+    killGroupLeftovers(child.pid)
+  }
+
+  private async lastError(): Promise<string> {
+    const tail = (await readFile(this.stdioLog, 'utf8').catch(() => ''))
+      .split('\n')
+      .filter(Boolean)
+      .slice(-20)
+    return tail.filter((l) => l.startsWith('replimesh:')).join(' | ') || tail.slice(-2).join(' | ')
+  }
+}
+
+/** After a node's daemon exited: anything left in its process group (a guest) is killed. */
+function killGroupLeftovers(pid: number | undefined): void {
+  if (!pid || process.platform === 'win32' || !processExists(-pid)) return
+  try {
+    process.kill(-pid, 'SIGKILL')
+  } catch {}
+}
+
+/**
+ * Stops a node this process may not have started (a detached lab): SIGTERM to its daemon, wait
+ * for it to go, SIGKILL after the deadline, then its process group's leftovers.
+ */
+export async function stopPid(
+  pid: number,
+  timeoutMs = STOP_TIMEOUT_MS,
+): Promise<'stopped' | 'killed' | 'gone'> {
+  if (!processExists(pid)) {
+    killGroupLeftovers(pid)
+    return 'gone'
+  }
+  process.kill(pid, 'SIGTERM')
+  const deadline = Date.now() + timeoutMs
+  while (processExists(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+  const killed = processExists(pid)
+  if (killed) process.kill(pid, 'SIGKILL')
+  while (processExists(pid)) await new Promise((r) => setTimeout(r, 50))
+  killGroupLeftovers(pid)
+  return killed ? 'killed' : 'stopped'
+}
+
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<T | undefined | false>,
+  intervalMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value) return value
+    } catch (err) {
+      if (err instanceof LabError) throw err
+      lastError = err
+    }
+    if (Date.now() > deadline)
+      throw new LabError(
+        `${what} did not happen within ${timeoutMs / 1000} s${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+      )
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
+/** Runs one CLI command to completion; its stdout, or a LabError with its one-line error. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, bin = LAB_BIN): Promise<string> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), CLI_TIMEOUT_MS)
+    child.on('error', (err) => reject(new LabError(`replimesh ${args[0]}: ${err.message}`)))
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) return resolveRun(stdout)
+      const why = signal
+        ? `did not finish within ${CLI_TIMEOUT_MS / 1000} s`
+        : (stderr.trim().split('\n').at(-1) ?? `exit code ${code}`).replace(/^replimesh: /, '')
+      const end = args.findIndex((a) => a.startsWith('--'))
+      reject(new LabError(`replimesh ${args.slice(0, end < 0 ? args.length : end).join(' ')} failed: ${why}`))
+    })
+  })
+}
+
+export interface BuildMeshOptions {
+  env: NodeJS.ProcessEnv
+  bin?: string
+  /** Leave the nodes running when this process exits. */
+  detach?: boolean
+  /** Token lifetime for joining nodes. Default 10m. */
+  tokenTtl?: string
+  /** Runs on each node's initialised folder before it starts (settings a daemon reads at start). */
+  beforeStart?: (node: LabNode) => Promise<void>
+  /** Called as the mesh forms (the demo and the lab print it). */
+  onEvent?: (event: { type: 'created' | 'joined' | 'started' | 'formed'; node?: LabNode }) => void
+}
+
+/**
+ * Forms a mesh of `nodes` (folders not yet initialised): nodes[0] creates it and starts, every
+ * other node joins with a one-time token from it, then they all start; resolves once every node
+ * sees every other alive. On failure the caller stops the nodes (they may be partly started).
+ */
+export async function buildLabMesh(nodes: LabNode[], options: BuildMeshOptions): Promise<void> {
+  const { env, bin } = options
+  const listen = '/ip4/127.0.0.1/tcp/0'
+  const [first, ...rest] = nodes
+  const start = { bin, detach: options.detach }
+  await runCli(['mesh', 'create', '--dir', first.dir, '--site', first.site, '--listen', listen], env, bin)
+  options.onEvent?.({ type: 'created', node: first })
+  await options.beforeStart?.(first)
+  await first.start(env, start)
+  for (const n of rest) {
+    const token = (
+      await runCli(['mesh', 'token', '--dir', first.dir, '--ttl', options.tokenTtl ?? '10m'], env, bin)
+    )
+      .trim()
+      .split('\n')
+      .at(-1)!
+    await runCli(['init', '--dir', n.dir, '--site', n.site, '--join', token, '--listen', listen], env, bin)
+    options.onEvent?.({ type: 'joined', node: n })
+    await options.beforeStart?.(n)
+  }
+  await Promise.all(rest.map((n) => n.start(env, start)))
+  for (const n of nodes) options.onEvent?.({ type: 'started', node: n })
+  const others = nodes.length - 1
+  await waitFor(
+    `every node to see the ${others} others alive`,
+    FORMED_TIMEOUT_MS + 5_000 * others,
+    async () => {
+      for (const n of nodes) {
+        const peers = (await callDaemon<{ peers: Array<{ state: string }> }>(n.dir, 'GET', '/status')).peers
+        if (peers.filter((p) => p.state === 'alive').length < others) return false
+      }
+      return true
+    },
+  )
+  options.onEvent?.({ type: 'formed' })
+}
