@@ -26,6 +26,7 @@ export {
   type Consistency,
   type ManifestRef,
   type PointDisk,
+  type PointSignature,
   parsePointName,
   pointName,
   type RecoveryPoint,

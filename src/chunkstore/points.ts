@@ -34,8 +34,20 @@ export interface RecoveryPoint {
   config: unknown
   /** Peer id (or name) of the node that produced the point. */
   source: string
-  /** Signature by the producing node; the store keeps it and never checks it. */
-  signature?: string
+  /**
+   * The producing node's signature (DESIGN.md §3): the exact signed text and its signature, as
+   * the replication layer made and checked them. The store keeps it and never checks it; points
+   * committed before points were signed have none.
+   */
+  signed?: PointSignature
+}
+
+/** A signed envelope of the point's header fields (replication/point-signature.ts). */
+export interface PointSignature {
+  /** The JSON text that was signed. */
+  payload: string
+  /** Its signature, base64url. */
+  signature: string
 }
 
 const hex = z.string().regex(new RegExp(`^[0-9a-f]{${ID_BYTES * 2}}$`))
@@ -60,7 +72,10 @@ export const pointSchema = z.object({
     .min(1),
   config: z.unknown(),
   source: z.string(),
-  signature: z.string().optional(),
+  signed: z
+    .object({ payload: z.string().max(64 * 1024), signature: z.string().max(256) })
+    .strict()
+    .optional(),
 })
 
 export function validatePoint(value: unknown): RecoveryPoint {

@@ -34,7 +34,14 @@ export {
   type ProtocolHandler,
 } from './node.js'
 export { type Issuer, type RedeemOutcome, redeemJoinToken, type TokenLedger } from './redeem.js'
-export { decodePublicKey, encodePublicKey, meshIdOf } from './signed.js'
+export {
+  decodePublicKey,
+  encodePublicKey,
+  meshIdOf,
+  openEnvelope,
+  publicKeyOfPeer,
+  signEnvelope,
+} from './signed.js'
 export type { Capacity, HeldReplica, NodeState, OwnedVm } from './state.js'
 export { hashSecret, type IssuedToken, issueJoinToken, type JoinToken, verifyJoinToken } from './token.js'
 export { createTransportNode, type TransportInit, type TransportNode } from './transport.js'

@@ -269,6 +269,14 @@ export class MeshNode extends EventEmitter<{
     return this.libp2p
   }
 
+  /**
+   * Signs `value` as `kind` with this node's private key (recovery points it produces); the
+   * key never leaves the mesh. Verifiers take the public key from the peer id.
+   */
+  sign(kind: string, value: unknown): Promise<SignedEnvelope> {
+    return signEnvelope(kind, value, this.init.privateKey)
+  }
+
   addrs(): string[] {
     return this.libp2p?.getMultiaddrs().map((ma) => ma.toString()) ?? []
   }

@@ -77,3 +77,15 @@ export class CommitRefusedError extends ReplicationError {
     super(message)
   }
 }
+
+/** A recovery point's signature is missing, does not verify, or does not cover what it claims. */
+export class PointSignatureError extends ReplicationError {
+  override name = 'PointSignatureError'
+  constructor(
+    message: string,
+    readonly point: string,
+    readonly source: string,
+  ) {
+    super(message)
+  }
+}

@@ -1,8 +1,10 @@
 // Chain forwarding: a hop that committed a point sends it on to the next peer of its `forward`
 // list, reading chunks from its own store. Against the point the next peer holds, only changed
 // chunks are offered, as sub-chunk deltas when the change is small (both versions are in this
-// store, so the changed sectors are found by comparing them). One forward runs per VM at a time;
-// points committed meanwhile collapse into the newest.
+// store, so the changed sectors are found by comparing them); the next peer's point counts as a
+// base only when this store holds the same point (same seq and epoch). One forward runs per VM
+// at a time; points committed meanwhile collapse into the newest. The point travels with its
+// producer's signature, unchanged: a hop vouches for nothing, the next peer checks the owner's.
 import type { ChunkStore, RecoveryPoint } from '../chunkstore/index.js'
 import { chunkLength, diffRanges, extractDelta, shouldSendDelta } from './delta.js'
 import type { ChunkId } from './ids.js'
@@ -73,7 +75,9 @@ export class Forwarder {
     try {
       const last = session.state.lastSeq
       if (last !== null && last >= point.seq) return
-      const base = last === null ? undefined : await findPoint(store, point.vm, last)
+      const held = last === null ? undefined : await findPoint(store, point.vm, last)
+      // A point of another epoch under that number is another point (failover, failback).
+      const base = held && held.epoch === session.state.epoch ? held : undefined
       const entries: ManifestEntry[][] = []
       for (let i = 0; i < point.disks.length; i++) {
         const d = point.disks[i]
@@ -117,6 +121,8 @@ export class Forwarder {
           ...header,
           baseSeq: base ? last : null,
           forward: hop.forward,
+          // The producer's signature as received (and as stored with the point), never this hop's.
+          signed: header.signed ?? point.signed,
           disks: point.disks.map((d, index) => ({
             index,
             virtualSize: d.virtualSize,

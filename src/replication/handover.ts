@@ -183,6 +183,7 @@ export async function ownAfterPromotion(
     for (let i = 0; i < last.disks.length; i++) manifests.push(await readManifestIds(store, last, i))
     Object.assign(state, {
       seq: last.seq,
+      seqEpoch: last.epoch,
       time: last.time,
       disks: last.disks.map((d) => ({ virtualSize: d.virtualSize, chunkSize: d.chunkSize })),
     })

@@ -56,6 +56,18 @@ export {
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
+export {
+  configDigest,
+  describePointSignature,
+  type MemberKeys,
+  manifestRoot,
+  POINT_SIGNATURE_KIND,
+  type PointSignatureStatus,
+  type PointSigner,
+  type SignedPointFields,
+  signedFields,
+  verifyPointHeader,
+} from './point-signature.js'
 export { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 export { type PeerPullStats, PULL_BATCH_IDS, type PullInit, type PullResult, pullChunks } from './puller.js'
 export { PointReceiver, type ReceiverStats } from './receiver.js'
@@ -68,6 +80,7 @@ export {
   type ReplicationMesh,
   ReplicationService,
   type ReplicationServiceInit,
+  summarisePoints,
   type VmReplicationStatus,
 } from './service.js'
 export {

@@ -248,6 +248,11 @@ export interface PointHeader {
   /** The VM's configuration (the hypervisor's catalogue entry), opaque here. */
   config: Record<string, unknown>
   disks: PointDiskHeader[]
+  /**
+   * The producing node's signature over the point (point-signature.ts), forwarded unchanged by
+   * chain hops. Optional on the wire so that a missing one is refused with a nack, not a frame error.
+   */
+  signed?: { payload: string; signature: string }
 }
 
 /** One manifest entry: chunk `index` of a disk now holds `id` (null: all zeros). */
@@ -256,7 +261,7 @@ export interface ManifestEntry {
   id: ChunkId | null
 }
 
-export type NackReason = 'base-unknown' | 'missing-chunks' | 'stale' | 'invalid' | 'error'
+export type NackReason = 'base-unknown' | 'missing-chunks' | 'stale' | 'invalid' | 'signature' | 'error'
 
 export type PointsMessage =
   | { type: 'hello'; vm: string; vmId: string }
@@ -328,6 +333,10 @@ export const pointHeaderSchema = z
       .array(diskShape.extend({ entries: z.number().int().nonnegative() }).strict())
       .min(1)
       .max(MAX_DISKS_PER_POINT),
+    signed: z
+      .object({ payload: z.string().max(64 * 1024), signature: z.string().max(256) })
+      .strict()
+      .optional(),
   })
   .strict()
 const manifestHeader = z
@@ -344,7 +353,7 @@ const seqHeader = z.object({ seq: seqSchema }).strict()
 const nackHeader = z
   .object({
     seq: seqSchema,
-    reason: z.enum(['base-unknown', 'missing-chunks', 'stale', 'invalid', 'error']),
+    reason: z.enum(['base-unknown', 'missing-chunks', 'stale', 'invalid', 'signature', 'error']),
     message: z.string().max(1024),
   })
   .strict()

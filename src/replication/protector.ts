@@ -16,6 +16,7 @@ import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { LinkStatus, LinkTable } from './link.js'
 import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
+import { manifestRoot, type PointSigner, signedFields, signPoint } from './point-signature.js'
 import { PointScheduler } from './scheduler.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
 import { CHANGE_LOG_POINTS, type Protection, type ProtectionFiles, type SourceState } from './settings.js'
@@ -40,6 +41,11 @@ export interface ProtectorComponents {
   links?: LinkTable
   /** False while this node may not produce points (no quorum). */
   mayProduce?: () => boolean
+  /**
+   * Signs each point with this node's key (point-signature.ts); receivers refuse unsigned points.
+   * Absent only where a benchmark drives a bare receiver that does not check.
+   */
+  sign?: PointSigner
 }
 
 export interface TargetProgress {
@@ -204,7 +210,7 @@ export class VmProtector {
         geometry.every((g, i) => g.virtualSize === this.state.disks[i].virtualSize)
       const prev = sameGeometry ? this.manifests : null
       prevOk = prev !== null
-      for (const l of live) l.mode = this.modeFor(l.session.state.lastSeq, prev !== null)
+      for (const l of live) l.mode = this.modeFor(l.session.state, prev !== null)
       manifests = []
       const changed: number[][] = []
       for (let i = 0; i < point.disks.length; i++) {
@@ -240,10 +246,20 @@ export class VmProtector {
         replicaSet: this.protection.targets,
         config: info as unknown as Record<string, unknown>,
       }
+      if (this.c.sign) {
+        const roots: Array<{ virtualSize: number; chunkSize: number; root: string }> = []
+        for (const [i, g] of geometry.entries())
+          roots.push({
+            ...g,
+            root: await manifestRoot(g.virtualSize, g.chunkSize, manifests[i], this.c.hashAlgorithm),
+          })
+        header.signed = await signPoint(signedFields(header, roots), this.c.sign)
+      }
       await Promise.all(live.map((l) => this.commitTo(l, header, geometry, point)))
       this.state = {
         ...this.state,
         seq,
+        seqEpoch: this.state.epoch,
         time: point.time,
         disks: geometry,
         changeLog: [...this.state.changeLog, { seq, indexes: changed }].slice(-CHANGE_LOG_POINTS),
@@ -287,12 +303,30 @@ export class VmProtector {
     return fp
   }
 
-  private modeFor(lastSeq: number | null, havePrev: boolean): Mode {
+  /**
+   * How to bring a target from the point it holds to the next one. A continuation (delta or log)
+   * needs the target's point to be the very point this source produced under that number: the
+   * same seq *and* the same epoch. A target holding a point of another epoch under that number
+   * (a point of the previous owner, written while this node was promoted, or of this node before
+   * it was fenced) gets a full manifest; the "which do you lack?" query still ships only the
+   * chunks it lacks.
+   */
+  private modeFor(target: { lastSeq: number | null; epoch: number | null }, havePrev: boolean): Mode {
+    const { lastSeq } = target
     if (lastSeq === null || !havePrev || this.state.seq === null) return 'full'
+    if (target.epoch !== this.epochOf(lastSeq)) return 'full'
     if (lastSeq === this.state.seq) return 'delta'
     const needed = this.state.changeLog.filter((e) => e.seq > lastSeq)
     const contiguous = needed.length === this.state.seq - lastSeq && lastSeq < this.state.seq
     return contiguous ? 'log' : 'full'
+  }
+
+  /**
+   * The epoch of this source's point `seq`: the newest one may come from the owner before a
+   * promotion (seqEpoch); older ones in the change log were produced here, at this epoch.
+   */
+  private epochOf(seq: number): number {
+    return seq === this.state.seq ? (this.state.seqEpoch ?? this.state.epoch) : this.state.epoch
   }
 
   /** Reads the chunks that may have changed, offers them to every target; returns the manifest. */

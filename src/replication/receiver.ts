@@ -16,7 +16,7 @@ import type { DuplexByteStream } from '../mesh/index.js'
 import { MessageChannel } from './channel.js'
 import { MAX_IDS_PER_FRAME } from './constants.js'
 import { rebuildChunk } from './delta.js'
-import { ChunkHashMismatchError, FrameError } from './errors.js'
+import { ChunkHashMismatchError, FrameError, PointSignatureError } from './errors.js'
 import type { ChunkId } from './ids.js'
 import {
   type ChunksMessage,
@@ -30,6 +30,12 @@ import {
   type PointsMessage,
   VM_NAME_PATTERN,
 } from './messages.js'
+import {
+  checkSignedRoots,
+  type MemberKeys,
+  type SignedPointFields,
+  verifyPointHeader,
+} from './point-signature.js'
 import { buildManifest, findPoint, hashHex, readManifestIds } from './replica-store.js'
 import type { ReplicationLogger } from './session.js'
 
@@ -53,6 +59,12 @@ export interface ReceiverComponents {
   refuses?(vm: string): string | null
   /** Highest epoch this node knows for `vm` apart from its points (claims learned). */
   epochFloor?(vm: string): Promise<number>
+  /**
+   * Public keys of current mesh members: every point must be signed by its declared source, a
+   * member, over exactly what is committed (point-signature.ts). The service always sets it;
+   * only a bare receiver in a benchmark leaves it out and takes points unchecked.
+   */
+  memberKey?: MemberKeys
 }
 
 export class PointReceiver {
@@ -221,6 +233,15 @@ export class PointReceiver {
       return { reason: 'invalid', message: `'${header.vm}' is not a VM name`, missing: [] }
     const refusal = this.c.refuses?.(header.vm)
     if (refusal) return { reason: 'stale', message: refusal, missing: [] }
+    let signedFields: SignedPointFields | null = null
+    if (this.c.memberKey) {
+      try {
+        signedFields = await verifyPointHeader(header, this.c.memberKey)
+      } catch (err) {
+        if (!(err instanceof PointSignatureError)) throw err
+        return this.refuseSignature(err, peer)
+      }
+    }
     const held = await findPoint(store, header.vm, header.seq)
     if (held && held.epoch === header.epoch) return null
     if (held)
@@ -293,6 +314,17 @@ export class PointReceiver {
           hash: store.hashAlgorithm,
         })
       }
+      if (signedFields)
+        try {
+          checkSignedRoots(
+            signedFields,
+            disks.map((d) => d.root),
+            header,
+          )
+        } catch (err) {
+          if (!(err instanceof PointSignatureError)) throw err
+          return this.refuseSignature(err, peer)
+        }
       const point: RecoveryPoint = {
         vm: header.vm,
         seq: header.seq,
@@ -302,6 +334,7 @@ export class PointReceiver {
         disks,
         config: header.config,
         source: header.source,
+        ...(header.signed ? { signed: header.signed } : {}),
       }
       try {
         await store.commitPoint(point)
@@ -319,6 +352,17 @@ export class PointReceiver {
     } finally {
       lease.release()
     }
+  }
+
+  private refuseSignature(
+    err: PointSignatureError,
+    peer: string,
+  ): { reason: NackReason; message: string; missing: ChunkId[] } {
+    this.c.logger.warn(
+      { point: err.point, source: err.source, peer, reason: err.message },
+      `refused ${err.message}; sent by ${peer}, nothing committed`,
+    )
+    return { reason: 'signature', message: err.message, missing: [] }
   }
 }
 

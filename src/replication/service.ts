@@ -4,8 +4,10 @@
 // Hand-over (handover.ts): prepareReplica/becomeOwner on a promoted node, becomeReplica on a
 // fenced one, finalSync for a planned failover, setProducing while the node lacks quorum.
 import { join } from 'node:path'
-import { type ChunkStore, materialise, type RecoveryPoint } from '../chunkstore/index.js'
+import type { PublicKey } from '@libp2p/interface'
+import { type ChunkStore, materialise, type PointSignature, type RecoveryPoint } from '../chunkstore/index.js'
 import { createDisk, type Hypervisor } from '../hyperv/index.js'
+import { publicKeyOfPeer } from '../mesh/index.js'
 import { NotProtectedError, PointNotFoundError, ReplicationError } from './errors.js'
 import { Forwarder } from './forwarder.js'
 import {
@@ -21,6 +23,7 @@ import {
 import { LagTracker, lagSeconds } from './lag.js'
 import { LINKS_FILE, type LinkStatus, LinkTable } from './link.js'
 import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, type PointHeader, VM_NAME_PATTERN } from './messages.js'
+import { describePointSignature, type PointSignatureStatus } from './point-signature.js'
 import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 import { PointReceiver, type ReceiverStats } from './receiver.js'
 import { ReplicaDisks, replicaDiskPath } from './replica-disk.js'
@@ -41,6 +44,13 @@ export interface ReplicationMesh extends ReplicationNetwork {
   setReplicas(
     replicas: Array<{ vm: string; lastPoint: { seq: number; time: number } | null; epoch: number }>,
   ): void
+  /** Signs with this node's private key (the points it produces); mesh/node.ts. */
+  sign(kind: string, value: unknown): Promise<PointSignature>
+  /**
+   * The public key of a current member (null: not one). Default: a peer listed by peers() (or
+   * this node), its key taken from its peer id.
+   */
+  memberKey?(peerId: string): Promise<PublicKey | null>
 }
 
 export interface ReplicationServiceInit {
@@ -82,6 +92,8 @@ export interface PointSummary {
   consistency: string
   source: string
   disks: Array<{ disk: number; virtualSize: number; chunkSize: number; root: string }>
+  /** Who signed the point and whether the signature verifies over it (null signer: unsigned). */
+  signature?: PointSignatureStatus
 }
 
 /** Points tried in a planned failover's final sync before it gives up. */
@@ -138,7 +150,20 @@ export class ReplicationService {
             : null,
       epochFloor: async (vm) =>
         Math.max(this.ownedEpochs.get(vm) ?? 0, (await this.replicas.read(vm))?.epoch ?? 0),
+      memberKey: (peerId) => this.memberKey(peerId),
     })
+  }
+
+  /** A current member's public key: the mesh's answer, else a listed peer's (or this node's) id. */
+  private async memberKey(peerId: string): Promise<PublicKey | null> {
+    const mesh = this.init.mesh
+    if (mesh.memberKey) return mesh.memberKey(peerId)
+    if (peerId !== mesh.peerId && !mesh.peers().some((p) => p.peerId === peerId)) return null
+    try {
+      return publicKeyOfPeer(peerId)
+    } catch {
+      return null
+    }
   }
 
   get receiverStats(): ReceiverStats {
@@ -250,8 +275,7 @@ export class ReplicationService {
 
   /** Recovery points of a VM held in this node's store, oldest first. */
   async points(vm: string): Promise<PointSummary[]> {
-    const points = await this.init.store.listPoints(vm)
-    return points.map(pointSummary)
+    return summarisePoints(await this.init.store.listPoints(vm))
   }
 
   /** Writes one disk of a point (default: the newest) to a new raw or VHDX file. */
@@ -553,6 +577,7 @@ export class ReplicationService {
       corruptChunks: this.init.corruptChunks,
       links: this.links,
       mayProduce,
+      sign: (kind, value) => this.init.mesh.sign(kind, value),
     }
   }
 
@@ -588,6 +613,13 @@ export class ReplicationService {
       })),
     )
   }
+}
+
+/** pointSummary of each point with its signature re-checked (who signed it, whether it verifies). */
+export async function summarisePoints(points: RecoveryPoint[]): Promise<PointSummary[]> {
+  return Promise.all(
+    points.map(async (p) => ({ ...pointSummary(p), signature: await describePointSignature(p) })),
+  )
 }
 
 /** What `points` shows of a recovery point: the same whether asked of a node or of a store. */

@@ -28,6 +28,8 @@ export type Protection = z.infer<typeof protectionSchema>
 const sourceStateSchema = z.object({
   seq: z.number().int().nonnegative().nullable(),
   epoch: z.number().int().nonnegative(),
+  /** Epoch of point `seq` (a promoted owner starts from its predecessor's); absent: `epoch`. */
+  seqEpoch: z.number().int().nonnegative().optional(),
   /** Hypervisor change-tracking reference returned by the last releasePoint. */
   reference: z.string().nullable(),
   time: z.number().int().nullable(),

@@ -12,6 +12,14 @@ interface PointRow {
   consistency: string
   source: string
   disks: Array<{ disk: number; virtualSize: number; chunkSize: number; root: string }>
+  /** Who signed the point (its producing node) and whether the signature verifies over it. */
+  signature?: { signer: string | null; verified: boolean; reason?: string }
+}
+
+function signatureText(p: PointRow): string {
+  const s = p.signature
+  if (!s || s.signer === null) return 'unsigned'
+  return s.verified ? `signed by ${s.signer}` : `signature NOT verified (${s.reason ?? 'no reason given'})`
 }
 
 const positiveSeconds = (text: string) => {
@@ -157,8 +165,8 @@ export function register(program: Command): void {
         async () => {
           const store = await offlineStore(o.dir)
           try {
-            const { pointSummary } = await import('../../replication/index.js')
-            return (await store.listPoints(vm)).map(pointSummary)
+            const { summarisePoints } = await import('../../replication/index.js')
+            return summarisePoints(await store.listPoints(vm))
           } finally {
             await store.close()
           }
@@ -169,7 +177,7 @@ export function register(program: Command): void {
       else
         for (const p of rows)
           process.stdout.write(
-            `${p.vm}@${p.seq}  ${new Date(p.time).toISOString()}  ${p.consistency}  from ${p.source}\n`,
+            `${p.vm}@${p.seq}  ${new Date(p.time).toISOString()}  ${p.consistency}  from ${p.source}  ${signatureText(p)}\n`,
           )
     })
 

@@ -1,6 +1,9 @@
 // An in-memory network for replication tests: stream pairs that satisfy the mesh's
 // DuplexByteStream, and nodes that register protocol handlers and dial each other by peer id.
-import type { DuplexByteStream } from '../../../src/mesh/index.js'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey, PublicKey } from '@libp2p/interface'
+import type { PointSignature } from '../../../src/chunkstore/index.js'
+import { type DuplexByteStream, signEnvelope } from '../../../src/mesh/index.js'
 import type { ReplicationMesh } from '../../../src/replication/index.js'
 
 class MemoryStream implements DuplexByteStream {
@@ -77,8 +80,9 @@ type Handler = (stream: DuplexByteStream, ctx: { peerId: string }) => Promise<vo
 
 export class MemoryNetwork {
   readonly nodes = new Map<string, MemoryNode>()
-  node(peerId: string, site: string): MemoryNode {
-    const n = new MemoryNode(this, peerId, site)
+  /** `key`: the node's private key (default: a new one); tests that need real peer ids pass it. */
+  node(peerId: string, site: string, key?: PrivateKey): MemoryNode {
+    const n = new MemoryNode(this, peerId, site, key)
     this.nodes.set(peerId, n)
     return n
   }
@@ -92,12 +96,21 @@ export class MemoryNode implements ReplicationMesh {
   /** Bytes sent by streams this node dialled. */
   dialledBytes = 0
   freeBytes = 1e12
+  /** This node's key (peer ids here are names, so the network hands out the member keys). */
+  readonly key: Promise<PrivateKey>
+  /** Fault injection: sign with this key instead (an impostor). */
+  signWith: PrivateKey | null = null
+  /** Not a member any more (revoked): other nodes know no key for it. */
+  revoked = false
 
   constructor(
     private readonly net: MemoryNetwork,
     readonly peerId: string,
     readonly site: string,
-  ) {}
+    key?: PrivateKey,
+  ) {
+    this.key = key ? Promise.resolve(key) : generateKeyPair('Ed25519')
+  }
 
   handle(protocol: string, handler: Handler): void {
     this.handlers.set(protocol, handler)
@@ -130,5 +143,12 @@ export class MemoryNode implements ReplicationMesh {
     replicas: Array<{ vm: string; lastPoint: { seq: number; time: number } | null; epoch: number }>,
   ): void {
     this.replicasPublished = replicas
+  }
+  async sign(kind: string, value: unknown): Promise<PointSignature> {
+    return signEnvelope(kind, value, this.signWith ?? (await this.key))
+  }
+  async memberKey(peerId: string): Promise<PublicKey | null> {
+    const n = this.net.nodes.get(peerId)
+    return !n || n.revoked ? null : (await n.key).publicKey
   }
 }
