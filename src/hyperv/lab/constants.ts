@@ -34,6 +34,8 @@ export const GUEST_READY_TIMEOUT_MS = 20_000
 export const GUEST_STOP_TIMEOUT_MS = 20_000
 /** Default deadline of one request to a guest (points, writes). */
 export const GUEST_REQUEST_TIMEOUT_MS = 60_000
+/** `vm stop` / `vm start` wait at most this long for an open consistency point to be released. */
+export const POINT_RELEASE_WAIT_MS = 30_000
 
 /** Files inside a VM's folder. */
 export const VM_CONFIG_FILE = 'vm.json'

@@ -14,8 +14,8 @@ import {
   GUEST_STOP_TIMEOUT_MS,
 } from './constants.js'
 import { GuestError, GuestWriteError, PointError } from './errors.js'
-import { GUEST_ARGV_MARKER, type GuestRequest, type GuestToNode } from './guest-protocol.js'
-import type { WorkloadOptions } from './vm-config.js'
+import { GUEST_ARGV_MARKER, type GuestLaunch, type GuestRequest, type GuestToNode } from './guest-protocol.js'
+import { type VmConfig, type WorkloadOptions, workloadSchema } from './vm-config.js'
 
 type Ready = Extract<GuestToNode, { type: 'ready' }>
 
@@ -74,16 +74,30 @@ export class GuestProcess {
     return this.exitCode === undefined
   }
 
-  /** Forks the guest and resolves when it reports ready (rejects with its reason otherwise). */
+  /**
+   * Forks the guest and resolves when it reports ready (rejects with its reason otherwise). With
+   * `config` (vm.json as the node checked it) the guest skips reading and checking it again.
+   */
   static async spawn(
     vm: string,
     vmDir: string,
-    options: { workload?: WorkloadOptions; script?: string; onExit?: (code: number | null) => void },
+    options: {
+      config?: VmConfig
+      workload?: WorkloadOptions
+      script?: string
+      onExit?: (code: number | null) => void
+    },
   ): Promise<GuestProcess> {
+    const launch: GuestLaunch | WorkloadOptions | undefined = options.config
+      ? {
+          config: options.config,
+          workload: workloadSchema.parse({ ...options.config.workload, ...options.workload }),
+        }
+      : options.workload
     const logFd = openSync(join(vmDir, GUEST_LOG_FILE), 'a')
     let child: ChildProcess
     try {
-      const args = [GUEST_ARGV_MARKER, vmDir, ...(options.workload ? [JSON.stringify(options.workload)] : [])]
+      const args = [GUEST_ARGV_MARKER, vmDir, ...(launch ? [JSON.stringify(launch)] : [])]
       child = fork(options.script ?? defaultGuestScript(), args, {
         serialization: 'advanced',
         stdio: ['ignore', logFd, logFd, 'ipc'],

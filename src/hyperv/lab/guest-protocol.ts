@@ -3,13 +3,14 @@
 import type { ChangedRange } from '../hypervisor.js'
 import type { MapDistrust } from './dirty-map.js'
 import type { RecordSummary } from './records.js'
-import type { WorkloadOptions } from './vm-config.js'
+import type { VmConfig, WorkloadSettings } from './vm-config.js'
 
 export type GuestRequest =
   | { op: 'point'; sinceReference: string | null }
   | { op: 'release' }
   | { op: 'write'; disk: number; offset: number; data: Uint8Array }
-  | { op: 'workload'; workload: WorkloadOptions }
+  /** Settings the node checked and merged with vm.json's (the guest loads no schema library). */
+  | { op: 'workload'; workload: WorkloadSettings }
   | { op: 'status' }
   | { op: 'stop' }
 
@@ -47,5 +48,11 @@ export type GuestToNode =
   | { type: 'response'; id: number; ok: false; error: { name: string; message: string } }
   | { type: 'fatal'; error: { name: string; message: string } }
 
-/** argv of the guest: <vmDir> [<workload options as JSON>] */
+/** What the node hands a guest it starts (as JSON after <vmDir>): vm.json and workload, checked. */
+export interface GuestLaunch {
+  config?: VmConfig
+  workload?: WorkloadSettings
+}
+
+/** argv of the guest: <vmDir> [<GuestLaunch as JSON> | <workload options as JSON>] */
 export const GUEST_ARGV_MARKER = '--replimesh-lab-guest'

@@ -16,7 +16,8 @@ import { DirtyMap, type MapDistrust } from './dirty-map.js'
 import { GuestWriteError, PointError, VmConfigError } from './errors.js'
 import { Journal, readJournalFile } from './journal.js'
 import { encodeRecord, readNewestRecord, recordOffset, type StreamRecord } from './records.js'
-import { resolveDiskPath, type VmConfig, vmConfigPath } from './vm-config.js'
+import type { VmConfig } from './vm-config.js'
+import { resolveDiskPath, vmConfigPath } from './vm-paths.js'
 
 export interface FrozenPoint {
   /** The generation the point closes. */

@@ -18,14 +18,14 @@ import {
   VmStateError,
 } from '../hypervisor.js'
 import { type CreateLabVmOptions, LabCatalogue, type LabVmEntry } from './catalogue.js'
-import { GUEST_PID_FILE } from './constants.js'
+import { GUEST_PID_FILE, POINT_RELEASE_WAIT_MS } from './constants.js'
 import { PointError } from './errors.js'
 import { isGuestAlive } from './guest.js'
 import { GuestProcess } from './guest-process.js'
 import type { GuestPointResult, GuestStatus } from './guest-protocol.js'
 import { PointDisk } from './point-disk.js'
 import { openStoppedPoint, releaseStoppedPoint, type StoppedPointState } from './stopped-point.js'
-import { toVmInfo, type WorkloadOptions } from './vm-config.js'
+import { toVmInfo, type WorkloadOptions, workloadSchema } from './vm-config.js'
 
 /** The logging calls the lab hypervisor makes (a pino logger fits). */
 export interface LabLogger {
@@ -43,11 +43,17 @@ export interface LabHypervisorInit {
   eventLogPath?: string
   /** The guest program (default: the built guest-main.js). */
   guestScript?: string
+  /**
+   * How long `vm stop` / `vm start` wait for an open consistency point (replication reading the
+   * frozen disks) to be released before they give up. Default POINT_RELEASE_WAIT_MS (30 s).
+   */
+  pointReleaseWaitMs?: number
 }
 
 export interface StartLabVmOptions {
   /** Overrides vm.json's workload settings for this run. */
   workload?: WorkloadOptions
+  signal?: AbortSignal
 }
 
 interface OpenPoint {
@@ -67,7 +73,11 @@ export class LabHypervisor implements Hypervisor {
   readonly catalogue: LabCatalogue
   private readonly guests = new Map<string, GuestProcess>()
   private readonly starting = new Set<string>()
+  /** VMs whose operator stop waits for a point to be released: no new point may open meanwhile. */
+  private readonly stopping = new Set<string>()
   private readonly points = new Map<string, OpenPoint>()
+  /** Woken whenever a point is released (stop and start wait on them). */
+  private releaseWaiters = new Set<() => void>()
   private readonly log: LabLogger
   readonly eventLogPath: string
 
@@ -124,11 +134,13 @@ export class LabHypervisor implements Hypervisor {
         this.starting.has(id) ? 'starting' : state,
         'it is already running',
       )
-    if (this.pointOf(id))
-      throw new VmStateError(entry.config.name, state, 'a consistency point is open; release it first')
     this.starting.add(id)
     try {
+      // Replication may be reading the stopped VM's disks: starting waits for that point (and no
+      // new one opens while the VM is 'starting').
+      await this.waitForRelease(entry, state, 'start', options.signal)
       const guest = await GuestProcess.spawn(entry.config.name, entry.dir, {
+        config: entry.config,
         workload: options.workload,
         script: this.init.guestScript,
         onExit: (code) => {
@@ -148,7 +160,7 @@ export class LabHypervisor implements Hypervisor {
     }
   }
 
-  async stopVm(vm: string, options: { force?: boolean } = {}): Promise<void> {
+  async stopVm(vm: string, options: { force?: boolean; signal?: AbortSignal } = {}): Promise<void> {
     const entry = await this.catalogue.find(vm)
     const guest = this.guests.get(entry.config.id)
     if (!guest) {
@@ -162,9 +174,54 @@ export class LabHypervisor implements Hypervisor {
       return
     }
     if (options.force) return guest.kill()
-    if (this.pointOf(entry.config.id))
-      throw new VmStateError(entry.config.name, 'running', 'a consistency point is open; release it first')
-    await guest.stop()
+    const id = entry.config.id
+    this.stopping.add(id)
+    try {
+      // An operator's stop is not refused for replication's point: it waits until the point is
+      // released (a point is read in seconds), and no new one opens meanwhile.
+      await this.waitForRelease(entry, 'running', 'stop', options.signal)
+      await guest.stop()
+    } finally {
+      this.stopping.delete(id)
+    }
+  }
+
+  /**
+   * Resolves once `entry` has no open point; throws VmStateError naming the point after the
+   * wait limit (a reader that never releases its point is a bug to report, not to hang on).
+   */
+  private async waitForRelease(
+    entry: LabVmEntry,
+    state: VmState,
+    op: 'start' | 'stop',
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const limitMs = this.init.pointReleaseWaitMs ?? POINT_RELEASE_WAIT_MS
+    const deadline = Date.now() + limitMs
+    let open = this.pointOf(entry.config.id)
+    if (open) this.log.info({ vm: entry.config.name, point: open.point.id }, `${op} waits for an open point`)
+    while (open) {
+      signal?.throwIfAborted()
+      const left = deadline - Date.now()
+      if (left <= 0)
+        throw new VmStateError(
+          entry.config.name,
+          state,
+          `cannot ${op} it: consistency point ${open.point.id} stayed open for ${limitMs} ms (replication did not release it)`,
+        )
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', done)
+          this.releaseWaiters.delete(done)
+          resolve()
+        }
+        const timer = setTimeout(done, left)
+        signal?.addEventListener('abort', done, { once: true })
+        this.releaseWaiters.add(done)
+      })
+      open = this.pointOf(entry.config.id)
+    }
   }
 
   /** `vm write`: bytes into a running VM's disk through the guest's layer. */
@@ -177,7 +234,9 @@ export class LabHypervisor implements Hypervisor {
   }
 
   async setWorkload(vm: string, workload: WorkloadOptions): Promise<void> {
-    await (await this.runningGuest(vm)).request({ op: 'workload', workload })
+    const entry = await this.catalogue.find(vm)
+    const settings = workloadSchema.parse({ ...entry.config.workload, ...workload })
+    await (await this.runningGuest(vm)).request({ op: 'workload', workload: settings })
   }
 
   /** The guest process of a VM this node runs (tests use its pid). */
@@ -191,6 +250,8 @@ export class LabHypervisor implements Hypervisor {
     const id = entry.config.id
     if (this.pointOf(id))
       throw new PointError(`VM '${entry.config.name}' already has an open point; release it first`)
+    if (this.stopping.has(id))
+      throw new VmStateError(entry.config.name, 'stopping', 'try again once it stopped')
     const guest = this.guests.get(id) ?? null
     // The guest's only application is its own operations (records, workload, `vm write`), and
     // the barrier falls between them, never inside one: asked for, a point is application-
@@ -254,17 +315,23 @@ export class LabHypervisor implements Hypervisor {
       )
       await Promise.all([...open.views].map((v) => v.close()))
     }
-    this.points.delete(point.id)
-    if (open.stopped) return releaseStoppedPoint(open.entry.dir, open.entry.config, open.stopped)
-    if (!open.guest) return UNKNOWN_REFERENCE
-    if (!open.guest.running) {
-      this.log.warn(
-        { point: point.id },
-        'the VM stopped while its point was open: the next point is a full one',
-      )
-      return UNKNOWN_REFERENCE
+    try {
+      if (open.stopped) return await releaseStoppedPoint(open.entry.dir, open.entry.config, open.stopped)
+      if (!open.guest) return UNKNOWN_REFERENCE
+      if (!open.guest.running) {
+        this.log.warn(
+          { point: point.id },
+          'the VM stopped while its point was open: the next point is a full one',
+        )
+        return UNKNOWN_REFERENCE
+      }
+      return await open.guest.request<string>({ op: 'release' })
+    } finally {
+      // Forgotten only once the guest merged its journal (or failed to): a stop waiting for
+      // this point must not ask the guest to exit while it still answers the release.
+      this.points.delete(point.id)
+      for (const wake of [...this.releaseWaiters]) wake()
     }
-    return open.guest.request<string>({ op: 'release' })
   }
 
   async registerVm(config: VmInfo, diskPaths: string[], options?: RegisterOptions): Promise<VmInfo> {

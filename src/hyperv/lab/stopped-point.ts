@@ -7,7 +7,8 @@ import type { ChangedRange } from '../hypervisor.js'
 import { dirtyMapFile } from './constants.js'
 import { DirtyMap } from './dirty-map.js'
 import { formatReference, parseReference } from './guest-volume.js'
-import { resolveDiskPath, type VmConfig } from './vm-config.js'
+import type { VmConfig } from './vm-config.js'
+import { resolveDiskPath } from './vm-paths.js'
 
 /** Stands for "no trusted map" in a reference: never equal to a real tracking id. */
 const NO_TRACKING = '0'

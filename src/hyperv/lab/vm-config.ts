@@ -2,11 +2,13 @@
 // stored as written (relative ones resolve against the VM's folder, so a copied folder works).
 import { randomBytes, randomUUID } from 'node:crypto'
 import { readFile, rename, writeFile } from 'node:fs/promises'
-import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import type { VmDisk, VmInfo, VmNic, VmState } from '../hypervisor.js'
-import { DEFAULT_RECORD_INTERVAL_MS, DEFAULT_TRACKING_BLOCK_BYTES, VM_CONFIG_FILE } from './constants.js'
+import { DEFAULT_RECORD_INTERVAL_MS, DEFAULT_TRACKING_BLOCK_BYTES } from './constants.js'
 import { VmConfigError } from './errors.js'
+import { resolveDiskPath, vmConfigPath } from './vm-paths.js'
+
+export { resolveDiskPath, vmConfigPath }
 
 export const workloadSchema = z.object({
   /** Bytes per second the guest writes; 0 writes nothing but the record stream. Default 0. */
@@ -67,12 +69,6 @@ export type VmConfig = z.infer<typeof vmConfigSchema>
 export type VmConfigInput = z.input<typeof vmConfigSchema>
 
 export const isValidVmName = (name: string) => vmConfigSchema.shape.name.safeParse(name).success
-
-export const vmConfigPath = (vmDir: string) => join(vmDir, VM_CONFIG_FILE)
-
-/** A disk's path as this machine opens it. */
-export const resolveDiskPath = (vmDir: string, path: string) =>
-  isAbsolute(path) ? path : resolve(vmDir, path)
 
 export async function readVmConfig(vmDir: string): Promise<VmConfig> {
   const file = vmConfigPath(vmDir)

@@ -52,12 +52,15 @@ export interface LabHost {
   cleanup(): Promise<void>
 }
 
-export async function makeLabHost(guestScript?: string): Promise<LabHost> {
+export async function makeLabHost(
+  guestScript?: string,
+  options: { pointReleaseWaitMs?: number } = {},
+): Promise<LabHost> {
   const dir = await mkdtemp(join(tmpdir(), 'replimesh-lab-'))
   const vmsDir = join(dir, 'vms')
   const all: LabHypervisor[] = []
   const make = async () => {
-    const hv = createLabHypervisor({ vmsDir, guestScript })
+    const hv = createLabHypervisor({ vmsDir, guestScript, ...options })
     all.push(hv)
     await hv.start()
     return hv
