@@ -8,7 +8,8 @@
 //   - p50/p99 lag with a VM writing 20 MB/s and a 5 s RPO (goal p99 < 1 s).
 // The seed size is REPLIMESH_BENCH_SEED_MIB (default 2048).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { randomBytes, randomInt } from 'node:crypto'
+import { randomBytes, randomFillSync, randomInt } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { copyFile, open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -82,7 +83,9 @@ class BenchHypervisor {
 
 async function startPeer(ctx: BenchContext): Promise<{ child: ChildProcess; peerId: string; addr: string }> {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'replication-peer.js')
-  const child = spawn(process.execPath, [script, join(ctx.tmpDir, 'peer-store')], {
+  // REPLIMESH_BENCH_PEER_ARGS: extra node flags for the receiving process (e.g. --cpu-prof).
+  const extra = (process.env.REPLIMESH_BENCH_PEER_ARGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...extra, script, join(ctx.tmpDir, 'peer-store')], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const line = await new Promise<string>((resolve, reject) => {
@@ -109,6 +112,24 @@ async function rawThroughput(
   return bytes / MiB / ((performance.now() - started) / 1000)
 }
 
+/** CPU seconds (user + system, every thread) used so far by this process and by the peer. */
+function cpuSeconds(peerPid: number | undefined): { own: number; peer: number } {
+  const u = process.cpuUsage()
+  let peer = Number.NaN
+  try {
+    // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 per second on Linux).
+    const fields = readFileSync(`/proc/${peerPid}/stat`, 'utf8').split(') ')[1].split(' ')
+    peer = (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {}
+  return { own: (u.user + u.system) / 1e6, peer }
+}
+
+/** CPU seconds per GiB moved on each side between two cpuSeconds() readings. */
+function cpuNote(a: ReturnType<typeof cpuSeconds>, b: ReturnType<typeof cpuSeconds>, mib: number): string {
+  const perGiB = (x: number) => ((x * 1024) / mib).toFixed(2)
+  return `CPU-s per GiB: sender ${perGiB(b.own - a.own)}, receiver ${perGiB(b.peer - a.peer)}`
+}
+
 function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]
@@ -129,22 +150,33 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     }
 
     ctx.log('raw libp2p stream (reference)')
+    // Phase marks on the monotonic clock (µs), to cut --cpu-prof profiles of both processes.
+    const mark = (what: string) => {
+      if (process.env.REPLIMESH_BENCH_SEED_ONLY === '1') ctx.log(`mark ${what} ${process.hrtime.bigint() / 1000n}`)
+    }
+    mark('reference-start')
+    const refCpu0 = cpuSeconds(peer.child.pid)
     const reference = Math.max(
       await rawThroughput(node, peer.peerId, 512 * MiB),
       await rawThroughput(node, peer.peerId, 512 * MiB),
     )
+    const refCpuNote = cpuNote(refCpu0, cpuSeconds(peer.child.pid), 1024)
+    mark('reference-end')
     rows.push({
       name: 'raw libp2p stream, Noise+Yamux, credit flow control (reference)',
       value: reference,
       unit: 'MiB/s',
+      note: `best of 2 x 512 MiB; ${refCpuNote}`,
     })
 
     ctx.log(`writing a ${seedMiB} MiB random disk`)
     const disk = join(ctx.tmpDir, 'vm.raw')
     const fh = await open(disk, 'w')
-    const block = randomBytes(8 * MiB)
+    // Fresh random bytes for every block: no chunk repeats, so the seed sends every byte (a block
+    // differing only in its first bytes would dedup 31 of its 32 chunks).
+    const block = Buffer.allocUnsafe(8 * MiB)
     for (let at = 0; at < seedMiB * MiB; at += block.length) {
-      block.writeUInt32LE(at / block.length, 0) // every block distinct
+      randomFillSync(block)
       await fh.write(block, 0, block.length, at)
     }
     await fh.close()
@@ -182,17 +214,24 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     )
     await protector.load()
     ctx.log('seeding')
+    mark('seed-start')
+    const seedCpu0 = cpuSeconds(peer.child.pid)
     const seedStart = performance.now()
     if (!(await protector.cycle())) throw new Error('the seed did not commit')
     const seedRate = seedMiB / ((performance.now() - seedStart) / 1000)
+    const seedCpuNote = cpuNote(seedCpu0, cpuSeconds(peer.child.pid), seedMiB)
+    mark('seed-end')
     rows.push({
       name: `seed of a ${seedMiB} MiB random disk (read, hash, send, verify, store, commit)`,
       value: seedRate,
       unit: 'MiB/s',
       limit: reference,
       ratio: seedRate / reference,
-      note: 'goal >= 0.8 of the raw stream; the receiver verifies every chunk by hash and makes it durable in packs before the commit',
+      note: `goal >= 0.8 of the raw stream; the receiver verifies every chunk by hash and makes it durable in packs before the commit; ${seedCpuNote}`,
     })
+
+    // REPLIMESH_BENCH_SEED_ONLY=1: stop after the seed (profiling runs).
+    if (process.env.REPLIMESH_BENCH_SEED_ONLY === '1') return rows
 
     ctx.log('scattered 4 KiB writes')
     const writes = 40
@@ -259,7 +298,14 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
   } finally {
     await node.stop()
     peer.child.stdin?.end()
-    await new Promise((r) => setTimeout(r, 200))
+    // The peer closes its store and exits (writing its profile when run with --cpu-prof).
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, 5000)
+      peer.child.once('exit', () => {
+        clearTimeout(t)
+        r()
+      })
+    })
     peer.child.kill('SIGKILL')
   }
   return rows

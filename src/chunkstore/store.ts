@@ -300,14 +300,22 @@ export class ChunkStore {
    * when the store already had it. The chunk is durable and indexed at the next flush() or
    * commitPoint(); until then (and until a point references it) a lease keeps it from GC.
    */
-  async putChunk(hex: string, bytes: Uint8Array, lease?: ChunkLease): Promise<boolean> {
+  async putChunk(
+    hex: string,
+    bytes: Uint8Array,
+    lease?: ChunkLease,
+    options: { owned?: boolean } = {},
+  ): Promise<boolean> {
     const actual = this.hash(bytes).toString('hex')
     if (actual !== hex) throw new ChunkHashMismatchError(hex, actual)
     const [found] = lease ? await this.lookupProtected([hex], lease) : [await this.entry(hex)]
     if (found) return false
     // The pack gets a copy, so the caller may reuse `bytes` at once and need not wait for the
     // write (a receiver's next chunk overlaps it); only a backlog of unwritten bytes waits.
-    const copy = Buffer.from(bytes)
+    // `owned`: the caller never touches `bytes` again, so the pack may keep them as they are.
+    const copy = options.owned
+      ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      : Buffer.from(bytes)
     await this.appendChunks([{ id: Buffer.from(hex, 'hex'), bytes: copy, kind: 'data' }])
     await this.writer.waitForUnwrittenBelow(PUT_CHUNK_UNWRITTEN_BYTES)
     if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()

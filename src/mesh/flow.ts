@@ -13,6 +13,8 @@ import { ByteReader } from './frames.js'
 const DATA = 0
 const CREDIT = 1
 const HEADER_BYTES = 5
+/** Leading parts up to this size are copied into the frame header's buffer (one small send). */
+const SMALL_PART_BYTES = 1024
 
 /** What CreditStream needs of a libp2p 3.x Stream (a real Stream satisfies it). */
 export interface DuplexByteStream extends AsyncIterable<Uint8Array | { subarray(): Uint8Array }> {
@@ -64,6 +66,11 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
     this.pumping = this.pump()
   }
 
+  /** Messages received and not yet read (a reader may batch its replies until this is 0). */
+  get bufferedMessages(): number {
+    return this.received.length
+  }
+
   /** Payload bytes sent and not yet acknowledged by a credit grant. */
   get creditAvailable(): number {
     return this.sendCredit
@@ -71,9 +78,38 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
 
   /** Sends one message; waits while the remote has not granted room for it. */
   async send(payload: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
-    if (payload.byteLength > this.maxMessageBytes)
-      throw new FrameTooLargeError(payload.byteLength, this.maxMessageBytes)
-    while (this.sendCredit < payload.byteLength) {
+    await this.sendParts([payload], options)
+  }
+
+  /**
+   * Sends one message made of several parts, without joining them: the small leading parts go
+   * out with the frame header in one buffer, and each large part is handed to the stream as it
+   * is (a chunk's bytes are never copied into a frame buffer).
+   */
+  async sendParts(parts: Uint8Array[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    let length = 0
+    for (const p of parts) length += p.byteLength
+    if (length > this.maxMessageBytes) throw new FrameTooLargeError(length, this.maxMessageBytes)
+    await this.waitForCredit(length, options)
+    this.sendCredit -= length
+    let small = HEADER_BYTES
+    let k = 0
+    while (k < parts.length && parts[k].byteLength <= SMALL_PART_BYTES) small += parts[k++].byteLength
+    const head = new Uint8Array(small)
+    head[0] = DATA
+    new DataView(head.buffer).setUint32(1, length)
+    let at = HEADER_BYTES
+    for (let i = 0; i < k; i++) {
+      head.set(parts[i], at)
+      at += parts[i].byteLength
+    }
+    let ok = this.stream.send(head)
+    for (; k < parts.length; k++) if (parts[k].byteLength > 0) ok = this.stream.send(parts[k])
+    if (!ok) await this.stream.onDrain({ signal: options.signal })
+  }
+
+  private async waitForCredit(length: number, options: { signal?: AbortSignal }): Promise<void> {
+    while (this.sendCredit < length) {
       if (this.failure) throw this.failure
       options.signal?.throwIfAborted()
       const signal = options.signal
@@ -91,12 +127,6 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
       }
     }
     if (this.failure) throw this.failure
-    this.sendCredit -= payload.byteLength
-    const header = new Uint8Array(HEADER_BYTES)
-    header[0] = DATA
-    new DataView(header.buffer).setUint32(1, payload.byteLength)
-    this.stream.send(header)
-    if (!this.stream.send(payload)) await this.stream.onDrain({ signal: options.signal })
   }
 
   /** Ends our sending half; messages from the remote can still arrive. */

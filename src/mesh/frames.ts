@@ -56,7 +56,8 @@ export class ByteReader {
       this.buffered -= n
       return first.subarray(0, n)
     }
-    const out = new Uint8Array(n)
+    // Every byte is overwritten below: no zero-fill (a 256 KiB message spans several pieces).
+    const out = Buffer.allocUnsafe(n)
     let at = 0
     while (at < n) {
       const c = this.chunks[0]

@@ -23,6 +23,8 @@ export class MessageChannel<M> {
     private readonly encode: (m: M) => Uint8Array,
     private readonly decode: (f: RawFrame) => M,
     windowBytes?: number,
+    /** Encodes a message as the parts of one credit message (no prefix), when that saves a copy. */
+    private readonly encodeParts?: (m: M) => Uint8Array[],
   ) {
     this.credit = new CreditStream(stream, { windowBytes, onError: () => {} })
     this.iterator = this.credit[Symbol.asyncIterator]()
@@ -34,9 +36,15 @@ export class MessageChannel<M> {
    */
   async send(m: M, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted()
-    const frame = this.encode(m).subarray(FRAME_PREFIX_BYTES)
-    this.stats.bytesSent += frame.length + CREDIT_HEADER_BYTES
-    await this.credit.send(frame)
+    const parts = this.encodeParts ? this.encodeParts(m) : [this.encode(m).subarray(FRAME_PREFIX_BYTES)]
+    for (const p of parts) this.stats.bytesSent += p.length
+    this.stats.bytesSent += CREDIT_HEADER_BYTES
+    await this.credit.sendParts(parts)
+  }
+
+  /** True when a next() would return at once (a message is already received). */
+  get hasBuffered(): boolean {
+    return this.credit.bufferedMessages > 0
   }
 
   /** The next message, or null when the remote ended its half. Throws FrameError on a bad frame. */

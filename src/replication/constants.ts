@@ -32,6 +32,8 @@ export const SECTOR_BYTES = 512
 export const DEFAULT_BYTES_IN_FLIGHT = 16 * 1024 * 1024
 /** The receiver acknowledges stored chunks in batches of at most this many ids. */
 export const ACK_BATCH_IDS = 256
+/** ...and at least once per this many stored bytes (an eighth of the sender's window). */
+export const ACK_BATCH_BYTES = DEFAULT_BYTES_IN_FLIGHT / 8
 
 /** Scheduler: never take points more often than this. */
 export const MIN_POINT_INTERVAL_MS = 200

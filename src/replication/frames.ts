@@ -51,6 +51,39 @@ export function encodeFrame(kind: number, header: unknown, ...payload: Uint8Arra
 }
 
 /**
+ * The frame of encodeFrame without its length prefix (a credit-stream message), as parts: the
+ * kind, header and small payload parts in one buffer, then each payload part of at least
+ * `copyBelow` bytes as given (no copy of a chunk's bytes).
+ */
+export function encodeFrameBodyParts(kind: number, header: unknown, ...payload: Uint8Array[]): Uint8Array[] {
+  const headerBytes =
+    header === null || header === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(header))
+  if (headerBytes.length > MAX_HEADER_BYTES)
+    throw new FrameError(`frame header of ${headerBytes.length} bytes exceeds ${MAX_HEADER_BYTES}`)
+  let payloadBytes = 0
+  let small = 0
+  let k = 0
+  for (const p of payload) payloadBytes += p.length
+  while (k < payload.length && payload[k].length < COPY_BELOW_BYTES) small += payload[k++].length
+  const bodyBytes = KIND_AND_HEADER_LEN_BYTES + headerBytes.length + payloadBytes
+  if (bodyBytes > MAX_FRAME_BYTES)
+    throw new FrameError(`frame of ${bodyBytes} bytes exceeds ${MAX_FRAME_BYTES}`)
+  const head = new Uint8Array(KIND_AND_HEADER_LEN_BYTES + headerBytes.length + small)
+  head[0] = kind
+  new DataView(head.buffer).setUint32(1, headerBytes.length)
+  head.set(headerBytes, KIND_AND_HEADER_LEN_BYTES)
+  let at = KIND_AND_HEADER_LEN_BYTES + headerBytes.length
+  for (let i = 0; i < k; i++) {
+    head.set(payload[i], at)
+    at += payload[i].length
+  }
+  return [head, ...payload.slice(k)]
+}
+
+/** Payload parts smaller than this are copied into a frame's head by encodeFrameBodyParts. */
+const COPY_BELOW_BYTES = 1024
+
+/**
  * Reassembles frames from a byte stream cut anywhere. push() a received piece, then drain
  * frames with next() until it returns null. Throws FrameError on a malformed or oversized frame;
  * the caller closes the stream (never the node).

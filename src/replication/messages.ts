@@ -27,7 +27,7 @@ import {
   MAX_IDS_PER_FRAME,
 } from './constants.js'
 import { FrameError } from './errors.js'
-import { encodeFrame, type RawFrame } from './frames.js'
+import { encodeFrame, encodeFrameBodyParts, FRAME_PREFIX_BYTES, type RawFrame } from './frames.js'
 import {
   CHUNK_ID_PATTERN,
   type ChunkId,
@@ -97,6 +97,15 @@ const zchunkHeader = z
   .object({ codec: z.literal('br'), length: z.number().int().positive().max(MAX_CHUNK_BYTES) })
   .strict()
 const rejectHeader = z.object({ reason: z.enum(['hash', 'base-missing', 'invalid']) }).strict()
+
+/**
+ * A chunks message as the parts of a credit-stream message (no length prefix): a chunk's bytes
+ * are a part of their own, never copied into a frame buffer. Other messages are one part.
+ */
+export function encodeChunksMessageParts(m: ChunksMessage): Uint8Array[] {
+  if (m.type === 'chunk') return encodeFrameBodyParts(CHUNKS_KIND.chunk, null, idToBytes(m.id), m.bytes)
+  return [encodeChunksMessage(m).subarray(FRAME_PREFIX_BYTES)]
+}
 
 export function encodeChunksMessage(m: ChunksMessage): Uint8Array {
   switch (m.type) {

@@ -11,7 +11,7 @@
 import { hashFunction } from '../chunkstore/index.js'
 import type { ConsistencyPoint, Hypervisor, VirtualDisk } from '../hyperv/index.js'
 import { chunkLength, extractDelta, rangesByChunk, shouldSendDelta } from './delta.js'
-import { changedBlocks, fingerprintChunk } from './fingerprints.js'
+import { changedBlocks, fastFingerprintChunk } from './fingerprints.js'
 import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { LinkStatus, LinkTable } from './link.js'
@@ -297,7 +297,7 @@ export class VmProtector {
   private zeroFingerprint(length: number): Buffer {
     let fp = this.zeroFingerprints.get(length)
     if (!fp) {
-      fp = fingerprintChunk(new Uint8Array(length), this.hash)
+      fp = fastFingerprintChunk(new Uint8Array(length))
       this.zeroFingerprints.set(length, fp)
     }
     return fp
@@ -364,14 +364,17 @@ export class VmProtector {
       const batch: OfferItem[] = []
       const batchIndexes: number[] = []
       const patches = new Map<ChunkId, { base: ChunkId | null; ranges: ByteRange[]; bytes: Uint8Array }>()
-      for (const index of toRead.slice(at, at + READ_BATCH_CHUNKS)) {
-        const length = chunkLength(index, chunkSize, virtualSize)
-        const bytes = Buffer.allocUnsafe(length)
-        await disk.read(bytes, index * chunkSize, length)
+      for (const { index, bytes } of await readChunks(
+        disk,
+        toRead.slice(at, at + READ_BATCH_CHUNKS),
+        chunkSize,
+        virtualSize,
+      )) {
+        const length = bytes.length
         const id = isZero(bytes) ? null : this.hash(bytes).toString('hex')
         const before = prev ? prev[index] : undefined
         if (prev && id === before) continue
-        const fp = id === null ? null : fingerprintChunk(bytes, this.hash)
+        const fp = id === null ? null : fastFingerprintChunk(bytes)
         if (fp) staged.set(index, fp)
         ids[index] = id
         changed.push(index)
@@ -579,6 +582,37 @@ function isZero(b: Buffer): boolean {
     if (b.compare(ZERO_PAGE, 0, n, at, at + n) !== 0) return false
   }
   return true
+}
+
+/**
+ * The chunks at `indexes` (ascending), each run of adjacent chunks in one read into one buffer:
+ * a seed reads a whole batch with one call instead of one per chunk. Each chunk is a view of its
+ * run's buffer, which lives as long as any of its chunks is still in flight.
+ */
+async function readChunks(
+  disk: VirtualDisk,
+  indexes: number[],
+  chunkSize: number,
+  virtualSize: number,
+): Promise<Array<{ index: number; bytes: Buffer }>> {
+  const out: Array<{ index: number; bytes: Buffer }> = []
+  for (let i = 0; i < indexes.length; ) {
+    let j = i + 1
+    while (j < indexes.length && indexes[j] === indexes[j - 1] + 1) j++
+    const start = indexes[i] * chunkSize
+    const end = Math.min(virtualSize, (indexes[j - 1] + 1) * chunkSize)
+    const run = Buffer.allocUnsafe(end - start)
+    await disk.read(run, start, run.length)
+    for (let k = i; k < j; k++) {
+      const from = (indexes[k] - indexes[i]) * chunkSize
+      out.push({
+        index: indexes[k],
+        bytes: run.subarray(from, from + chunkLength(indexes[k], chunkSize, virtualSize)),
+      })
+    }
+    i = j
+  }
+  return out
 }
 
 /** Indexes of chunks that hold any data (zero extents are skipped without reading). */

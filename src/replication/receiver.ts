@@ -14,7 +14,7 @@ import {
 } from '../chunkstore/index.js'
 import type { DuplexByteStream } from '../mesh/index.js'
 import { MessageChannel } from './channel.js'
-import { MAX_IDS_PER_FRAME } from './constants.js'
+import { ACK_BATCH_BYTES, ACK_BATCH_IDS, MAX_IDS_PER_FRAME } from './constants.js'
 import { rebuildChunk } from './delta.js'
 import { ChunkHashMismatchError, FrameError, PointSignatureError } from './errors.js'
 import type { ChunkId } from './ids.js'
@@ -70,6 +70,9 @@ export interface ReceiverComponents {
 export class PointReceiver {
   readonly stats: ReceiverStats = { chunksStored: 0, deltasApplied: 0, bytesStored: 0, rejected: 0 }
 
+  /** Stored ids not yet acknowledged, per chunks channel (see handleChunks). */
+  private readonly acks = new WeakMap<MessageChannel<ChunksMessage>, ChunkId[]>()
+
   constructor(private readonly c: ReceiverComponents) {}
 
   async handleChunks(stream: DuplexByteStream, ctx: { peerId: string }): Promise<void> {
@@ -81,19 +84,48 @@ export class PointReceiver {
       unflushed = 0
       this.c.store.flush().catch(() => {})
     }, FLUSH_EVERY_MS)
+    // A flush (pack fdatasync, then an index batch) runs beside the receive loop, one at a time:
+    // awaiting it stalled the stream for every 16 MiB. Its failure ends the stream at the next frame.
+    let flushing: Promise<void> | null = null
+    let flushFailure: unknown = null
+    const acks: ChunkId[] = []
+    let unacked = 0
+    this.acks.set(ch, acks)
     try {
       for (;;) {
         const m = await ch.next()
         if (m === null) break
-        unflushed += await this.onChunksMessage(m, ch, lease, ctx.peerId)
-        if (unflushed >= FLUSH_EVERY_BYTES) {
+        if (flushFailure) throw flushFailure
+        const stored = await this.onChunksMessage(m, ch, lease, ctx.peerId)
+        unflushed += stored
+        unacked += stored
+        // Stored ids are acknowledged in batches: once the frames already received are handled,
+        // or a part of the sender's window is waiting for them.
+        if (
+          acks.length >= ACK_BATCH_IDS ||
+          unacked >= ACK_BATCH_BYTES ||
+          (acks.length > 0 && !ch.hasBuffered)
+        ) {
+          unacked = 0
+          await ch.send({ type: 'stored', ids: acks.splice(0) })
+        }
+        if (unflushed >= FLUSH_EVERY_BYTES && !flushing) {
           unflushed = 0
-          await this.c.store.flush()
+          flushing = this.c.store
+            .flush()
+            .catch((err) => {
+              flushFailure = err
+            })
+            .finally(() => {
+              flushing = null
+            })
         }
       }
+      if (acks.length > 0) await ch.send({ type: 'stored', ids: acks.splice(0) })
       await ch.end()
     } finally {
       clearInterval(timer)
+      await flushing
       await this.c.store.flush().catch(() => {})
       lease.release()
     }
@@ -161,7 +193,8 @@ export class PointReceiver {
     delta: boolean,
   ): Promise<number> {
     try {
-      await this.c.store.putChunk(id, bytes, lease)
+      // The bytes are this frame's own (nothing reuses them): the store keeps them without a copy.
+      await this.c.store.putChunk(id, bytes, lease, { owned: true })
     } catch (err) {
       if (!(err instanceof StoreHashMismatchError)) throw err
       return this.reject(id, ch, peer, err.message)
@@ -169,7 +202,9 @@ export class PointReceiver {
     if (delta) this.stats.deltasApplied++
     else this.stats.chunksStored++
     this.stats.bytesStored += bytes.length
-    await ch.send({ type: 'stored', ids: [id] })
+    const acks = this.acks.get(ch)
+    if (acks) acks.push(id)
+    else await ch.send({ type: 'stored', ids: [id] })
     return bytes.length
   }
 

@@ -26,6 +26,7 @@ import {
   decodeChunksMessage,
   decodePointsMessage,
   encodeChunksMessage,
+  encodeChunksMessageParts,
   encodePointsMessage,
   type ManifestEntry,
   POINTS_PROTOCOL,
@@ -182,7 +183,13 @@ export class TargetSession {
         'the target state',
       )
       const chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: dialSignal() })
-      const chunks = new MessageChannel(chunksStream, encodeChunksMessage, decodeChunksMessage)
+      const chunks = new MessageChannel(
+        chunksStream,
+        encodeChunksMessage,
+        decodeChunksMessage,
+        undefined,
+        encodeChunksMessageParts,
+      )
       return new TargetSession(init, chunks, points, { lastSeq: state.lastSeq, epoch: state.epoch })
     } catch (err) {
       points.abort(err as Error)
