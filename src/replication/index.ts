@@ -72,7 +72,15 @@ export { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protect
 export { type PeerPullStats, PULL_BATCH_IDS, type PullInit, type PullResult, pullChunks } from './puller.js'
 export { PointReceiver, type ReceiverStats } from './receiver.js'
 export { ReplicaDisks, type ReplicaRecord, replicaDiskPath } from './replica-disk.js'
+export {
+  fetchPoint,
+  type PointHolder,
+  type RestoreParts,
+  type RestoreResult,
+  restoreDisk,
+} from './restore-pull.js'
 export { PointScheduler, type PointSchedulerInit } from './scheduler.js'
+export { SEED_PULL_DEADLINE_MS, SeedPuller, type SeedStats } from './seed-pull.js'
 export {
   type PointSummary,
   type ProtectRequest,

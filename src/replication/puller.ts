@@ -8,7 +8,8 @@
 // it) before it counts: a chunk that fails is charged to the peer that sent it and asked of the
 // others; so is an id a peer says it lacks. A peer whose stream fails gives its batch back. What
 // no peer could give is returned as `missing`. Memory is bounded by PULL_BATCH_IDS x chunk size x
-// PULL_BATCHES_PER_PEER per peer (the credit stream bounds the rest).
+// PULL_BATCHES_PER_PEER per peer (the credit stream bounds the rest). Aborting `signal` (a
+// deadline) ends the pull quietly: what was not verified by then is returned as `missing`.
 import {
   type ChunkLease,
   type ChunkStore,
@@ -73,24 +74,39 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
   const wake = () => {
     for (const w of waiters.splice(0)) w()
   }
+  // Small pulls are cut finer, so that every peer gets a share at once.
+  const batchIds = Math.max(
+    1,
+    Math.min(PULL_BATCH_IDS, Math.ceil(queue.length / (init.peers.length * PULL_BATCHES_PER_PEER))),
+  )
   const takeFor = (peer: string): Want[] => {
     const out: Want[] = []
-    for (let i = 0; i < queue.length && out.length < PULL_BATCH_IDS; ) {
+    for (let i = 0; i < queue.length && out.length < batchIds; ) {
       if (queue[i].tried.has(peer)) i++
       else out.push(...queue.splice(i, 1))
     }
     return out
   }
+  // A deadline ends every stream at once, even one waiting on a peer that answers nothing.
+  const channels = new Set<MessageChannel<ChunksMessage>>()
+  const onAbort = () => {
+    for (const c of channels) c.abort(new ReplicationError('chunk pull stopped'))
+    wake()
+  }
+  init.signal?.addEventListener('abort', onAbort, { once: true })
   const finished = () => inFlight === 0 && queue.every((w) => [...live].every((p) => w.tried.has(p)))
 
   const worker = async (peer: string) => {
     let ch: MessageChannel<ChunksMessage> | null = null
+    let reading: Promise<void> | null = null
     let outstanding = new Map<number, Map<ChunkId, Want>>()
     let req = 0
     try {
       const stream = await init.network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: init.signal })
       const channel = new MessageChannel(stream, encodeChunksMessage, decodeChunksMessage)
       ch = channel
+      channels.add(channel)
+      init.signal?.throwIfAborted()
       const reader = (async () => {
         for (;;) {
           const m = await channel.next()
@@ -106,6 +122,7 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
         }
       })()
       reader.catch(() => {})
+      reading = reader.catch(() => {})
       for (;;) {
         init.signal?.throwIfAborted()
         if (finished()) break
@@ -121,9 +138,13 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
       }
       await channel.end()
     } catch (err) {
-      byPeer[peer].error = (err as Error).message
-      init.logger.warn({ peer, reason: (err as Error).message }, `pulling chunks from ${peer} failed`)
+      const stopped = init.signal?.aborted === true
+      byPeer[peer].error = stopped ? 'stopped' : (err as Error).message
+      if (!stopped)
+        init.logger.warn({ peer, reason: (err as Error).message }, `pulling chunks from ${peer} failed`)
       ch?.abort(err as Error)
+      // A chunk being stored when the stream broke is finished (or given back) before we return.
+      await reading
     } finally {
       live.delete(peer)
       for (const batch of outstanding.values()) {
@@ -177,7 +198,11 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
     result.bytes += bytes.length
   }
 
-  await Promise.all(init.peers.map((p) => worker(p)))
+  try {
+    await Promise.all(init.peers.map((p) => worker(p)))
+  } finally {
+    init.signal?.removeEventListener('abort', onAbort)
+  }
   result.missing = queue.map((w) => w.id)
   return result
 }

@@ -5,10 +5,10 @@
 // fenced one, finalSync for a planned failover, setProducing while the node lacks quorum.
 import { join } from 'node:path'
 import type { PublicKey } from '@libp2p/interface'
-import { type ChunkStore, materialise, type PointSignature, type RecoveryPoint } from '../chunkstore/index.js'
-import { createDisk, type Hypervisor } from '../hyperv/index.js'
+import type { ChunkStore, PointSignature, RecoveryPoint } from '../chunkstore/index.js'
+import type { Hypervisor } from '../hyperv/index.js'
 import { publicKeyOfPeer } from '../mesh/index.js'
-import { NotProtectedError, PointNotFoundError, ReplicationError } from './errors.js'
+import { NotProtectedError, ReplicationError } from './errors.js'
 import { Forwarder } from './forwarder.js'
 import {
   type HandOverParts,
@@ -27,7 +27,8 @@ import { describePointSignature, type PointSignatureStatus } from './point-signa
 import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 import { PointReceiver, type ReceiverStats } from './receiver.js'
 import { ReplicaDisks, replicaDiskPath } from './replica-disk.js'
-import { findPoint } from './replica-store.js'
+import { type PointHolder, type RestoreResult, restoreDisk } from './restore-pull.js'
+import { SeedPuller, type SeedStats } from './seed-pull.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 import { type Protection, ProtectionFiles } from './settings.js'
 import { type CandidateNode, selectTargets } from './targets.js'
@@ -39,7 +40,11 @@ export interface ReplicationMesh extends ReplicationNetwork {
     peerId: string
     site: string
     state: 'alive' | 'suspect' | 'down'
-    nodeState: { capacity: { diskFreeBytes: number } } | null
+    nodeState: {
+      capacity: { diskFreeBytes: number }
+      /** Replicas the peer holds with their last committed point (seeding and restore pull from them). */
+      replicas?: Array<{ vm: string; lastPoint: { seq: number; time: number } | null }>
+    } | null
   }>
   setReplicas(
     replicas: Array<{ vm: string; lastPoint: { seq: number; time: number } | null; epoch: number }>,
@@ -104,6 +109,8 @@ export class ReplicationService {
   private readonly files: ProtectionFiles
   private readonly protectors = new Map<string, VmProtector>()
   private readonly receiver: PointReceiver
+  /** Seeds of new replicas here pull from the VM's other holders first (seed-pull.ts). */
+  private readonly seeds: SeedPuller
   private readonly forwarder: Forwarder
   readonly replicas: ReplicaDisks
   private alarmTimer: NodeJS.Timeout | null = null
@@ -133,10 +140,18 @@ export class ReplicationService {
       logger: init.logger,
       links: this.links,
     })
+    this.seeds = new SeedPuller({
+      network: init.mesh,
+      store: init.store,
+      logger: init.logger,
+      holders: (vm) => this.holdersOf(vm).map((h) => h.peer),
+    })
     this.receiver = new PointReceiver({
       store: init.store,
       logger: init.logger,
+      seedPull: this.seeds,
       onCommitted: (point, header, from) => {
+        this.seeds.end(from, point.vm)
         this.onReplicaCommitted(point, header, from).catch((err) =>
           init.logger.warn({ vm: point.vm, reason: (err as Error).message }, 'after-commit work failed'),
         )
@@ -278,29 +293,41 @@ export class ReplicationService {
     return summarisePoints(await this.init.store.listPoints(vm))
   }
 
-  /** Writes one disk of a point (default: the newest) to a new raw or VHDX file. */
+  /**
+   * Writes one disk of a point (default: the newest) to a new raw or VHDX file. A point or chunks
+   * this node lacks are fetched from the peers that hold the VM, several at once (restore-pull.ts).
+   */
   async restore(
     vm: string,
     options: { seq?: number; disk?: number; out: string; format: 'raw' | 'vhdx' },
-  ): Promise<{ point: PointSummary; disk: number; bytesWritten: number }> {
-    const point =
-      options.seq === undefined
-        ? await this.init.store.lastPoint(vm)
-        : await findPoint(this.init.store, vm, options.seq)
-    if (!point) throw new PointNotFoundError(vm, options.seq ?? null)
-    const disk = options.disk ?? 0
-    const d = point.disks[disk]
-    if (!d)
-      throw new ReplicationError(
-        `point ${vm}@${point.seq} has no disk ${disk} (it has ${point.disks.length})`,
-      )
-    const target = await createDisk(options.out, { format: options.format, virtualSize: d.virtualSize })
-    try {
-      const r = await materialise(this.init.store, point, disk, target, { targetIsZero: true })
-      return { point: pointSummary(point), disk, bytesWritten: r.bytesWritten }
-    } finally {
-      await target.close()
+  ): Promise<Omit<RestoreResult, 'point'> & { point: PointSummary }> {
+    const r = await restoreDisk(
+      {
+        network: this.init.mesh,
+        store: this.init.store,
+        logger: this.init.logger,
+        holders: (v) => this.holdersOf(v),
+      },
+      vm,
+      options,
+    )
+    return { ...r, point: pointSummary(r.point) }
+  }
+
+  /** Live peers that gossip a committed point of `vm`, newest point first. */
+  holdersOf(vm: string): PointHolder[] {
+    const out: PointHolder[] = []
+    for (const p of this.init.mesh.peers()) {
+      if (p.peerId === this.init.mesh.peerId || p.state !== 'alive') continue
+      const r = p.nodeState?.replicas?.find((x) => x.vm === vm && x.lastPoint)
+      if (r?.lastPoint) out.push({ peer: p.peerId, seq: r.lastPoint.seq, time: r.lastPoint.time })
     }
+    return out.sort((a, b) => b.time - a.time || b.seq - a.seq)
+  }
+
+  /** Seeds of replicas on this node (in progress and recent): chunks pulled from each holder. */
+  seedStats(): SeedStats[] {
+    return this.seeds.list()
   }
 
   /** `status` rows: protected VMs as primaries with their worst lag, replicas held here. */

@@ -4,7 +4,10 @@
 //   DELETE /replication/protect/:vm
 //   GET    /replication/vms/:vm          protection, per-target progress (seq, bytes sent)
 //   GET    /replication/points/:vm       recovery points held on this node
-//   POST   /replication/restore          {vm, seq?, disk?, out, format}
+//   POST   /replication/restore          {vm, seq?, disk?, out, format}; a point or chunks this node
+//                                        lacks come from the VM's holders, several at once
+//   GET    /replication/seeds            seeds of replicas here: chunks pulled from each holder
+//   GET    /replication/holders/:vm      peers that gossip a committed point of vm (newest first)
 //   GET    /replication/receiver         chunks stored / rejected on this node (tests, bench)
 //   GET    /replication/links            links used: limit now, measured rate, compression
 // It also replaces components.vmStatus so `status` shows protected VMs' lag and replicas held here.
@@ -137,6 +140,12 @@ export async function replicationRoutes(app: FastifyInstance, components: NodeCo
   })
 
   app.get('/replication/receiver', async () => service.receiverStats)
+
+  app.get('/replication/seeds', async () => service.seedStats())
+
+  app.get<{ Params: { vm: string } }>('/replication/holders/:vm', async (request) =>
+    service.holdersOf(request.params.vm),
+  )
 
   app.get('/replication/links', async () => service.linkStatus())
 }

@@ -136,7 +136,7 @@ export class MemoryNode implements ReplicationMesh {
         peerId: n.peerId,
         site: n.site,
         state: (n.down ? 'down' : 'alive') as 'alive' | 'down',
-        nodeState: { capacity: { diskFreeBytes: n.freeBytes } },
+        nodeState: { capacity: { diskFreeBytes: n.freeBytes }, replicas: n.replicasPublished },
       }))
   }
   setReplicas(
