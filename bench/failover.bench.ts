@@ -57,6 +57,8 @@ interface RunFigures {
   bareStartMs: number
   lossMs: number
   lostRecords: number
+  /** C's 'promoted' log lines: each step's slowest VM (claim, prepare, register, lease, slot, start). */
+  steps: string
 }
 
 interface Notification {
@@ -202,6 +204,12 @@ async function runOnce(ctx: BenchContext, count: number, timing: typeof BENCH_TI
       lostRecords = Math.max(lostRecords, onB.lastSeq - onC.startSeq)
     }
     const perVmMs = runningAt.map((t) => t - killedAt)
+    const promoted = c.logs.filter((l) => l.msg === 'promoted' && l.time >= killedAt) as unknown as Array<
+      Record<string, unknown>
+    >
+    const steps = ['claimMs', 'prepareMs', 'registerMs', 'leaseMs', 'slotMs', 'startMs']
+      .map((k) => `${k} ${Math.max(0, ...promoted.map((l) => Number(l[k] ?? 0)))}`)
+      .join(', ')
     const totalMs = Math.max(...perVmMs)
     // NaN when the notification fell out of the node's recent list (lease and quorum notices).
     const completedMs = Math.max(...completedAt.map((t) => t - killedAt))
@@ -217,6 +225,7 @@ async function runOnce(ctx: BenchContext, count: number, timing: typeof BENCH_TI
       falseAlarms,
       lossMs,
       lostRecords,
+      steps,
     }
   } finally {
     const keep = process.env.REPLIMESH_BENCH_FAILOVER_LOGS
@@ -279,6 +288,7 @@ function rowsOf(f: RunFigures, timing: typeof BENCH_TIMING): BenchRow[] {
       ratio: f.promotionMs / f.bareStartMs,
       note:
         `at most 4 starts at once on C; per VM kill → running: ${f.perVmMs.join(', ')} ms; ` +
+        `slowest VM per step: ${f.steps} ms; ` +
         (Number.isFinite(f.completedMs)
           ? `kill → last failover-completed (replication took it on): ${f.completedMs} ms`
           : 'a failover-completed notification was no longer in the recent list'),

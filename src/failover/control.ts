@@ -17,7 +17,17 @@ const claimSchema = z.object({
 })
 
 export const controlRequestSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('promise'), claim: claimSchema }),
+  /**
+   * `from`: the epoch the claim raises from (compare-and-set: granted only by a member whose
+   * known epoch is exactly `from` and that promised `from`+1 to nobody else); `base`: the
+   * announced claim at `from`, which a member that missed it learns first.
+   */
+  z.object({
+    type: z.literal('promise'),
+    claim: claimSchema,
+    from: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
+    base: claimSchema.optional(),
+  }),
   /** `previous`: the owner before, when the announcer knows it (where failback goes). */
   z.object({
     type: z.literal('announce'),
@@ -41,7 +51,8 @@ export type ControlRequest = z.infer<typeof controlRequestSchema>
 
 export const controlReplySchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('granted'), claim: claimSchema }),
-  z.object({ type: z.literal('refused'), current: claimSchema }),
+  /** `current`: the highest promise or owner the member knows; `committed`: its announced owner. */
+  z.object({ type: z.literal('refused'), current: claimSchema, committed: claimSchema.optional() }),
   z.object({ type: z.literal('learned'), result: z.enum(['newer', 'same', 'stale', 'conflict']) }),
   z.object({
     type: z.literal('known'),

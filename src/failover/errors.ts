@@ -55,6 +55,26 @@ export class EpochQuorumError extends Error {
   }
 }
 
+/**
+ * A claim lost to another node: a member promised the same epoch to `winner`, or `winner` owns
+ * the VM at a newer epoch already (compare-and-set claims, coordinator.ts).
+ */
+export class EpochLostError extends EpochQuorumError {
+  override name = 'EpochLostError'
+  constructor(
+    claim: { vm: string; epoch: number; owner: string },
+    quorum: { votes: number; needed: number; agreeingSites: string[] },
+    refused: Array<{ peerId: string; current: { epoch: number; owner: string } }>,
+    unreachable: Array<{ peerId: string; reason: string }>,
+    readonly winner: { epoch: number; owner: string; announced: boolean },
+  ) {
+    super(claim, quorum, refused, unreachable)
+    this.message =
+      `${claim.owner} lost ${claim.vm} to ${winner.owner} (epoch ${winner.epoch} ` +
+      `${winner.announced ? 'is announced' : 'was promised'} to it): ${this.message}`
+  }
+}
+
 /** A failover of one VM could not be carried out. */
 export class FailoverError extends Error {
   override name = 'FailoverError'

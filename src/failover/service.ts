@@ -118,6 +118,42 @@ export type HostFailoverRow = { vm: string; ok: boolean; on: string | null; erro
 
 const silent: NotifyLogger = { info() {}, warn() {} }
 
+/**
+ * A boot slot for one promotion of a host failover: the promotion prepares (claim, replica
+ * check, register, re-IP) as soon as it is created and waits at `open` only to start the VM; it
+ * calls `settle` once the start is done or it failed, which frees the slot for the next VM.
+ */
+interface BootSlot {
+  open: Promise<void>
+  grant(): void
+  /** Resolves when the VM started (rejects with the promotion's error). */
+  settled: Promise<void>
+  settle(err?: Error): void
+}
+
+function bootSlot(): BootSlot {
+  let grant!: () => void
+  let settle!: (err?: Error) => void
+  const open = new Promise<void>((r) => {
+    grant = r
+  })
+  const settled = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err ? reject(err) : resolve())
+  })
+  settled.catch(() => {}) // observed by the boot order when its turn comes, if ever
+  return { open, grant, settled, settle }
+}
+
+type PromoteOptions = {
+  mode: FailoverMode
+  from?: string
+  fromSite?: string
+  failedAtMs?: number
+  signal?: AbortSignal
+  /** A host failover's boot slot: prepare at once, start in boot order. */
+  slot?: BootSlot
+}
+
 export class FailoverService {
   private timer: NodeJS.Timeout | null = null
   private readonly handled = new Set<string>()
@@ -532,14 +568,25 @@ export class FailoverService {
     const steps = mine
       .filter((d) => d.action === 'failover')
       .map((d) => ({ vm: d.vm, peerId: this.self.peerId, priority: d.priority }))
-    await runInBootOrder(bootWaves(steps, this.c.config.maxStartsPerHost), (s) =>
+    // Every VM prepares at once (epoch claims are round trips, the rest is light disk work);
+    // only the starts, which cost a host its CPU, take boot-order slots, and a slot is free again
+    // as soon as its VM runs (the notification follows outside it).
+    const slots = new Map(steps.map((s) => [s.vm, bootSlot()]))
+    const promotions = steps.map((s) =>
       this.promote(s.vm, {
         mode: 'automatic',
         from: peerId,
         fromSite: site,
         failedAtMs: last ? last.time : now,
-      }).then(() => {}),
+        slot: slots.get(s.vm),
+      }).catch(() => {}),
     )
+    await runInBootOrder(bootWaves(steps, this.c.config.maxStartsPerHost), (s) => {
+      const slot = slots.get(s.vm)!
+      slot.grant()
+      return slot.settled
+    })
+    await Promise.all(promotions)
   }
 
   private pointTime(peerId: string, vm: string): number | null {
@@ -550,23 +597,37 @@ export class FailoverService {
    * Makes `vm` run here. Modes: automatic/manual raise the epoch with quorum; `test` starts an
    * isolated copy under another name and id, leaving the epoch and production alone.
    */
-  promote(
-    vm: string,
-    opts: { mode: FailoverMode; from?: string; fromSite?: string; failedAtMs?: number; signal?: AbortSignal },
-  ): Promise<FailoverOutcome> {
+  promote(vm: string, opts: PromoteOptions): Promise<FailoverOutcome> {
     const key = opts.mode === 'test' ? `${vm}#test` : vm
     const running = this.busy.get(key)
-    if (running) return running
-    const work = this.doPromote(vm, opts).finally(() => this.busy.delete(key))
-    this.busy.set(key, work)
-    return work
+    if (running) {
+      // Already under way (its own slot, if any, frees the boot order): this slot has nothing to run.
+      opts.slot?.settle()
+      return running
+    }
+    const work = this.doPromote(vm, opts).then(
+      (outcome) => {
+        opts.slot?.settle()
+        return outcome
+      },
+      (err: Error) => {
+        opts.slot?.settle(err)
+        throw err
+      },
+    )
+    const tracked = work.finally(() => this.busy.delete(key))
+    this.busy.set(key, tracked)
+    return tracked
   }
 
-  private async doPromote(
-    vm: string,
-    opts: { mode: FailoverMode; from?: string; fromSite?: string; failedAtMs?: number; signal?: AbortSignal },
-  ): Promise<FailoverOutcome> {
+  private async doPromote(vm: string, opts: PromoteOptions): Promise<FailoverOutcome> {
     const t0 = Date.now()
+    const steps: Record<string, number> = {}
+    const step = (name: string, since: number) => {
+      steps[name] = Date.now() - since
+      return Date.now()
+    }
+    let at = t0
     const test = opts.mode === 'test'
     let prepared = false
     const from = opts.from ?? this.c.coordinator.ledger.current(vm)?.owner ?? 'unknown'
@@ -578,19 +639,16 @@ export class FailoverService {
       if (registered && registered.state !== 'stopped')
         throw new FailoverError(vm, `${name} is ${registered.state} on this node already`)
       const minEpoch = test ? 0 : ((await this.c.replicas.knownEpoch?.(vm)) ?? 0)
-      // Peers place a failed host's VMs from gossip that can lag: if another node already won a
-      // promise for this VM, it is taking it over; a second claim above it would run it twice.
-      const ledger = this.c.coordinator.ledger
-      if (opts.mode === 'automatic' && ledger.highest(vm) > (ledger.current(vm)?.epoch ?? 0))
-        throw new FailoverError(
-          vm,
-          `another node is taking it over (epoch ${ledger.highest(vm)} was promised)`,
-        )
+      // Peers place a failed host's VMs from gossip that can lag, so two nodes may both claim it:
+      // the claim names the epoch it raises from, exactly one wins, and the other gets
+      // EpochLostError naming the winner (coordinator.ts), before it touched the replica.
       const claim = test
         ? null
         : await this.c.coordinator.claim(vm, { signal: opts.signal, previous, minEpoch })
+      at = step('claimMs', at)
       const prep = await this.c.replicas.prepare(vm, { signal: opts.signal, test })
       prepared = !test
+      at = step('prepareMs', at)
       if (registered && !test) {
         // A fenced copy of an earlier epoch: it runs from the replica's disks now, and whatever
         // its hypervisor kept of the old run (a point journal, change maps) must not follow it.
@@ -609,8 +667,14 @@ export class FailoverService {
         isolate: test,
       })
       if (mappings.length) await this.c.hypervisor.applyNetworkMapping(name, mappings)
+      at = step('registerMs', at)
       // The failed owner may be alive but cut off: its lease must run out (it turns the VM off) first.
       if (opts.mode === 'automatic' && opts.from) await this.lease.waitOut(opts.from, { signal: opts.signal })
+      at = step('leaseMs', at)
+      if (opts.slot) {
+        await opts.slot.open
+        at = step('slotMs', at)
+      }
       // A prepare can take seconds: if a newer epoch was promised meanwhile, another node is taking it.
       if (claim && this.c.coordinator.ledger.highest(vm) > claim.claim.epoch)
         throw new FailoverError(
@@ -618,6 +682,8 @@ export class FailoverService {
           `epoch ${this.c.coordinator.ledger.highest(vm)} was promised to another node meanwhile`,
         )
       await this.c.hypervisor.startVm(name)
+      at = step('startMs', at)
+      opts.slot?.settle()
       // Protection onwards starts in the background: it dials the rest of the replica set (the
       // failed owner among them, refused for seconds), which must not hold this promotion's boot
       // slot; replication serialises it with any later hand-over of the same VM.
@@ -631,6 +697,7 @@ export class FailoverService {
       }
       prepared = false
       const tookMs = Date.now() - t0
+      this.log.info({ vm, mode: opts.mode, tookMs, ...steps }, 'promoted')
       // Planned: the VM was stopped before its final point, which this promotion runs from.
       const failedAt = opts.mode === 'planned' ? prep.point.time : (opts.failedAtMs ?? Date.now())
       const dataLossMs = Math.max(0, failedAt - prep.point.time)

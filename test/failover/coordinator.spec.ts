@@ -8,6 +8,7 @@ import {
   type EpochClaim,
   EpochCoordinator,
   EpochLedger,
+  EpochLostError,
   EpochQuorumError,
   type Member,
   meshControlTransport,
@@ -62,8 +63,9 @@ describe('EpochCoordinator (in-memory network)', () => {
     expect(won.claim).toEqual({ vm: 'db1', epoch: 2, owner: 'c1' })
     const lost = nodes.get('b1')!.claim('db1')
     await expect(lost).rejects.toBeInstanceOf(EpochQuorumError)
+    // Asked again, it raises from the owner it knows (epoch 1), not above its own failed promise.
     await expect(nodes.get('b1')!.claim('db1')).rejects.toThrow(
-      /no quorum to make b1 the owner of db1 at epoch 3: 1 of 2 site votes; no answer from a1, c1, c2/,
+      /no quorum to make b1 the owner of db1 at epoch 2: 1 of 2 site votes; no answer from a1, c1, c2/,
     )
     // After healing, b1 learns the new owner when told and would fence itself.
     net.cut.clear()
@@ -89,6 +91,127 @@ describe('EpochCoordinator (in-memory network)', () => {
       )
       expect(learned.size).toBeLessThanOrEqual(1)
     }
+  })
+
+  it('two promoters from the same stale view: exactly one wins epoch e+1, the other learns it lost', async () => {
+    for (let round = 0; round < 40; round++) {
+      const { nodes } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
+      await nodes.get('b1')!.claim('w') // b1 owns w at epoch 1, then fails (it stays a voter here)
+      const results = await Promise.allSettled(
+        ['a1', 'c1'].map((id) => nodes.get(id)!.claim('w', { previous: 'b1' })),
+      )
+      const won = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
+      const lost = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []))
+      expect(won).toHaveLength(1)
+      expect(won[0].claim.epoch).toBe(2)
+      expect(won[0].from).toBe(1)
+      expect(lost).toHaveLength(1)
+      expect(lost[0]).toBeInstanceOf(EpochLostError)
+      const e = lost[0] as EpochLostError
+      expect(e.winner).toMatchObject({ epoch: 2, owner: won[0].claim.owner })
+      expect(e.message).toMatch(new RegExp(`lost w to ${won[0].claim.owner} \\(epoch 2`))
+      // Nobody raised past the winner, and every node (the loser too) knows it.
+      for (const n of nodes.values()) {
+        expect(n.ledger.highest('w')).toBe(2)
+        expect(n.ledger.current('w')).toEqual(won[0].claim)
+      }
+    }
+  })
+
+  it('racing exact-epoch claims across five nodes: never two winners, never a jump past the base', async () => {
+    for (let round = 0; round < 40; round++) {
+      const { nodes } = cluster({ a1: 'A', a2: 'A', b1: 'B', c1: 'C', c2: 'C' })
+      await nodes.get('b1')!.claim('w')
+      const racers = ['a1', 'a2', 'c2']
+      const results = await Promise.allSettled(
+        racers.map((id) => nodes.get(id)!.claim('w', { previous: 'b1' })),
+      )
+      const winners = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.claim] : []))
+      expect(winners.length).toBeLessThanOrEqual(1)
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(EpochQuorumError)
+      for (const n of nodes.values()) expect(n.ledger.highest('w')).toBeLessThanOrEqual(2)
+      // A loser names a rival that holds promises of epoch 2 (in a three-way split, maybe one
+      // that lost too), never itself; once a winner announced, every node knows it.
+      results.forEach((r, i) => {
+        if (r.status === 'rejected' && r.reason instanceof EpochLostError) {
+          expect(r.reason.winner.epoch).toBe(2)
+          expect(racers.filter((x) => x !== racers[i])).toContain(r.reason.winner.owner)
+        }
+      })
+      if (winners[0]) for (const n of nodes.values()) expect(n.ledger.current('w')).toEqual(winners[0])
+    }
+  })
+
+  it('a member grants e+1 only while it knows epoch e and promised e+1 to nobody else', async () => {
+    const { nodes } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
+    await nodes.get('b1')!.claim('w') // everyone knows b1 at epoch 1
+    const a1 = nodes.get('a1')!
+    const from = { peerId: 'x', site: 'X' }
+    const promise = (epoch: number, owner: string, base: number) =>
+      a1.answer(from, { type: 'promise', claim: { vm: 'w', epoch, owner }, from: base })
+    const b1At1 = { vm: 'w', epoch: 1, owner: 'b1' }
+    // Not from the epoch it knows: refused, and told the owner it knows.
+    expect(await promise(3, 'c1', 2)).toEqual({ type: 'refused', current: b1At1, committed: b1At1 })
+    // Not exactly one above its base: refused.
+    expect((await promise(3, 'c1', 1)).type).toBe('refused')
+    expect(await promise(2, 'c1', 1)).toEqual({ type: 'granted', claim: { vm: 'w', epoch: 2, owner: 'c1' } })
+    expect(await promise(2, 'c1', 1)).toMatchObject({ type: 'granted' }) // the same request again
+    // Another owner for e+1: refused, naming the promise it holds.
+    expect(await promise(2, 'a1', 1)).toEqual({
+      type: 'refused',
+      current: { vm: 'w', epoch: 2, owner: 'c1' },
+      committed: b1At1,
+    })
+    // Nor can a claim jump over the promise (the old rule granted any higher epoch).
+    expect((await promise(3, 'a1', 2)).type).toBe('refused')
+    expect(a1.ledger.highest('w')).toBe(2)
+  })
+
+  it('a promoter that missed an announcement learns it from the refusals and claims from it', async () => {
+    const { net, nodes } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
+    await nodes.get('b1')!.claim('w')
+    net.cut.add('b1|c1')
+    await nodes.get('b1')!.claim('w', { previous: 'b1' }) // epoch 2: c1 never heard of it
+    net.cut.clear()
+    expect(nodes.get('c1')!.ledger.current('w')?.epoch).toBe(1)
+    // Replacing b1 (the owner c1 missed at epoch 2): it asks once more from epoch 2 and wins 3.
+    const r = await nodes.get('c1')!.claim('w', { previous: 'b1' })
+    expect(r.claim).toEqual({ vm: 'w', epoch: 3, owner: 'c1' })
+    expect(r.from).toBe(2)
+    for (const n of nodes.values()) expect(n.ledger.current('w')).toEqual(r.claim)
+  })
+
+  it('replacing an owner someone else already replaced loses, naming the new owner', async () => {
+    const { net, nodes } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
+    await nodes.get('b1')!.claim('w')
+    net.cut.add('a1|c1')
+    await nodes.get('c1')!.claim('w', { previous: 'b1' }) // c1 took over at epoch 2; a1 missed it
+    net.cut.clear()
+    // a1 still sees b1 as the owner (stale gossip) and tries to replace it.
+    const lost = await nodes
+      .get('a1')!
+      .claim('w', { previous: 'b1' })
+      .catch((e) => e)
+    expect(lost).toBeInstanceOf(EpochLostError)
+    expect((lost as EpochLostError).winner).toEqual({ epoch: 2, owner: 'c1', announced: true })
+    expect((lost as Error).message).toMatch(/^a1 lost w to c1 \(epoch 2 is announced to it\)/)
+    // It learned the owner from the refusals, and nobody moved past epoch 2.
+    expect(nodes.get('a1')!.ledger.current('w')).toEqual({ vm: 'w', epoch: 2, owner: 'c1' })
+    for (const n of nodes.values()) expect(n.ledger.highest('w')).toBe(2)
+  })
+
+  it('a member that missed the owner learns it from the claim and grants from it', async () => {
+    const { net, nodes, fenced } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
+    net.cut.add('a1|c1')
+    await nodes.get('c1')!.claim('w') // a1 never heard: c1 owns w at epoch 1
+    net.cut.clear()
+    expect(nodes.get('a1')!.ledger.current('w')).toBeUndefined()
+    const r = await nodes.get('b1')!.claim('w', { previous: 'c1' })
+    expect(r.claim).toEqual({ vm: 'w', epoch: 2, owner: 'b1' })
+    expect(r.granted.sort()).toEqual(['a1', 'b1', 'c1'])
+    // a1 learned c1's epoch 1 (with fencing's callback) before it granted epoch 2.
+    const a1Learned = fenced.filter(([id]) => id === 'a1').map(([, c]) => `${c.owner}@${c.epoch}`)
+    expect(a1Learned).toEqual(['c1@1', 'b1@2'])
   })
 
   it('two sites need the witness to promote when one site is lost', async () => {
