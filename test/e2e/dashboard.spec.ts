@@ -124,6 +124,17 @@ describe.skipIf(!oracle('chromium', existsSync(CHROMIUM)))('dashboard in headles
       500,
     )
 
+    // What a failover with no target decides from: C's gossip shows B running web1.
+    await waitFor(
+      "B's gossiped state on C to list web1",
+      async () =>
+        (await c.call<Array<{ peerId: string; vms: Array<{ name: string }> }>>('GET', '/mesh/states')).some(
+          (s) => s.peerId === b.peerId && s.vms.some((v) => v.name === 'web1'),
+        ),
+      30_000,
+      250,
+    )
+
     const { url } = JSON.parse(await ok(['dashboard', '--dir', c.dir, '--json'])) as { url: string }
     expect(url).toBe(`${c.url}/dashboard#token=${encodeURIComponent(c.token)}`)
     const page = await openPage(url)
@@ -167,7 +178,17 @@ describe.skipIf(!oracle('chromium', existsSync(CHROMIUM)))('dashboard in headles
     expect(await result.getAttribute('data-state'), (await result.textContent()) ?? '').toBe('ok')
     expect(await result.textContent()).toMatch(/^web1 runs on C · .* \(epoch 1\) from point \d+/)
 
-    // The nodes' own word: web1 runs on C at epoch 1, and B's copy is fenced.
+    // The nodes' own word: web1 runs on C at epoch 1 (C turns owner of its replica in the
+    // background, after the answer), and B's copy is fenced.
+    await waitFor(
+      'C to report web1 as its running primary',
+      async () => {
+        const row = ((await c.status()).vms as VmRow[]).find((v) => v.name === 'web1')
+        return row?.role === 'primary' && row.state === 'running'
+      },
+      30_000,
+      250,
+    )
     expect(await cliRow(c, 'web1')).toMatchObject({
       role: 'primary',
       state: 'running',

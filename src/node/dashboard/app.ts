@@ -40,6 +40,8 @@ class ApiError extends Error {
 
 let token: string | null = null
 let status: StatusView | null = null
+/** The VM rows last drawn (the confirm dialog reads a VM's owner from them). */
+let rows: VmView[] = []
 let busy = false
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T
@@ -96,6 +98,7 @@ function button(label: string, action: DashboardAction, danger = false): HTMLEle
 
 function showPrompt(why: string): void {
   status = null
+  rows = []
   // No datum of a node that refused us stays on screen.
   for (const id of ['node', 'quorum', 'updated', 'sites', 'events']) $(id).replaceChildren()
   for (const id of ['vms', 'peers']) $(id).querySelector('tbody')?.replaceChildren()
@@ -119,9 +122,8 @@ function renderNode(s: StatusView, failover: FailoverView | null): void {
         ? h(
             'span',
             { class: q.reached ? '' : 'quorum-lost' },
-            q.reached
-              ? `quorum: ${q.votes}/${q.needed} (${q.agreeingSites.join(', ')})`
-              : `NO QUORUM: ${q.votes}/${q.needed}`,
+            `${q.reached ? 'quorum' : 'NO QUORUM'}: ${q.votes} of ${q.needed} votes needed` +
+              (q.agreeingSites.length ? ` (sites ${q.agreeingSites.join(', ')})` : ''),
           )
         : 'quorum: not known yet',
   )
@@ -130,9 +132,9 @@ function renderNode(s: StatusView, failover: FailoverView | null): void {
   updated.textContent = `updated ${new Date().toLocaleTimeString()}`
 }
 
-function renderVms(rows: VmView[]): void {
+function renderVms(views: VmView[]): void {
   const now = Date.now()
-  const body = rows.map((v) => {
+  const body = views.map((v) => {
     const actions: Child[] =
       v.role === 'test copy' && v.testOf
         ? [button('End test', { kind: 'end-test', vm: v.testOf })]
@@ -249,7 +251,8 @@ async function refresh(): Promise<void> {
     $('token-prompt').hidden = true
     $('data').hidden = false
     renderNode(s, failover)
-    renderVms(vmViews(s, states))
+    rows = vmViews(s, states)
+    renderVms(rows)
     renderPeers(s)
     renderSites(s)
     renderEvents(failover)
@@ -280,8 +283,12 @@ function confirmAction(action: DashboardAction): Promise<string | null> {
   const select = $<HTMLSelectElement>('confirm-target')
   $('confirm-target-label').hidden = !(targeted || action.kind === 'failback')
   const automatic = action.kind === 'failback' ? 'its previous host' : 'the best holder of its newest point'
+  // Where it can go: live nodes other than the VM's current owner.
+  const owner = 'vm' in action ? rows.find((v) => v.name === action.vm)?.owner : undefined
   const nodes = status
-    ? [{ peerId: status.peerId, state: 'alive' }, ...status.peers.filter((p) => p.state === 'alive')]
+    ? [{ peerId: status.peerId }, ...status.peers.filter((p) => p.state === 'alive')].filter(
+        (n) => n.peerId !== owner,
+      )
     : []
   select.replaceChildren(
     h('option', { value: '' }, automatic),
