@@ -20,6 +20,7 @@ import {
   writeEnvelope,
   writeFileAtomic,
 } from './node-files.js'
+import { simulatedCapacityOf } from './simulated-capacity.js'
 
 export class DaemonLockedError extends Error {
   override name = 'DaemonLockedError'
@@ -130,7 +131,7 @@ export async function startDaemon(dir: string): Promise<RunningDaemon> {
           logger.error({ reason: err.message }, 'could not save the revocation list'),
         )
       },
-      capacity: capacityOf(dir),
+      capacity: simulatedCapacityOf(capacityOf(dir)),
       logger,
     })
     await mesh.start()

@@ -193,6 +193,8 @@ export interface BuildMeshOptions {
   detach?: boolean
   /** Token lifetime for joining nodes. Default 10m. */
   tokenTtl?: string
+  /** The environment of one node's daemon (default `env`): e.g. its simulated capacity. */
+  envOf?: (node: LabNode) => NodeJS.ProcessEnv
   /** Runs on each node's initialised folder before it starts (settings a daemon reads at start). */
   beforeStart?: (node: LabNode) => Promise<void>
   /** Called as the mesh forms (the demo and the lab print it). */
@@ -212,7 +214,8 @@ export async function buildLabMesh(nodes: LabNode[], options: BuildMeshOptions):
   await runCli(['mesh', 'create', '--dir', first.dir, '--site', first.site, '--listen', listen], env, bin)
   options.onEvent?.({ type: 'created', node: first })
   await options.beforeStart?.(first)
-  await first.start(env, start)
+  const envOf = options.envOf ?? (() => env)
+  await first.start(envOf(first), start)
   for (const n of rest) {
     const token = (
       await runCli(['mesh', 'token', '--dir', first.dir, '--ttl', options.tokenTtl ?? '10m'], env, bin)
@@ -224,7 +227,7 @@ export async function buildLabMesh(nodes: LabNode[], options: BuildMeshOptions):
     options.onEvent?.({ type: 'joined', node: n })
     await options.beforeStart?.(n)
   }
-  await Promise.all(rest.map((n) => n.start(env, start)))
+  await Promise.all(rest.map((n) => n.start(envOf(n), start)))
   for (const n of nodes) options.onEvent?.({ type: 'started', node: n })
   const others = nodes.length - 1
   await waitFor(

@@ -6,7 +6,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli, snapshotBuild, testEnv } from '../helpers/nodes.js'
+import { runCli, snapshotBuild, testEnv, waitFor } from '../helpers/nodes.js'
 
 interface LabRecord {
   topology: string
@@ -141,10 +141,19 @@ describe('replimesh lab up --topology hub --detach', () => {
       expect(replicas.sort()).toEqual(expected.sort())
     }
 
-    // The plan from a branch (site2) sees the whole mesh through gossip.
-    const p = await cli(['plan', '--dir', lab.nodes[1].dir, '--json'])
-    expect(p.code, p.stderr).toBe(0)
-    const plan = JSON.parse(p.stdout) as PlanJson
+    // The plan from a branch (site2) sees the whole mesh through gossip (each state is fresh for
+    // stateTtlMs after it arrives: wait for all three, with a deadline).
+    const plan = await waitFor(
+      'a plan from site2 covering the three nodes and their replicas',
+      async () => {
+        const p = await cli(['plan', '--dir', lab.nodes[1].dir, '--json'])
+        if (p.code !== 0) throw new Error(p.stderr)
+        const value = JSON.parse(p.stdout) as PlanJson & { nodes: number }
+        return value.nodes === 3 && value.replicaDisk.length === 2 ? value : undefined
+      },
+      60_000,
+      1000,
+    )
     expect(plan.site).toBe('site2')
     expect(plan.sites.find((s) => s.site === 'site1')?.hub).toEqual({ maxOversubscription: 1.5 })
     const scenario = (kind: string, failed: string) =>

@@ -21,6 +21,27 @@ const LAB_TIMING = {
   membershipTimeoutMs: 20_000,
 }
 const POINTS_TIMEOUT_MS = 180_000
+function capacityOf(o: LabUpOptions): LabRecord['capacity'] {
+  const c = {
+    ...(o.hostMemory ? { hostMemoryBytes: o.hostMemory } : {}),
+    ...(o.hubMemory ? { hubMemoryBytes: o.hubMemory } : {}),
+    ...(o.hostCpus ? { hostCpus: o.hostCpus } : {}),
+    ...(o.hostDisk ? { hostDiskBytes: o.hostDisk } : {}),
+  }
+  return Object.keys(c).length ? c : null
+}
+
+/** A node's environment: the lab's, with its simulated size when the lab sets one. */
+function nodeEnv(o: LabUpOptions, env: NodeJS.ProcessEnv, atHub: boolean): NodeJS.ProcessEnv {
+  const memory = atHub && o.topology === 'hub' ? (o.hubMemory ?? o.hostMemory) : o.hostMemory
+  const simulated = {
+    ...(memory ? { memoryTotalBytes: memory } : {}),
+    ...(o.hostCpus ? { cpus: o.hostCpus } : {}),
+    ...(o.hostDisk ? { diskTotalBytes: o.hostDisk } : {}),
+  }
+  return Object.keys(simulated).length ? { ...env, REPLIMESH_CAPACITY: JSON.stringify(simulated) } : env
+}
+
 /** Hosts whose VMs are created and protected at once. */
 const SETUP_CONCURRENCY = 3
 
@@ -90,6 +111,7 @@ export async function labUp(o: LabUpOptions): Promise<void> {
     hostsPerSite: o.hostsPerSite,
     vmsPerHost: o.vms,
     hubRatio: o.topology === 'hub' ? o.hubRatio : null,
+    capacity: capacityOf(o),
     dir,
     createdAt: Date.now(),
     launcherPid: o.detach ? null : process.pid,
@@ -171,6 +193,7 @@ async function build(
   await buildLabMesh(nodes, {
     env,
     detach: o.detach,
+    envOf: (n) => nodeEnv(o, env, n.site === siteName(0)),
     // The failover service reads its settings at start: each node knows the hub and the lab tier.
     beforeStart: (n) => writeFile(join(n.dir, 'failover.json'), `${JSON.stringify(settings, null, 2)}\n`),
     onEvent: (e) => {

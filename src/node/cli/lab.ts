@@ -24,6 +24,13 @@ export interface LabRecord {
   hostsPerSite: number
   vmsPerHost: number
   hubRatio: number | null
+  /** Simulated sizes each node gossips (REPLIMESH_CAPACITY), or null: this machine's own. */
+  capacity: {
+    hostMemoryBytes?: number
+    hubMemoryBytes?: number
+    hostCpus?: number
+    hostDiskBytes?: number
+  } | null
   dir: string
   createdAt: number
   /** The process that stays in the foreground for it; null once detached or stopped. */
@@ -50,6 +57,10 @@ export interface LabUpOptions {
   rpoMs: number
   rtoMs: number
   hubRatio: number
+  hostMemory?: number
+  hubMemory?: number
+  hostCpus?: number
+  hostDisk?: number
   detach: boolean
   json: boolean
 }
@@ -126,6 +137,14 @@ export function register(program: Command): void {
       ratio,
       1.5,
     )
+    .option('--host-memory <size>', 'simulated memory of each host (default: this machine’s)', parseSize)
+    .option(
+      '--hub-memory <size>',
+      'hub topology: simulated memory of each site1 host (default --host-memory)',
+      parseSize,
+    )
+    .option('--host-cpus <n>', 'simulated CPUs of each host', intIn('--host-cpus', 1, 4096))
+    .option('--host-disk <size>', 'simulated disk of each host', parseSize)
     .option('--detach', 'leave the nodes running and return (stop them with lab down)')
     .option('--json', 'print the summary as JSON (progress goes to stderr)')
     .action(
@@ -139,6 +158,10 @@ export function register(program: Command): void {
         rpo: number
         rto: number
         hubRatio: number
+        hostMemory?: number
+        hubMemory?: number
+        hostCpus?: number
+        hostDisk?: number
         detach?: boolean
         json?: boolean
       }) => {
@@ -147,6 +170,14 @@ export function register(program: Command): void {
             `${o.sites} sites × ${o.hostsPerSite} hosts is ${o.sites * o.hostsPerSite} nodes; at most ${LAB_LIMITS.nodes} on one machine`,
           )
         if (o.vmSize < 2 ** 20) throw new UsageError('--vm-size must be at least 1M')
+        for (const [flag, size] of [
+          ['--host-memory', o.hostMemory],
+          ['--hub-memory', o.hubMemory],
+          ['--host-disk', o.hostDisk],
+        ] as const)
+          if (size !== undefined && size < 2 ** 20) throw new UsageError(`${flag} must be at least 1M`)
+        if (o.hubMemory !== undefined && o.topology !== 'hub')
+          throw new UsageError('--hub-memory needs --topology hub')
         const { labUp } = await import('./lab-run.js')
         await labUp({
           dir: o.dir,
@@ -158,6 +189,10 @@ export function register(program: Command): void {
           rpoMs: o.rpo,
           rtoMs: o.rto,
           hubRatio: o.hubRatio,
+          hostMemory: o.hostMemory,
+          hubMemory: o.hubMemory,
+          hostCpus: o.hostCpus,
+          hostDisk: o.hostDisk,
           detach: o.detach === true,
           json: o.json === true,
         })
