@@ -105,7 +105,9 @@ export class Gossip {
     const reader = new ByteReader(stream)
     for (let i = 0; i < MAX_FRAMES_PER_STREAM; i++) {
       const message = await reader.readJson(gossipMessageSchema, MAX_GOSSIP_FRAME_BYTES)
-      if (message === null) return
+      // The sender is done: close our side too, or every gossip stream stays half-open until the
+      // peer's inbound stream limit refuses new ones and states stop arriving (seen in labs).
+      if (message === null) return void (await stream.close().catch(() => {}))
       this.init.onContact(fromPeer)
       if (message.type === 'state') await this.receiveState(message.state, message.certificate, fromPeer)
       else await this.receiveRevocation(message.list, fromPeer)
