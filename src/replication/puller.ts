@@ -61,6 +61,25 @@ interface Want {
   tried: Set<string>
 }
 
+/** Attempts at opening a peer's chunks stream (a busy connection refuses a new stream now and then). */
+const DIAL_ATTEMPTS = 3
+const DIAL_RETRY_MS = 300
+
+async function dialWithRetry(init: PullInit, peer: string) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await init.network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: init.signal })
+    } catch (err) {
+      if (attempt >= DIAL_ATTEMPTS || init.signal?.aborted) throw err
+      init.logger.info(
+        { peer, attempt, reason: (err as Error).message },
+        `opening a chunks stream to ${peer} failed; trying again`,
+      )
+      await new Promise((r) => setTimeout(r, DIAL_RETRY_MS * attempt))
+    }
+  }
+}
+
 export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullResult> {
   const lacking = await init.store.has([...new Set(ids)])
   const queue: Want[] = lacking.map((id) => ({ id, tried: new Set() }))
@@ -102,7 +121,7 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
     let outstanding = new Map<number, Map<ChunkId, Want>>()
     let req = 0
     try {
-      const stream = await init.network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: init.signal })
+      const stream = await dialWithRetry(init, peer)
       const channel = new MessageChannel(stream, encodeChunksMessage, decodeChunksMessage)
       ch = channel
       channels.add(channel)

@@ -265,14 +265,31 @@ export async function restoreDisk(
         throw new ReplicationError(
           `${lacking.length} chunk(s) of ${vm}@${point.seq} are not on this node and no peer holds ${vm}`,
         )
-      const r = await pullChunks(lacking, {
-        network: parts.network,
-        store,
-        peers,
-        logger: parts.logger,
-        lease,
-        signal: o.signal,
-      })
+      const pull = (ids: ChunkId[]) =>
+        pullChunks(ids, {
+          network: parts.network,
+          store,
+          peers,
+          logger: parts.logger,
+          lease,
+          signal: o.signal,
+        })
+      const r = await pull(lacking)
+      if (r.missing.length > 0) {
+        // One more round for what a stream that failed on the way left behind.
+        const again = await pull(r.missing)
+        r.fetched += again.fetched
+        r.bytes += again.bytes
+        r.missing = again.missing
+        for (const [peer, s] of Object.entries(again.byPeer)) {
+          const into = r.byPeer[peer]
+          into.chunks += s.chunks
+          into.bytes += s.bytes
+          into.bad += s.bad
+          into.lacked += s.lacked
+          into.error = s.error ?? into.error
+        }
+      }
       if (r.missing.length > 0)
         throw new ReplicationError(
           `${r.missing.length} chunk(s) of ${vm}@${point.seq} could not be fetched from ${peers.length} peer(s)`,
