@@ -45,7 +45,7 @@ export interface LabHypervisorInit {
   guestScript?: string
   /**
    * How long `vm stop` / `vm start` wait for an open consistency point (replication reading the
-   * frozen disks) to be released before they give up. Default POINT_RELEASE_WAIT_MS (30 s).
+   * frozen disks) to be released before they give up. Default POINT_RELEASE_WAIT_MS (20 s).
    */
   pointReleaseWaitMs?: number
 }
