@@ -306,20 +306,57 @@ export class ChunkStore {
     lease?: ChunkLease,
     options: { owned?: boolean } = {},
   ): Promise<boolean> {
-    const actual = this.hash(bytes).toString('hex')
-    if (actual !== hex) throw new ChunkHashMismatchError(hex, actual)
-    const [found] = lease ? await this.lookupProtected([hex], lease) : [await this.entry(hex)]
-    if (found) return false
-    // The pack gets a copy, so the caller may reuse `bytes` at once and need not wait for the
-    // write (a receiver's next chunk overlaps it); only a backlog of unwritten bytes waits.
-    // `owned`: the caller never touches `bytes` again, so the pack may keep them as they are.
-    const copy = options.owned
-      ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-      : Buffer.from(bytes)
-    await this.appendChunks([{ id: Buffer.from(hex, 'hex'), bytes: copy, kind: 'data' }])
+    const [result] = await this.putChunks([{ hex, bytes }], lease, options)
+    if (result instanceof ChunkHashMismatchError) throw result
+    return result
+  }
+
+  /**
+   * putChunk for several chunks with one index lookup (a receiver that fell behind stores the
+   * frames it already holds together: a lookup per chunk cost as much main-thread time as the
+   * decryption of its bytes). Per chunk: true when stored, false when the store already had
+   * it, or the ChunkHashMismatchError of a chunk whose bytes do not hash to its id (not stored).
+   */
+  async putChunks(
+    chunks: Array<{ hex: string; bytes: Uint8Array }>,
+    lease?: ChunkLease,
+    options: { owned?: boolean } = {},
+  ): Promise<Array<boolean | ChunkHashMismatchError>> {
+    const results: Array<boolean | ChunkHashMismatchError> = chunks.map(({ hex, bytes }) => {
+      const actual = this.hash(bytes).toString('hex')
+      return actual === hex ? false : new ChunkHashMismatchError(hex, actual)
+    })
+    const verified = chunks.map((_, i) => i).filter((i) => results[i] === false)
+    const found =
+      verified.length === 0
+        ? []
+        : await this.lookup(
+            verified.map((i) => chunks[i].hex),
+            lease,
+          )
+    const fresh: NewChunk[] = []
+    const seen = new Set<string>()
+    verified.forEach((i, k) => {
+      const { hex, bytes } = chunks[i]
+      if (found[k] || seen.has(hex)) return
+      seen.add(hex)
+      results[i] = true
+      // The pack gets a copy, so the caller may reuse `bytes` at once and need not wait for the
+      // write (a receiver's next chunk overlaps it); only a backlog of unwritten bytes waits.
+      // `owned`: the caller never touches `bytes` again, so the pack may keep them as they are.
+      const kept = options.owned
+        ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+        : Buffer.from(bytes)
+      fresh.push({ id: Buffer.from(hex, 'hex'), bytes: kept, kind: 'data' })
+    })
+    if (fresh.length > 0) await this.appendChunks(fresh)
     await this.writer.waitForUnwrittenBelow(PUT_CHUNK_UNWRITTEN_BYTES)
     if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()
-    return true
+    return results
+  }
+
+  private lookup(hexes: string[], lease?: ChunkLease): Promise<(ChunkEntry | undefined)[]> {
+    return lease ? this.lookupProtected(hexes, lease) : this.entries(hexes)
   }
 
   /**

@@ -35,6 +35,9 @@ export const ACK_BATCH_IDS = 256
 /** ...and at least once per this many stored bytes (an eighth of the sender's window). */
 export const ACK_BATCH_BYTES = DEFAULT_BYTES_IN_FLIGHT / 8
 
+/** A receiver stores at most this many chunk frames it already holds together (one index lookup). */
+export const STORE_BATCH_CHUNKS = 32
+
 /** Scheduler: never take points more often than this. */
 export const MIN_POINT_INTERVAL_MS = 200
 /** Scheduler: never wait longer than this between points, whatever the RPO. */

@@ -37,8 +37,6 @@ import {
   verifyPointHeader,
 } from './point-signature.js'
 import { buildManifest, findPoint, hashHex, readManifestIds } from './replica-store.js'
-import { serveFetch } from './restore-pull.js'
-import type { SeedPuller } from './seed-pull.js'
 import type { ReplicationLogger } from './session.js'
 
 /** Received bytes after which the store is flushed, so a restarted seed resumes from them. */
@@ -61,8 +59,6 @@ export interface ReceiverComponents {
   refuses?(vm: string): string | null
   /** Highest epoch this node knows for `vm` apart from its points (claims learned). */
   epochFloor?(vm: string): Promise<number>
-  /** Seeds from several peers at once: lacking chunks are pulled from holders first (seed-pull.ts). */
-  seedPull?: SeedPuller
   /**
    * Public keys of current mesh members: every point must be signed by its declared source, a
    * member, over exactly what is committed (point-signature.ts). The service always sets it;
@@ -145,10 +141,7 @@ export class PointReceiver {
     const store = this.c.store
     switch (m.type) {
       case 'query': {
-        let lacking = await store.has(m.ids)
-        if (lacking.length > 0 && this.c.seedPull)
-          lacking = await this.c.seedPull.beforeLack(peer, lacking, lease)
-        const missing = new Set(lacking)
+        const missing = new Set(await store.has(m.ids))
         await ch.send({ type: 'lack', req: m.req, lacking: m.ids.map((id) => missing.has(id)) })
         return 0
       }
@@ -241,7 +234,6 @@ export class PointReceiver {
         const refusal = this.c.refuses?.(m.vm)
         if (refusal) throw new FrameError(`points of ${m.vm} refused: ${refusal}`, 'points', ctx.peerId)
         const last = await this.c.store.lastPoint(m.vm)
-        if (!last) this.c.seedPull?.begin(ctx.peerId, m.vm)
         await ch.send({
           type: 'state',
           vm: m.vm,
@@ -253,8 +245,6 @@ export class PointReceiver {
             virtualSize: d.virtualSize,
           })),
         })
-      } else if (m.type === 'fetch') {
-        await serveFetch(this.c.store, ch, m)
       } else if (m.type === 'point') {
         const entries = await collectManifests(ch, m.point)
         const verdict = await this.commit(m.point, entries, ctx.peerId)

@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { ChunkHashMismatchError, type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
+import { tempDir } from './helpers.js'
+
+let tmp: ReturnType<typeof tempDir>
+let store: ChunkStore
+
+beforeEach(async () => {
+  tmp = tempDir('put-chunks')
+  store = await openChunkStore({ dir: tmp.dir })
+})
+
+afterEach(async () => {
+  await store.close()
+  tmp.cleanup()
+})
+
+describe('putChunks (a receiver storing several frames with one lookup)', () => {
+  it('stores new chunks, skips held and repeated ones, rejects a bad one, and all survive a reopen', async () => {
+    const chunk = () => {
+      const bytes = randomBytes(64 * 1024)
+      return { hex: store.hash(bytes).toString('hex'), bytes }
+    }
+    const held = chunk()
+    expect(await store.putChunk(held.hex, held.bytes)).toBe(true)
+    await store.flush()
+    const [a, b] = [chunk(), chunk()]
+    const bad = { hex: chunk().hex, bytes: randomBytes(64 * 1024) }
+    const lease = store.lease()
+    const results = await store.putChunks([a, held, bad, b, a], lease, { owned: true })
+    expect(results.slice(0, 2)).toEqual([true, false])
+    expect(results[2]).toBeInstanceOf(ChunkHashMismatchError)
+    expect(results.slice(3)).toEqual([true, false])
+    await store.flush()
+    lease.release()
+    await store.close()
+    store = await openChunkStore({ dir: tmp.dir })
+    expect(await store.has([a.hex, b.hex, held.hex, bad.hex])).toEqual([bad.hex])
+    expect((await store.getChunk(a.hex)).equals(a.bytes)).toBe(true)
+    expect((await store.getChunk(b.hex)).equals(b.bytes)).toBe(true)
+  })
+})
