@@ -52,6 +52,8 @@ export interface SeedStats {
   updatedAt: number
   /** The seed ended with a committed point. */
   committed: boolean
+  /** Holders no longer asked in this seed: they sent bad chunks, failed, or gave nothing in time. */
+  dropped: string[]
 }
 
 export class SeedPuller {
@@ -83,6 +85,7 @@ export class SeedPuller {
         startedAt: now,
         updatedAt: now,
         committed: false,
+        dropped: [],
       })
   }
 
@@ -110,8 +113,10 @@ export class SeedPuller {
     const seeds = [...(this.active.get(source)?.values() ?? [])]
     if (seeds.length === 0 || lacking.length === 0) return lacking
     const self = this.c.network.peerId
-    const peers = [...new Set(seeds.flatMap((s) => this.c.holders(s.vm)))].filter((p) => p !== self)
     const seed = seeds[0]
+    const peers = [...new Set(seeds.flatMap((s) => this.c.holders(s.vm)))].filter(
+      (p) => p !== self && !seed.dropped.includes(p),
+    )
     seed.updatedAt = Date.now()
     seed.lacking += lacking.length
     if (peers.length === 0) {
@@ -141,6 +146,17 @@ export class SeedPuller {
       into.bad += s.bad
       into.lacked += s.lacked
       if (s.error && s.error !== 'stopped') into.error = s.error
+      // A holder that lies, fails, or is too slow to give anything costs every later query its
+      // deadline: the rest of this seed goes without it (the source, or other holders, cover).
+      const useless =
+        s.bad > 0 || (s.error !== null && s.error !== 'stopped') || (s.error === 'stopped' && s.chunks === 0)
+      if (useless && !seed.dropped.includes(peer)) {
+        seed.dropped.push(peer)
+        this.c.logger.warn(
+          { vm: seed.vm, peer, bad: s.bad, reason: s.error },
+          `seed of ${seed.vm}: no longer pulling from ${peer} (${s.bad > 0 ? `${s.bad} bad chunk(s)` : (s.error ?? 'nothing in time')})`,
+        )
+      }
     }
     if (r.fetched > 0 || still.length > 0)
       this.c.logger.info(

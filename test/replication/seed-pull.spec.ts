@@ -176,6 +176,9 @@ describe('seeding from several peers at once', () => {
     console.log('seed of web on C with a liar:', JSON.stringify(seed))
     expect(seed.byPeer.L.chunks).toBe(0)
     expect(seed.byPeer.L.bad).toBeGreaterThan(0)
+    // After its first bad chunks, the liar is asked nothing more in this seed.
+    expect(seed.dropped).toEqual(['L'])
+    expect(seed.byPeer.L.bad).toBeLessThanOrEqual(16)
     expect(seed.byPeer.B.chunks).toBe(32)
     expect(seed.leftToSource).toBe(8)
     expect(a.service.protection('web').targets.find((t) => t.peer === 'C')?.chunksSent).toBe(8)

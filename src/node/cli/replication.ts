@@ -1,5 +1,6 @@
 // `replimesh protect | points | restore` (DESIGN.md §7). protect asks the running node; points and
-// restore ask it too, or open the node's store directly when no node runs on the folder.
+// restore ask it too, or open the node's store directly when no node runs on the folder (offline, that
+// store only; a running node fetches a point or chunks it lacks from the VM's holders).
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import type { LinkStatus } from '../../replication/index.js'
 import { parseCount, parseDurationMs, printJson, UsageError } from './output.js'
@@ -197,7 +198,12 @@ export function register(program: Command): void {
       ) => {
         const { resolve } = await import('node:path')
         const out = resolve(o.out)
-        const r = await withNode<{ point: { seq: number }; disk: number; bytesWritten: number }>(
+        const r = await withNode<{
+          point: { seq: number }
+          disk: number
+          bytesWritten: number
+          pulled?: { pointFrom: string | null; chunks: number; byPeer: Record<string, { chunks: number }> }
+        }>(
           o.dir,
           (call) =>
             call(o.dir, 'POST', '/replication/restore', {
@@ -229,7 +235,13 @@ export function register(program: Command): void {
           },
         )
         if (o.json) printJson({ ...r, out })
-        else process.stdout.write(`restored ${vm}@${r.point.seq} disk ${r.disk} to ${out}\n`)
+        else {
+          // A point or chunks this node lacked came from the VM's holders (the daemon fetched them).
+          const from = r.pulled
+            ? ` (${r.pulled.chunks} chunk(s) fetched from ${Object.values(r.pulled.byPeer).filter((p) => p.chunks > 0).length} peer(s)${r.pulled.pointFrom ? `, the point from ${r.pulled.pointFrom}` : ''})`
+            : ''
+          process.stdout.write(`restored ${vm}@${r.point.seq} disk ${r.disk} to ${out}${from}\n`)
+        }
       },
     )
 }
