@@ -387,6 +387,8 @@ export class VmProtector {
           patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
         batch.push({ id, length, load: async () => bytes, delta: async () => patches.get(id) ?? null })
       }
+      // Ask now, while the batch before is still being sent (see TargetSession.prequery).
+      for (const l of live) if (!l.session.error) l.session.prequery(batch)
       return { batch, batchIndexes }
     }
     // The next batch is read and hashed while this one is offered, so a slow or limited link

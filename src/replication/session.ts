@@ -131,6 +131,8 @@ export class TargetSession {
   private readonly inFlight = new Map<ChunkId, InFlight>()
   private bytesInFlight = 0
   private readonly sent = new Set<ChunkId>()
+  /** Answers of prequery(), by id, until offer() takes them. */
+  private readonly asked = new Map<ChunkId, Promise<boolean>>()
   private readonly queries = new Map<
     number,
     { resolve: (lacking: boolean[]) => void; reject: (err: Error) => void }
@@ -211,14 +213,44 @@ export class TargetSession {
   async offer(items: OfferItem[]): Promise<void> {
     const fresh = items.filter((it) => !this.sent.has(it.id))
     const unique = [...new Map(fresh.map((it) => [it.id, it])).values()]
-    for (let at = 0; at < unique.length; at += MAX_IDS_PER_FRAME) {
-      const batch = unique.slice(at, at + MAX_IDS_PER_FRAME)
+    const asked = unique.filter((it) => this.asked.has(it.id))
+    const rest = unique.filter((it) => !this.asked.has(it.id))
+    for (const it of asked) {
+      const lacks = await this.asked.get(it.id)!
+      this.asked.delete(it.id)
+      this.sent.add(it.id)
+      if (lacks) await this.sendItem(it, 0, true)
+    }
+    for (let at = 0; at < rest.length; at += MAX_IDS_PER_FRAME) {
+      const batch = rest.slice(at, at + MAX_IDS_PER_FRAME)
       const lacking = await this.query(batch.map((it) => it.id))
       for (let i = 0; i < batch.length; i++) {
         this.sent.add(batch[i].id)
         if (lacking[i]) await this.sendItem(batch[i], 0, true)
       }
     }
+  }
+
+  /**
+   * Sends the "which do you lack?" query for items that offer() will get next, now: the target
+   * answers it behind the chunk frames already on their way, so the answer is there when the
+   * offer comes, instead of the stream draining for a round trip every batch. At most
+   * MAX_IDS_PER_FRAME ids wait for an offer at a time (the rest are asked by offer itself).
+   */
+  prequery(items: OfferItem[]): void {
+    if (this.failure) return
+    const ids = [...new Set(items.map((it) => it.id))].filter(
+      (id) => !this.sent.has(id) && !this.asked.has(id),
+    )
+    const room = MAX_IDS_PER_FRAME - this.asked.size
+    if (ids.length === 0 || ids.length > room) return
+    const answer = this.query(ids)
+    answer.catch(() => {})
+    ids.forEach((id, i) => {
+      const lacks = answer.then((lacking) => lacking[i])
+      lacks.catch(() => {})
+      this.asked.set(id, lacks)
+    })
   }
 
   /** Ids among `ids` the target lacks (not counting chunks sent in this session). */
