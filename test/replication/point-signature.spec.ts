@@ -29,6 +29,7 @@ import {
   TargetSession,
 } from '../../src/replication/index.js'
 import { signedPointSchema } from '../../src/replication/point-signature.js'
+import { runCli, testEnv } from '../helpers/nodes.js'
 import { FakeHypervisor } from './helpers/fake-hypervisor.js'
 import { MemoryNetwork, type MemoryNode } from './helpers/memory-network.js'
 
@@ -73,6 +74,15 @@ async function makeNode(site: string, withHv: boolean): Promise<TestNode> {
   const n = { id, key, mesh, store, service, logs, dir }
   nodes.push(n)
   return n
+}
+
+/** The replica disk was brought to `seq` (nothing is left writing under the test folder). */
+async function applied(n: TestNode, vm: string, seq: number): Promise<void> {
+  await until(
+    `replica disk of ${vm} at ${seq}`,
+    async () => (await n.service.replicas.read(vm))?.appliedSeq === seq,
+  )
+  await n.service.idle()
 }
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000) {
@@ -227,6 +237,7 @@ describe('signed recovery points (in process)', () => {
     // The node still serves: the honest point 2 commits after all that.
     await send(a, b, await signed(a, header(aId, 2), p2.root), p2)
     expect((await b.store.listPoints('db')).map((p) => p.seq)).toEqual([1, 2])
+    await applied(b, 'db', 2)
     const rows = await b.service.points('db')
     expect(rows.map((r) => r.signature)).toEqual([
       { signer: aId, verified: true },
@@ -243,6 +254,7 @@ describe('signed recovery points (in process)', () => {
     const h = await signed(a, header(aId, 1), p.root)
     await send(a, b, h, p)
     const held = (await b.store.lastPoint('db')) as RecoveryPoint
+    await applied(b, 'db', 1)
     const [ok, altered, unsigned] = await summarisePoints([
       held,
       { ...held, epoch: 9 },
@@ -320,5 +332,27 @@ describe('signed recovery points (in process)', () => {
     })
     expect(JSON.parse(next.signed?.payload ?? '{}').source).toBe(a.id)
     expect(c.logs.filter((l) => /refused point/.test(l.msg ?? ''))).toEqual([])
+
+    // `replimesh points --json` on C's folder (no node running there: it reads the store) names
+    // A as the signer of every point and says it verified; the text form says so too.
+    await c.service.stop()
+    await c.store.close()
+    nodes = nodes.filter((n) => n !== c)
+    const json = await runCli(['points', '--dir', c.dir, 'web', '--json'], {
+      env: testEnv(),
+      timeoutMs: 60_000,
+    })
+    expect(json.code, json.stderr).toBe(0)
+    const rows = JSON.parse(json.stdout) as Array<{ seq: number; source: string; signature: unknown }>
+    expect(rows.length).toBeGreaterThanOrEqual(2)
+    for (const r of rows)
+      expect(r).toMatchObject({ source: a.id, signature: { signer: a.id, verified: true } })
+    const text = await runCli(['points', '--dir', c.dir, 'web'], { env: testEnv(), timeoutMs: 60_000 })
+    expect(
+      text.stdout
+        .trim()
+        .split('\n')
+        .every((l) => l.endsWith(`signed by ${a.id}`)),
+    ).toBe(true)
   })
 })
