@@ -12,7 +12,12 @@ import {
   CHUNKS_PROTOCOL,
   type ChunksMessage,
   decodeChunksMessage,
+  decodePointsMessage,
   encodeChunksMessage,
+  encodeFrame,
+  encodePointsMessage,
+  FrameDecoder,
+  FrameError,
   MessageChannel,
   POINTS_PROTOCOL,
   ReplicationService,
@@ -186,6 +191,28 @@ describe('seeding from several peers at once', () => {
     const { bytes } = await restoreFile(c, join(root, 'c.raw'))
     expect(bytes.equals(await hv.read('web', 0, 0, 16 * MiB))).toBe(true)
   }, 60_000)
+})
+
+describe('points fetch frame', () => {
+  const decode = (bytes: Uint8Array) => {
+    const d = new FrameDecoder()
+    d.push(bytes)
+    const f = d.next()
+    if (!f) throw new Error('no frame')
+    return decodePointsMessage(f)
+  }
+  it('round-trips a fetch of a given point and of the newest', () => {
+    for (const m of [
+      { type: 'fetch' as const, vm: 'web', seq: 7 },
+      { type: 'fetch' as const, vm: 'web', seq: null },
+    ])
+      expect(decode(encodePointsMessage(m))).toEqual(m)
+  })
+  it('refuses a fetch with a bad VM name or sequence number', () => {
+    expect(() => decode(encodeFrame(8, { vm: '../etc', seq: 1 }))).toThrow(FrameError)
+    expect(() => decode(encodeFrame(8, { vm: 'web', seq: -1 }))).toThrow(FrameError)
+    expect(() => decode(encodeFrame(8, { vm: 'web', seq: 1, extra: true }))).toThrow(FrameError)
+  })
 })
 
 describe('restore from peers', () => {
