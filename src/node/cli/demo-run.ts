@@ -5,10 +5,12 @@
 // copies of the disk (the last record B wrote vs the last one C's copy holds) and RTO as the time
 // from the kill to the VM running on C. Timers are shortened (DEMO_TIMING) so detection takes
 // seconds. Every wait has a deadline; on any failure every child is killed and the lab removed.
+// The survivors then serve their dashboards (addresses printed) until Ctrl-C.
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { callDaemon } from '../client.js'
+import { nodeDashboardUrl } from '../dashboard/index.js'
 import { LAB_BIN as BIN, buildLabMesh, runCli as cli, LabError, LabNode, waitFor } from '../lab-mesh.js'
 
 export interface DemoOptions {
@@ -35,6 +37,8 @@ const RPO_MS = 5_000
 const RTO_MS = 60_000
 const POINTS_BEFORE_KILL = 3
 const POINTS_TIMEOUT_MS = 120_000
+/** After the VM runs on c: how long to wait to print that c sees b down (it must by then). */
+const DOWN_SEEN_TIMEOUT_MS = 10_000
 
 export class DemoError extends LabError {
   override name = 'DemoError'
@@ -107,6 +111,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   say(`  node ${BIN} status --dir ${a.dir} --json`)
   say(`  node ${BIN} status --dir ${c.dir} --json`)
   say(`  node ${BIN} points --dir ${c.dir} ${VM} --json`)
+  say('The dashboard of each survivor (open in a browser on this host; the token after # stays in it):')
+  for (const n of [a, c])
+    say(
+      `  node ${n.name}: ${await nodeDashboardUrl(n.dir).catch((err: Error) => `not available (${err.message})`)}`,
+    )
   say('Press Ctrl-C to stop every node' + (options.keep ? '.' : ' and remove the lab folder.'))
   await new Promise<void>((r) => {
     const stop = () => {
@@ -185,22 +194,30 @@ async function runScenario(nodes: LabNode[], env: NodeJS.ProcessEnv, root: strin
   await b.stop('SIGKILL')
   say(`${elapsed(t0)} KILL: node b (pid ${b.pid}) killed with SIGKILL; its guest dies with it`)
   let lastSeen = 'alive'
+  const noteState = async () => {
+    const peers = (await callDaemon<{ peers: PeerView[] }>(c.dir, 'GET', '/status')).peers
+    const state = peers.find((p) => p.peerId === b.peerId)?.state ?? 'gone'
+    if (state !== lastSeen) {
+      say(`${elapsed(t0)}   c sees b as ${state} (${Date.now() - killedAt} ms after the kill)`)
+      lastSeen = state
+    }
+    return state
+  }
   const runningAt = await waitFor(
     `${VM} running on c within its RTO`,
     RTO_MS,
     async () => {
-      const peers = (await callDaemon<{ peers: PeerView[] }>(c.dir, 'GET', '/status')).peers
-      const state = peers.find((p) => p.peerId === b.peerId)?.state ?? 'gone'
-      if (state !== lastSeen) {
-        say(`${elapsed(t0)}   c sees b as ${state} (${Date.now() - killedAt} ms after the kill)`)
-        lastSeen = state
-      }
+      await noteState()
       const vm = await callDaemon<{ state: string }>(c.dir, 'GET', `/vms/${encodeURIComponent(VM)}`)
       return vm.state === 'running' ? Date.now() : undefined
     },
     100,
   )
   say(`${elapsed(t0)} FAILOVER: ${VM} is running on c (site C, peer ${c.peerId})`)
+  // A busy machine can answer a poll late and skip a state: say the one c settles at.
+  await waitFor('c to see b down', DOWN_SEEN_TIMEOUT_MS, async () => (await noteState()) === 'down').catch(
+    () => say(`${elapsed(t0)}   c still sees b as ${lastSeen}`),
+  )
 
   const records = async (n: LabNode) =>
     JSON.parse(await cli(['vm', 'records', '--dir', n.dir, VM, '--json'], env)) as Records
