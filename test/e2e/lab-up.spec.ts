@@ -2,6 +2,7 @@
 // own status must show the VMs protected to the sites the topology says, with a committed point;
 // `plan --json` from a branch must place each failed site's VM where its replica is; `lab down`
 // must leave no process of the lab behind (the nodes by pid, and anything naming the folder).
+import { spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -183,6 +184,11 @@ describe('replimesh lab up --topology hub --detach', () => {
     const human = await cli(['plan', '--dir', lab.nodes[0].dir])
     expect(human.stdout).toMatch(/Failure scenarios: 6, 0 do not fit/)
 
+    // A second lab up on a running lab's folder is refused with one line.
+    const again = await cli(['lab', 'up', '--dir', dir, '--topology', 'hub', '--sites', '2'])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/^replimesh: a lab is running in .*lab down --dir/)
+
     // lab down: every node by its pid, then nothing left that names the lab folder.
     const down = await cli(['lab', 'down', '--dir', dir, '--json'], 120_000)
     expect(down.code, down.stderr).toBe(0)
@@ -191,5 +197,41 @@ describe('replimesh lab up --topology hub --detach', () => {
     expect(stopped.every((s) => s.result === 'stopped')).toBe(true)
     expect(lab.nodes.filter((n) => alive(n.pid))).toEqual([])
     expect(await processesUsing(dir)).toEqual([])
+  })
+
+  it('in the foreground until SIGTERM, then stops every node it started', { timeout: 240_000 }, async () => {
+    const fgDir = join(root, 'fg')
+    const child = spawn(
+      process.execPath,
+      [bin, 'lab', 'up', '--dir', fgDir, '--topology', 'mesh', '--sites', '2', '--vms', '0', '--json'],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
+    try {
+      await waitFor('the lab summary', () => stderr.includes('Press Ctrl-C'), 180_000, 200)
+      const lab = JSON.parse(stdout) as LabRecord
+      expect(lab.nodes).toHaveLength(2)
+      expect(lab.nodes.every((n) => alive(n.pid))).toBe(true)
+      child.kill('SIGTERM')
+      expect(await exited).toBe(0)
+      expect(lab.nodes.filter((n) => alive(n.pid))).toEqual([])
+      expect(await processesUsing(fgDir)).toEqual([])
+      const saved = JSON.parse(await readFile(join(fgDir, 'lab.json'), 'utf8')) as {
+        stoppedAt: number | null
+      }
+      expect(saved.stoppedAt).not.toBeNull()
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL')
+      const saved = await readFile(join(fgDir, 'lab.json'), 'utf8').catch(() => null)
+      for (const n of saved ? (JSON.parse(saved) as LabRecord).nodes : [])
+        if (alive(n.pid))
+          try {
+            process.kill(-n.pid, 'SIGKILL')
+          } catch {}
+    }
   })
 })
