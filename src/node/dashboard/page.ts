@@ -99,7 +99,7 @@ tr.self td { background: #f0f6ff; }
 #result[data-state="ok"] { background: #e3f5e8; }
 #result[data-state="error"] { background: #fde2e0; color: #8c1d18; }
 #result[data-state="idle"] { display: none; }
-#sites button { margin-right: 0.6rem; }
+#sites > span { display: inline-block; margin-right: 0.8rem; }
 #events { padding-left: 1.2rem; }
 #events li { margin-bottom: 0.5rem; }
 #events .severity-critical, #events .severity-error { color: #b3261e; }
