@@ -22,7 +22,7 @@ import {
 /** A gossiped node state with the fields planning reads (a mesh NodeState fits). */
 export interface PlanNode extends GossipedNode {
   capacity: GossipedNode['capacity'] & { diskTotalBytes?: number }
-  vms: Array<GossipedNode['vms'][number] & { diskBytes?: number }>
+  vms: Array<GossipedNode['vms'][number] & { diskBytes?: number; epoch?: number }>
   replicas: Array<{ vm: string; lastPoint: { seq: number; time?: number } | null }>
 }
 
@@ -150,17 +150,7 @@ export function planCapacity(input: PlanInput): CapacityPlan {
   const nodes = [...input.nodes].sort(
     (a, b) => a.site.localeCompare(b.site) || a.peerId.localeCompare(b.peerId),
   )
-  const owned: OwnedVmRow[] = nodes.flatMap((n) =>
-    n.vms.map((v) => ({
-      name: v.name,
-      host: n.peerId,
-      site: n.site,
-      state: v.state,
-      memoryBytes: v.memoryBytes ?? 0,
-      cpus: v.cpus ?? null,
-      diskBytes: v.diskBytes ?? null,
-    })),
-  )
+  const owned = ownedVms(nodes)
   const sites = [...new Set(nodes.map((n) => n.site))].sort()
   const scenarios: Scenario[] = [
     ...nodes.map((n) => scenario(input, nodes, owned, 'host', n.peerId, [n.peerId])),
@@ -190,6 +180,36 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     atRisk: atRisk(input, nodes, owned),
     replicaDisk: replicaDisk(nodes, owned),
   }
+}
+
+/**
+ * Every VM once, at its owner: a failed-over VM may still be listed by its old owner (a state not
+ * yet expired, or a fenced copy that has not caught up): the highest epoch wins, then the peer id.
+ */
+function ownedVms(nodes: PlanNode[]): OwnedVmRow[] {
+  const best = new Map<string, { row: OwnedVmRow; epoch: number }>()
+  for (const n of nodes)
+    for (const v of n.vms) {
+      const epoch = v.epoch ?? 0
+      const held = best.get(v.name)
+      if (held && (held.epoch > epoch || (held.epoch === epoch && held.row.host < n.peerId))) continue
+      best.set(v.name, {
+        epoch,
+        row: {
+          name: v.name,
+          host: n.peerId,
+          site: n.site,
+          state: v.state,
+          memoryBytes: v.memoryBytes ?? 0,
+          cpus: v.cpus ?? null,
+          diskBytes: v.diskBytes ?? null,
+        },
+      })
+    }
+  const order = nodes.map((n) => n.peerId)
+  return [...best.values()]
+    .map((b) => b.row)
+    .sort((a, b) => order.indexOf(a.host) - order.indexOf(b.host) || a.name.localeCompare(b.name))
 }
 
 function tierOf(config: PlanInput['config'], vm: string) {

@@ -175,6 +175,26 @@ describe('planCapacity', () => {
     expect(s.fits).toBe(true)
   })
 
+  it('a VM listed by its old owner too counts once, at the owner of the highest epoch', () => {
+    const moved = nodes.map((n) =>
+      n.peerId === 'hq1'
+        ? {
+            ...n,
+            vms: [...n.vms, { name: 'b1-web', state: 'running', cpus: 2, memoryBytes: 8 * G, epoch: 2 }],
+          }
+        : n,
+    )
+    const p = planCapacity({ nodes: moved, config, nowMs: NOW })
+    expect(p.vms).toBe(8)
+    expect(p.scenarios.find((s) => s.kind === 'site' && s.failed === 'B1')!.vms.map((v) => v.vm)).toEqual([
+      'b1-db',
+    ])
+    expect(p.scenarios.find((s) => s.kind === 'site' && s.failed === 'HQ')!.vms.map((v) => v.vm)).toEqual([
+      'b1-web',
+      'hq-app',
+    ])
+  })
+
   it('a peer seen down is no candidate in any scenario', () => {
     const withHqDown = planCapacity({ nodes, config, nowMs: NOW, downPeers: ['hq1'] })
     const s = withHqDown.scenarios.find((x) => x.kind === 'site' && x.failed === 'B1')!
