@@ -112,22 +112,25 @@ async function rawThroughput(
   return bytes / MiB / ((performance.now() - started) / 1000)
 }
 
-/** CPU seconds (user + system, every thread) used so far by this process and by the peer. */
-function cpuSeconds(peerPid: number | undefined): { own: number; peer: number } {
+/** CPU seconds (user and system, every thread) used so far by this process and by the peer. */
+function cpuSeconds(peerPid: number | undefined): { own: [number, number]; peer: [number, number] } {
   const u = process.cpuUsage()
-  let peer = Number.NaN
+  let peer: [number, number] = [Number.NaN, Number.NaN]
   try {
     // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 per second on Linux).
     const fields = readFileSync(`/proc/${peerPid}/stat`, 'utf8').split(') ')[1].split(' ')
-    peer = (Number(fields[11]) + Number(fields[12])) / 100
+    peer = [Number(fields[11]) / 100, Number(fields[12]) / 100]
   } catch {}
-  return { own: (u.user + u.system) / 1e6, peer }
+  return { own: [u.user / 1e6, u.system / 1e6], peer }
 }
 
-/** CPU seconds per GiB moved on each side between two cpuSeconds() readings. */
+/** CPU seconds per GiB moved on each side (user + system) between two cpuSeconds() readings. */
 function cpuNote(a: ReturnType<typeof cpuSeconds>, b: ReturnType<typeof cpuSeconds>, mib: number): string {
-  const perGiB = (x: number) => ((x * 1024) / mib).toFixed(2)
-  return `CPU-s per GiB: sender ${perGiB(b.own - a.own)}, receiver ${perGiB(b.peer - a.peer)}`
+  const perGiB = (x: [number, number], y: [number, number]) => {
+    const [user, sys] = [((y[0] - x[0]) * 1024) / mib, ((y[1] - x[1]) * 1024) / mib]
+    return `${(user + sys).toFixed(2)} (user ${user.toFixed(2)} + sys ${sys.toFixed(2)})`
+  }
+  return `CPU-s per GiB: sender ${perGiB(a.own, b.own)}, receiver ${perGiB(a.peer, b.peer)}`
 }
 
 function percentile(values: number[], p: number): number {
@@ -152,7 +155,8 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     ctx.log('raw libp2p stream (reference)')
     // Phase marks on the monotonic clock (µs), to cut --cpu-prof profiles of both processes.
     const mark = (what: string) => {
-      if (process.env.REPLIMESH_BENCH_SEED_ONLY === '1') ctx.log(`mark ${what} ${process.hrtime.bigint() / 1000n}`)
+      if (process.env.REPLIMESH_BENCH_SEED_ONLY === '1')
+        ctx.log(`mark ${what} ${process.hrtime.bigint() / 1000n}`)
     }
     mark('reference-start')
     const refCpu0 = cpuSeconds(peer.child.pid)
