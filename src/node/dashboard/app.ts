@@ -142,7 +142,8 @@ function renderVms(views: VmView[]): void {
             button('Fail over', { kind: 'failover', vm: v.name }, true),
             button('Test failover', { kind: 'test', vm: v.name }),
             button('Planned failover', { kind: 'planned', vm: v.name }),
-            button('Failback', { kind: 'failback', vm: v.name }),
+            // Only a VM that was failed over has a previous host to go back to.
+            v.epoch > 0 && button('Failback', { kind: 'failback', vm: v.name }),
           ]
     return h(
       'tr',
