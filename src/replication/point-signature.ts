@@ -226,13 +226,14 @@ export async function describePointSignature(point: RecoveryPoint): Promise<Poin
     // reported below: the envelope does not open
   }
   if (!claimed) return { signer: null, verified: false, reason: 'the signed payload names no source' }
+  let key: PublicKey
   try {
-    const fields = await openEnvelope(
-      POINT_SIGNATURE_KIND,
-      point.signed,
-      publicKeyOfPeer(claimed),
-      signedPointSchema,
-    )
+    key = publicKeyOfPeer(claimed)
+  } catch {
+    return { signer: claimed, verified: false, reason: `${claimed} is not a peer id that embeds its key` }
+  }
+  try {
+    const fields = await openEnvelope(POINT_SIGNATURE_KIND, point.signed, key, signedPointSchema)
     const bad: string[] = []
     for (const k of ['vm', 'seq', 'epoch', 'time', 'consistency', 'source'] as const)
       if (fields[k] !== point[k]) bad.push(k)

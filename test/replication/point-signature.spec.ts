@@ -255,11 +255,17 @@ describe('signed recovery points (in process)', () => {
     await send(a, b, h, p)
     const held = (await b.store.lastPoint('db')) as RecoveryPoint
     await applied(b, 'db', 1)
-    const [ok, altered, unsigned] = await summarisePoints([
+    const notAPeer = {
+      ...held,
+      signed: { ...(held.signed as NonNullable<RecoveryPoint['signed']>), payload: '{"source":"local"}' },
+    }
+    const [ok, altered, unsigned, odd] = await summarisePoints([
       held,
       { ...held, epoch: 9 },
       { ...held, signed: undefined },
+      notAPeer,
     ])
+    expect(odd.signature).toMatchObject({ signer: 'local', verified: false })
     expect(ok.signature).toEqual({ signer: aId, verified: true })
     expect(altered.signature).toMatchObject({
       signer: aId,
