@@ -488,14 +488,26 @@ export class MeshNode extends EventEmitter<{
     const now = Date.now()
     for (const [peerId, track] of this.tracks) {
       if (this.membership.isProven(peerId)) {
-        // One ping in flight per peer: libp2p's ping allows one outbound stream, so a second ping
-        // (pingTimeoutMs > pingIntervalMs) was refused and counted as silence.
+        const id = peerIdFromString(peerId)
+        if (now - track.lastSeenMs >= this.timing.downAfterMs) {
+          // Silent that long over a connection that looks open: a cut link sends no reset. Hang
+          // up so the redial path (with backoff) takes over; libp2p's connection monitor, which
+          // did this after one failed ping, is off (transport.ts).
+          const reason = `no ping answer or gossip for ${now - track.lastSeenMs} ms`
+          this.log.info({ peer: peerId, reason }, 'hanging up on a silent peer')
+          for (const connection of libp2p.getConnections(id)) connection.abort(new Error(reason))
+          continue
+        }
+        // One ping in flight per peer: libp2p's ping allows one outbound stream per connection,
+        // so a second ping (pingTimeoutMs > pingIntervalMs) was refused and counted as silence.
+        // On timeout @libp2p/ping aborts its stream before the promise settles, so the next ping
+        // never meets a stale one.
         if (track.pinging) continue
         track.pinging = true
         libp2p.services.ping
-          .ping(peerIdFromString(peerId), { signal: AbortSignal.timeout(this.timing.pingTimeoutMs) })
+          .ping(id, { signal: AbortSignal.timeout(this.timing.pingTimeoutMs) })
           .then(() => this.seen(peerId))
-          .catch(() => {})
+          .catch((err: Error) => this.log.debug({ peer: peerId, reason: err.message }, 'ping failed'))
           .finally(() => {
             track.pinging = false
           })

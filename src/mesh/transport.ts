@@ -34,6 +34,13 @@ export async function createTransportNode(init: TransportInit) {
       ...init.connectionGater,
     },
     peerDiscovery: init.mdns ? [mdns({ serviceTag: init.mdnsServiceTag, interval: 10_000 })] : [],
+    // libp2p's own connection monitor pings every connection every 10 s on /ipfs/ping/1.0.0, on
+    // top of MeshNode's liveness pings. Ping allows one outbound stream per connection, so when
+    // the two met, its ping failed "Too many outbound protocol streams … 2/1" (and under load it
+    // timed out), and on any failed ping it aborted the whole connection with that error: every
+    // chunks and points stream on it failed. MeshNode pings (one in flight per peer) and hangs
+    // up on a peer silent past downAfterMs instead.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
