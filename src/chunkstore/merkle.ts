@@ -205,3 +205,25 @@ async function* walkDiff(
     else yield* walkDiff(shape, read, ea[i], eb[i], level - 1, chunkStart + i * childSpan)
   }
 }
+
+/**
+ * The id of the node at `level` whose entries are `packed` (ids laid end to end): the same id
+ * TreeBuilder gives that node, ZERO_ID when every entry is ZERO_ID. For callers that keep a tree's
+ * node ids and rehash only the nodes whose entries changed.
+ */
+export function packedNodeId(level: number, packed: Buffer, hash: HashFn): Buffer {
+  let zero = true
+  for (let i = 0; i < packed.length; i++)
+    if (packed[i] !== 0) {
+      zero = false
+      break
+    }
+  if (zero) return ZERO_ID
+  const out = Buffer.allocUnsafe(NODE_HEADER_BYTES + packed.length)
+  out.writeUInt32LE(NODE_MAGIC, 0)
+  out.writeUInt8(level, 4)
+  out.fill(0, 5, 8)
+  out.writeUInt32LE(packed.length / ID_BYTES, 8)
+  packed.copy(out, NODE_HEADER_BYTES)
+  return hash(out)
+}

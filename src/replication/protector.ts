@@ -16,7 +16,8 @@ import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { LinkStatus, LinkTable } from './link.js'
 import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
-import { manifestRoot, type PointSigner, signedFields, signPoint } from './point-signature.js'
+import { type PointSigner, signedFields, signPoint } from './point-signature.js'
+import { RootCache } from './root-cache.js'
 import { PointScheduler } from './scheduler.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
 import { CHANGE_LOG_POINTS, type Protection, type ProtectionFiles, type SourceState } from './settings.js'
@@ -85,6 +86,8 @@ export class VmProtector {
   private readonly scheduler: PointScheduler
   private state!: SourceState
   private manifests: Array<Array<ChunkId | null>> | null = null
+  /** Merkle node ids of the manifests above, so each point rehashes only its changed branches. */
+  private roots: RootCache | null = null
   /** Per disk, 4 KiB-block fingerprints of chunks read since start (see fingerprints.ts). */
   private fingerprints: Array<Map<number, Buffer>> = []
   private readonly zeroFingerprints = new Map<number, Buffer>()
@@ -248,10 +251,16 @@ export class VmProtector {
       }
       if (this.c.sign) {
         const roots: Array<{ virtualSize: number; chunkSize: number; root: string }> = []
+        this.roots ??= new RootCache(this.c.hashAlgorithm)
         for (const [i, g] of geometry.entries())
           roots.push({
             ...g,
-            root: await manifestRoot(g.virtualSize, g.chunkSize, manifests[i], this.c.hashAlgorithm),
+            root: this.roots.root(
+              g.virtualSize,
+              g.chunkSize,
+              manifests[i],
+              prev ? { ids: prev[i], changed: changed[i] } : null,
+            ),
           })
         header.signed = await signPoint(signedFields(header, roots), this.c.sign)
       }
