@@ -52,16 +52,27 @@ export class NotProtectedError extends ReplicationError {
   }
 }
 
+/**
+ * No such point. `where` says where it was looked for: this node only (default), one peer
+ * (`peer`, which answered a fetch with a nack), or this node and `peersAsked` holders (restore).
+ */
 export class PointNotFoundError extends ReplicationError {
   override name = 'PointNotFoundError'
   constructor(
     readonly vm: string,
     readonly seq: number | null,
+    readonly where: { peer?: string; peersAsked?: number } = {},
   ) {
+    const what = seq === null ? `no recovery point of VM '${vm}'` : `no recovery point ${seq} of VM '${vm}'`
+    const n = where.peersAsked
     super(
-      seq === null
-        ? `no recovery point of VM '${vm}' on this node`
-        : `no recovery point ${seq} of VM '${vm}' on this node`,
+      where.peer !== undefined
+        ? `${what} on peer ${where.peer}`
+        : n === undefined
+          ? `${what} on this node`
+          : n === 0
+            ? `${what}: looked for on this node and on 0 peers (no peer holds ${seq === null ? 'a point' : 'that point'} of it)`
+            : `${what}: looked for on this node and on ${n} peer${n === 1 ? '' : 's'}`,
     )
   }
 }

@@ -122,7 +122,7 @@ export async function fetchPoint(
     await ch.send({ type: 'fetch', vm, seq }, both)
     const first = await ch.next()
     if (first === null) throw new ReplicationError(`${peer} closed the stream instead of sending ${vm}`)
-    if (first.type === 'nack') throw new PointNotFoundError(vm, seq)
+    if (first.type === 'nack') throw new PointNotFoundError(vm, seq, { peer })
     if (first.type !== 'point') throw new FrameError(`answered a fetch with '${first.type}'`, 'points', peer)
     const header = first.point
     if (header.vm !== vm || (seq !== null && header.seq !== seq))
@@ -248,7 +248,7 @@ export async function restoreDisk(
         source: h.source,
       }
     } else {
-      if (!point) throw new PointNotFoundError(vm, o.seq ?? null)
+      if (!point) throw new PointNotFoundError(vm, o.seq ?? null, { peersAsked: 0 })
       if (!point.disks[diskIndex])
         throw new ReplicationError(
           `point ${vm}@${point.seq} has no disk ${diskIndex} (it has ${point.disks.length})`,
@@ -342,5 +342,5 @@ async function fetchFromHolders(
     throw new ReplicationError(
       `no peer gave point ${vm}@${seq ?? 'newest'} (${candidates.length} asked; last: ${lastError.message})`,
     )
-  throw new PointNotFoundError(vm, seq)
+  throw new PointNotFoundError(vm, seq, { peersAsked: candidates.length })
 }
