@@ -37,6 +37,9 @@ export const BACKGROUND_SYNC_BYTES = 64 * 1024 * 1024
 /** putChunk returns before its pack write unless this many appended bytes are still unwritten. */
 export const PUT_CHUNK_UNWRITTEN_BYTES = 32 * 1024 * 1024
 
+/** Ids remembered as absent after a query (a receiver's next chunks skip their index lookup). */
+export const KNOWN_ABSENT_MAX_IDS = 65_536
+
 /** Ingest makes its new chunks durable and indexed every this many new chunks. */
 export const INGEST_FLUSH_CHUNKS = 8192
 

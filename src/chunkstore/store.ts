@@ -14,6 +14,7 @@ import { compress, inflateRaw } from './compress.js'
 import {
   DEFAULT_PACK_SIZE_LIMIT,
   INGEST_FLUSH_CHUNKS,
+  KNOWN_ABSENT_MAX_IDS,
   MERKLE_FANOUT,
   PUT_CHUNK_UNWRITTEN_BYTES,
 } from './constants.js'
@@ -239,8 +240,38 @@ export class ChunkStore {
   /** Of the given ids (hex), those the store lacks. The zero id is always present. */
   async has(hexes: string[]): Promise<string[]> {
     const want = hexes.filter((h) => h !== ZERO_HEX)
-    const found = await this.entries(want)
-    return want.filter((_, i) => !found[i])
+    for (const h of want) this.watched.set(h, (this.watched.get(h) ?? 0) + 1)
+    try {
+      const found = await this.entries(want)
+      const absent = want.filter((_, i) => !found[i])
+      for (const h of absent) if (!this.appendedWhileWatched.has(h)) this.rememberAbsent(h)
+      return absent
+    } finally {
+      for (const h of want) {
+        const n = (this.watched.get(h) ?? 1) - 1
+        if (n > 0) this.watched.set(h, n)
+        else {
+          this.watched.delete(h)
+          this.appendedWhileWatched.delete(h)
+        }
+      }
+    }
+  }
+
+  /**
+   * Ids has() found absent (neither indexed nor pending) and not appended since: putChunks of
+   * such an id needs no index lookup. An id only ever becomes present through appendChunks,
+   * which removes it here; an append that raced the lookup that found it absent keeps it out.
+   */
+  private readonly knownAbsent = new Set<string>()
+  /** Ids inside a has() lookup (counted), and those of them appended meanwhile. */
+  private readonly watched = new Map<string, number>()
+  private readonly appendedWhileWatched = new Set<string>()
+
+  private rememberAbsent(hex: string): void {
+    // Ids asked about and never sent (a sender that went away) must not pile up.
+    if (this.knownAbsent.size >= KNOWN_ABSENT_MAX_IDS) this.knownAbsent.clear()
+    this.knownAbsent.add(hex)
   }
 
   /** A chunk's bytes, verified against its id; throws ChunkVerifyError or MissingChunkError. */
@@ -327,13 +358,18 @@ export class ChunkStore {
       return actual === hex ? false : new ChunkHashMismatchError(hex, actual)
     })
     const verified = chunks.map((_, i) => i).filter((i) => results[i] === false)
-    const found =
-      verified.length === 0
+    // Ids a query just found absent need no lookup (see knownAbsent); the rest one lookup.
+    const ask = verified.filter((i) => !this.knownAbsent.has(chunks[i].hex))
+    for (const i of verified) lease?.protect(chunks[i].hex)
+    const looked =
+      ask.length === 0
         ? []
         : await this.lookup(
-            verified.map((i) => chunks[i].hex),
+            ask.map((i) => chunks[i].hex),
             lease,
           )
+    const byIndex = new Map(ask.map((i, k) => [i, looked[k]]))
+    const found = verified.map((i) => byIndex.get(i))
     const fresh: NewChunk[] = []
     const seen = new Set<string>()
     verified.forEach((i, k) => {
@@ -387,6 +423,8 @@ export class ChunkStore {
         if (this.writing.get(hex) === written) this.writing.delete(hex)
       })
       storedBytes += r.stored.byteLength
+      this.knownAbsent.delete(hex)
+      if (this.watched.has(hex)) this.appendedWhileWatched.add(hex)
       this.pending.set(hex, {
         ...loc,
         rawLength: r.rawLength,

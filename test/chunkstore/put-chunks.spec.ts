@@ -40,4 +40,22 @@ describe('putChunks (a receiver storing several frames with one lookup)', () => 
     expect((await store.getChunk(a.hex)).equals(a.bytes)).toBe(true)
     expect((await store.getChunk(b.hex)).equals(b.bytes)).toBe(true)
   })
+
+  it('an id a query found absent and then stored by someone else is not stored twice', async () => {
+    const bytes = randomBytes(64 * 1024)
+    const hex = store.hash(bytes).toString('hex')
+    expect(await store.has([hex])).toEqual([hex])
+    // Another session stores it between the query and this receiver's frame.
+    expect(await store.putChunk(hex, bytes)).toBe(true)
+    await store.flush()
+    expect(await store.putChunks([{ hex, bytes }])).toEqual([false])
+    // Queried absent, stored by nobody else: stored once, then held.
+    const other = randomBytes(64 * 1024)
+    const otherHex = store.hash(other).toString('hex')
+    expect(await store.has([otherHex])).toEqual([otherHex])
+    expect(await store.putChunks([{ hex: otherHex, bytes: other }])).toEqual([true])
+    expect(await store.putChunks([{ hex: otherHex, bytes: other }])).toEqual([false])
+    await store.flush()
+    expect(await store.has([hex, otherHex])).toEqual([])
+  })
 })
