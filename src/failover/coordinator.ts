@@ -45,8 +45,14 @@ export interface ClaimResult {
 
 export class EpochCoordinator {
   readonly ledger: EpochLedger
-  /** Serialises ledger changes so every reply is given after its save. */
-  private queue: Promise<unknown> = Promise.resolve()
+  /**
+   * Serialises ledger changes per VM, so every reply is given after the save that holds it. VMs
+   * are independent: a host failover claims ten at once, and saves are shared (see save()).
+   */
+  private readonly queues = new Map<string, Promise<unknown>>()
+  /** The save running now, and the one that follows it (shared by every change made meanwhile). */
+  private saving: Promise<void> | null = null
+  private nextSave: Promise<void> | null = null
 
   constructor(private readonly c: CoordinatorComponents) {
     this.ledger = c.ledger ?? new EpochLedger()
@@ -58,12 +64,44 @@ export class EpochCoordinator {
 
   async stop(): Promise<void> {
     await this.c.transport.close()
-    await this.queue.catch(() => {})
+    await Promise.all(this.queues.values())
   }
 
-  private locked<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn)
-    this.queue = run.catch(() => {})
+  private locked<T>(vm: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.queues.get(vm) ?? Promise.resolve()).then(fn, fn)
+    const tail = run.then(
+      () => {},
+      () => {},
+    )
+    this.queues.set(vm, tail)
+    void tail.then(() => {
+      if (this.queues.get(vm) === tail) this.queues.delete(vm)
+    })
+    return run
+  }
+
+  /**
+   * Saves the ledger as it is now or later (group commit): a change waits for a save that began
+   * after it, and all changes made while one save runs share the next. Saves never overlap.
+   */
+  private save(): Promise<void> {
+    if (this.nextSave) return this.nextSave
+    if (!this.saving) return this.startSave()
+    const next = this.saving
+      .catch(() => {})
+      .then(() => {
+        this.nextSave = null
+        return this.startSave()
+      })
+    this.nextSave = next
+    return next
+  }
+
+  private startSave(): Promise<void> {
+    const run: Promise<void> = this.c.persist(this.ledger.toJSON()).finally(() => {
+      if (this.saving === run) this.saving = null
+    })
+    this.saving = run
     return run
   }
 
@@ -92,11 +130,11 @@ export class EpochCoordinator {
       const current = this.ledger.current(req.vm) ?? null
       return Promise.resolve({ type: 'known', highest: this.ledger.highest(req.vm), current })
     }
-    return this.locked(async () => {
+    return this.locked(req.claim.vm, async () => {
       if (req.type === 'promise') return this.vote(from, req)
       const result = this.ledger.learn(req.claim, req.previous)
       if (result === 'newer') {
-        await this.c.persist(this.ledger.toJSON())
+        await this.save()
         await this.c.onClaim?.(req.claim, from.peerId)
       }
       return { type: 'learned', result }
@@ -113,7 +151,7 @@ export class EpochCoordinator {
       // An announced owner this member missed: learn it first (as an announcement would teach it).
       const base = req.base
       if (base && base.vm === claim.vm && base.epoch === req.from && this.ledger.learn(base) === 'newer') {
-        await this.c.persist(this.ledger.toJSON())
+        await this.save()
         await this.c.onClaim?.(base, from.peerId)
       }
       const known = this.ledger.current(claim.vm)?.epoch ?? 0
@@ -122,7 +160,7 @@ export class EpochCoordinator {
     }
     const reply = this.ledger.vote(claim)
     if (!reply.granted) return this.refusal(claim.vm)
-    await this.c.persist(this.ledger.toJSON())
+    await this.save()
     return { type: 'granted', claim: reply.claim }
   }
 

@@ -214,6 +214,39 @@ describe('EpochCoordinator (in-memory network)', () => {
     expect(a1Learned).toEqual(['c1@1', 'b1@2'])
   })
 
+  it('promises for many VMs at once share saves, and none is answered before a save holds it', async () => {
+    const durable: Array<ReturnType<EpochLedger['toJSON']>> = []
+    let saving = 0
+    let overlapped = false
+    const c = new EpochCoordinator({
+      self: { peerId: 'a1', site: 'A' },
+      transport: new FakeNet().transport('a1'),
+      members: () => [],
+      alive: () => [],
+      persist: async (state) => {
+        if (saving++ > 0) overlapped = true
+        await new Promise((r) => setTimeout(r, 30))
+        durable.push(JSON.parse(JSON.stringify(state)))
+        saving--
+      },
+    })
+    const from = { peerId: 'x', site: 'X' }
+    const vms = Array.from({ length: 10 }, (_, i) => `vm${i}`)
+    const replies = await Promise.all(
+      vms.map(async (vm) => {
+        const reply = await c.answer(from, { type: 'promise', claim: { vm, epoch: 1, owner: 'x' }, from: 0 })
+        // Answered only once a finished save holds this promise.
+        expect(durable.some((d) => d.promised.some((p) => p.vm === vm && p.epoch === 1))).toBe(true)
+        return reply
+      }),
+    )
+    expect(replies.every((r) => r.type === 'granted')).toBe(true)
+    expect(overlapped).toBe(false)
+    expect(durable.length).toBeLessThan(vms.length)
+    expect(durable.at(-1)!.promised).toHaveLength(vms.length)
+    await c.stop()
+  })
+
   it('two sites need the witness to promote when one site is lost', async () => {
     const { net, nodes } = cluster({ a1: 'A', b1: 'B' })
     net.down.add('b1')

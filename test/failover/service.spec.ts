@@ -200,15 +200,17 @@ describe('FailoverService', () => {
       () => c1.channel.kinds().filter((k) => k.startsWith('failover-completed')).length === 2,
     )
 
-    // db1 (priority 10) was registered and started before web1 (20); app (bronze) waits.
-    expect(c1.hv.log).toEqual([
-      'register db1',
-      're-ip db1',
-      'start db1',
-      'register web1',
-      're-ip web1',
-      'start web1',
-    ])
+    // Both prepare at once (register, re-IP); db1 (priority 10) starts before web1 (20); app
+    // (bronze) waits.
+    const log = c1.hv.log
+    expect([...log].sort()).toEqual(
+      ['register db1', 're-ip db1', 'start db1', 'register web1', 're-ip web1', 'start web1'].sort(),
+    )
+    expect(log.indexOf('start db1')).toBeLessThan(log.indexOf('start web1'))
+    for (const vm of ['db1', 'web1']) {
+      expect(log.indexOf(`register ${vm}`)).toBeLessThan(log.indexOf(`re-ip ${vm}`))
+      expect(log.indexOf(`re-ip ${vm}`)).toBeLessThan(log.indexOf(`start ${vm}`))
+    }
     expect(c1.hv.mappings.get('web1')).toEqual([
       { nic: 'eth0', addresses: ['10.3.0.20/24'], gateway: '10.3.0.1', dns: [] },
     ])
