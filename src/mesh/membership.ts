@@ -60,6 +60,10 @@ export class Membership {
   }
 
   isRefused(peerId: string): boolean {
+    // A revoked certificate is refused for good, connected at revocation time or not: a gater
+    // that only remembered peers it hung up on let this node redial a revoked peer it was not
+    // connected to, and that peer, not yet aware of the list, took the hello as proof of us.
+    if (this.revoked.has(peerId)) return true
     const until = this.refused.get(peerId)
     if (until === undefined) return false
     if (until > Date.now()) return true
@@ -93,6 +97,7 @@ export class Membership {
         this.libp2p?.getConnections().some((c) => c.remotePeer.toString() === peer)
       )
         this.refuse(peer, 'its certificate has been revoked')
+      else for (const w of this.waiters.get(peer) ?? []) w(false)
     }
   }
 
