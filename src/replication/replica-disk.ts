@@ -41,6 +41,8 @@ export class ReplicaDisks {
   private readonly wanted = new Map<string, RecoveryPoint>()
   /** VMs whose replica disks are handed to a VM that runs (or is about to run) here. */
   private readonly held = new Set<string>()
+  /** Closed (the service stopped): no apply starts any more. */
+  private closed = false
 
   constructor(
     private readonly replicasDir: string,
@@ -135,7 +137,7 @@ export class ReplicaDisks {
 
   /** Queues the VHDX update to `point`; several queued points collapse to the newest. */
   apply(point: RecoveryPoint): Promise<void> {
-    if (this.held.has(point.vm)) return Promise.resolve()
+    if (this.held.has(point.vm) || this.closed) return Promise.resolve()
     this.wanted.set(point.vm, point)
     const running = this.running.get(point.vm)
     if (running) return running.then(() => this.apply(point))
@@ -160,10 +162,21 @@ export class ReplicaDisks {
     while (this.running.size > 0) await Promise.allSettled([...this.running.values()])
   }
 
+  /**
+   * Shutdown: queued applies are dropped, the one running completes, and none starts afterwards.
+   * A dropped point stays in the store: promotion (prepareReplica) rolls the disks forward to the
+   * newest point, and an apply cut short by a crash instead is rolled forward by recover().
+   */
+  async close(): Promise<void> {
+    this.closed = true
+    this.wanted.clear()
+    await this.idle()
+  }
+
   private async drain(vm: string): Promise<void> {
     for (;;) {
       const point = this.wanted.get(vm)
-      if (!point || this.held.has(vm)) return
+      if (!point || this.held.has(vm) || this.closed) return
       this.wanted.delete(vm)
       try {
         await this.applyNow(point)

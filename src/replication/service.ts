@@ -122,6 +122,9 @@ export class ReplicationService {
   private readonly handingOver = new Set<string>()
   /** Hand-over work per VM runs one at a time. */
   private readonly vmQueue = new Map<string, Promise<unknown>>()
+  /** After-commit work (replica record, replica disk apply) still running: stop() waits for it. */
+  private readonly afterCommit = new Set<Promise<void>>()
+  private stopping = false
 
   /** Per-link limits and compression (<dir>/links.json), shared by every protected VM. */
   readonly links: LinkTable
@@ -152,9 +155,16 @@ export class ReplicationService {
       seedPull: this.seeds,
       onCommitted: (point, header, from) => {
         this.seeds.end(from, point.vm)
-        this.onReplicaCommitted(point, header, from).catch((err) =>
-          init.logger.warn({ vm: point.vm, reason: (err as Error).message }, 'after-commit work failed'),
-        )
+        // The point is in the store; once stopping, its replica disk is brought forward later
+        // (promotion rolls forward to the newest point).
+        if (!this.stopping) {
+          const work = this.onReplicaCommitted(point, header, from)
+            .catch((err) =>
+              init.logger.warn({ vm: point.vm, reason: (err as Error).message }, 'after-commit work failed'),
+            )
+            .finally(() => this.afterCommit.delete(work))
+          this.afterCommit.add(work)
+        }
         this.forwarder.forward(point, header)
       },
       refuses: (vm) =>
@@ -214,8 +224,15 @@ export class ReplicationService {
     this.protectors.clear()
     await this.init.mesh.unhandle?.(CHUNKS_PROTOCOL)
     await this.init.mesh.unhandle?.(POINTS_PROTOCOL)
+    this.stopping = true
     await this.forwarder.idle()
-    await this.replicas.idle()
+    await this.afterCommitIdle()
+    // The apply running now finishes; queued ones are dropped (the store holds their points).
+    await this.replicas.close()
+  }
+
+  private async afterCommitIdle(): Promise<void> {
+    while (this.afterCommit.size > 0) await Promise.allSettled([...this.afterCommit])
   }
 
   /** Starts (or changes) protection of a VM of this host; targets are chosen now and persisted. */
@@ -576,6 +593,7 @@ export class ReplicationService {
   /** Waits until queued replica-disk updates and forwards are done (tests). */
   async idle(): Promise<void> {
     await this.forwarder.idle()
+    await this.afterCommitIdle()
     await this.replicas.idle()
   }
 
@@ -605,7 +623,16 @@ export class ReplicationService {
       links: this.links,
       mayProduce,
       sign: (kind, value) => this.init.mesh.sign(kind, value),
+      knownSeq: (vm) => this.knownSeq(vm),
     }
+  }
+
+  /** The highest seq of `vm` in this node's store or gossiped by any peer (alive or not). */
+  private async knownSeq(vm: string): Promise<number> {
+    let seq = (await this.init.store.lastPoint(vm))?.seq ?? 0
+    for (const p of this.init.mesh.peers())
+      for (const r of p.nodeState?.replicas ?? []) if (r.vm === vm) seq = Math.max(seq, r.lastPoint?.seq ?? 0)
+    return seq
   }
 
   private async onReplicaCommitted(point: RecoveryPoint, header: PointHeader, from: string): Promise<void> {
