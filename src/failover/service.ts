@@ -254,7 +254,11 @@ export class FailoverService {
       const members = peers
         .filter((p) => p.peerId !== witnessId)
         .map((p) => ({ peerId: p.peerId, site: p.site }))
-      const aliveIds = peers.filter((p) => p.state === 'alive' && p.connected).map((p) => p.peerId)
+      // A site is reachable through any connected member this node does not see down: a suspect
+      // peer (a ping or two missed: busy promoting a VM, a loaded machine) still votes, else one
+      // host's death plus a slow answer from another site cut a healthy node off (and stopped
+      // its points). A cut link keeps its connection open but goes silent past downAfterMs.
+      const aliveIds = peers.filter((p) => p.connected && this.localView(p) !== 'down').map((p) => p.peerId)
       this.checkQuorum(members, aliveIds, witnessId)
       await this.learnFromGossip()
       if (++this.ticks % RECONCILE_EVERY_TICKS === 1) await this.reconcile()

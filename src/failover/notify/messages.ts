@@ -170,7 +170,10 @@ export function quorumLost(
   return make(r, 'quorum-lost', 'critical', {
     title: `Node ${r.node} is cut off from the mesh`,
     failed: `only sites ${list(f.reachableSites)} are reachable; ${f.neededSites} are needed for quorum`,
-    done: `stopped producing recovery points for ${list(f.vms)}; no failover is started from this side`,
+    done:
+      (f.vms.length
+        ? `stopped producing recovery points for ${list(f.vms)}`
+        : 'no VMs run here, so no recovery points were stopped') + '; no failover is started from this side',
     decide: 'restore the network links; do not start these VMs by hand elsewhere without replimesh',
     details: { reachable: f.reachableSites.length, needed: f.neededSites },
   })
