@@ -20,7 +20,13 @@ import { type PointSigner, signedFields, signPoint } from './point-signature.js'
 import { RootCache } from './root-cache.js'
 import { PointScheduler } from './scheduler.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
-import { CHANGE_LOG_POINTS, type Protection, type ProtectionFiles, type SourceState } from './settings.js'
+import {
+  CHANGE_LOG_POINTS,
+  type Protection,
+  type ProtectionFiles,
+  type SourceState,
+  seqFloorOf,
+} from './settings.js'
 import { planRoutes } from './targets.js'
 
 export const DEFAULT_CHUNK_BYTES = 256 * 1024
@@ -47,6 +53,11 @@ export interface ProtectorComponents {
    * Absent only where a benchmark drives a bare receiver that does not check.
    */
   sign?: PointSigner
+  /**
+   * The highest seq of `vm` this node knows apart from its state: points in its own store and
+   * what peers gossip they hold. A new point's seq is above it.
+   */
+  knownSeq?: (vm: string) => Promise<number>
 }
 
 export interface TargetProgress {
@@ -198,8 +209,18 @@ export class VmProtector {
     const staged: Array<Map<number, Buffer>> = []
     let prevOk = false
     let reference: string | null = null
-    const seq = Math.max(this.state.seq ?? 0, ...live.map((l) => l.session.state.lastSeq ?? 0)) + 1
+    // Above every seq known for the VM (its state, points held anywhere, the targets' answers to
+    // hello), and reserved on disk before the point leaves: a target may commit it even if this
+    // cycle fails or the node dies, and (vm, seq) must never name two contents.
+    const seq =
+      Math.max(
+        seqFloorOf(this.state),
+        (await this.c.knownSeq?.(vm)) ?? 0,
+        ...live.map((l) => l.session.state.lastSeq ?? 0),
+      ) + 1
     try {
+      this.state = { ...this.state, seqFloor: seq }
+      await this.c.files.writeState(vm, this.state, null)
       const geometry = point.disks.map((d, i) => ({
         virtualSize: d.virtualSize,
         chunkSize:

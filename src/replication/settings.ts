@@ -37,11 +37,22 @@ const sourceStateSchema = z.object({
   changeLog: z.array(z.object({ seq: z.number().int(), indexes: z.array(z.array(z.number().int())) })),
   /** Last point each target acknowledged. */
   targets: z.record(z.string(), z.object({ seq: z.number().int(), time: z.number().int() })),
+  /**
+   * Every seq up to this one may name a point of this VM somewhere (one being sent, or one of an
+   * earlier protection): the next point's seq is above it, so (vm, seq) never names two contents.
+   * It is written before a point leaves and kept when protection is removed (remove()).
+   */
+  seqFloor: z.number().int().nonnegative().optional(),
 })
 export type SourceState = z.infer<typeof sourceStateSchema>
 
 export function emptySourceState(): SourceState {
   return { seq: null, epoch: 0, reference: null, time: null, disks: [], changeLog: [], targets: {} }
+}
+
+/** The highest seq `state` knows may be in use for its VM: the next point's seq is above it. */
+export function seqFloorOf(state: SourceState): number {
+  return Math.max(state.seq ?? 0, state.seqFloor ?? 0)
 }
 
 export class ProtectionFiles {
@@ -121,8 +132,16 @@ export class ProtectionFiles {
     }
   }
 
+  /**
+   * Removes a VM's protection. Its points stay on the targets, so the highest seq used (and the
+   * epoch) is kept in a bare state: protected again, the VM's seqs go on rising (DESIGN.md §3).
+   */
   async remove(vm: string): Promise<void> {
+    const { state } = await this.readState(vm)
+    const floor = seqFloorOf(state)
     await rm(this.dir(vm), { recursive: true, force: true })
+    if (floor > 0 || state.epoch > 0)
+      await this.writeState(vm, { ...emptySourceState(), epoch: state.epoch, seqFloor: floor }, null)
   }
 
   private manifestPath(vm: string, seq: number, disk: number): string {
