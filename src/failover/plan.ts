@@ -32,6 +32,16 @@ export interface PlanInput {
   downPeers?: string[]
   config: Pick<FailoverConfig, 'hubs' | 'vms' | 'tiers' | 'overCapacity' | 'maxVcpusPerCpu'>
   nowMs: number
+  /**
+   * The RPO and RTO the operator set for a VM (`protect --rpo/--rto`), by VM name: they win over
+   * its tier's, which only fill in what a VM's protection does not say.
+   */
+  objectives?: Record<string, VmObjectives>
+}
+
+export interface VmObjectives {
+  rpoMs?: number
+  rtoMs?: number
 }
 
 export type PlannedStatus = 'fits' | 'hub' | 'over-capacity' | 'unplaced'
@@ -212,11 +222,17 @@ function ownedVms(nodes: PlanNode[]): OwnedVmRow[] {
     .sort((a, b) => order.indexOf(a.host) - order.indexOf(b.host) || a.name.localeCompare(b.name))
 }
 
-function tierOf(config: PlanInput['config'], vm: string) {
-  const v = config.vms[vm]
+function tierOf(input: Pick<PlanInput, 'config' | 'objectives'>, vm: string) {
+  const v = input.config.vms[vm]
   const name = v?.tier ?? 'silver'
-  const t = config.tiers[name] ?? { rpoMs: 60_000, rtoMs: 900_000 }
-  return { tier: name, rpoMs: t.rpoMs, rtoMs: t.rtoMs, priority: v?.priority ?? 100 }
+  const t = input.config.tiers[name] ?? { rpoMs: 60_000, rtoMs: 900_000 }
+  const own = input.objectives?.[vm]
+  return {
+    tier: name,
+    rpoMs: own?.rpoMs ?? t.rpoMs,
+    rtoMs: own?.rtoMs ?? t.rtoMs,
+    priority: v?.priority ?? 100,
+  }
 }
 
 function scenario(
@@ -240,7 +256,7 @@ function scenario(
       memoryBytes: v.memoryBytes,
       diskBytes: 0, // only holders of its newest point are candidates: they hold its disks
       ...(v.cpus ? { cpus: v.cpus } : {}),
-      priority: tierOf(input.config, v.name).priority,
+      priority: tierOf(input, v.name).priority,
       ...(policy?.preferPeers ? { preferPeers: policy.preferPeers } : {}),
       ...(policy?.preferSites ? { preferSites: policy.preferSites } : {}),
       ...(policy?.avoidSites ? { avoidSites: policy.avoidSites } : {}),
@@ -274,7 +290,7 @@ function plannedVm(
   real: PlacementResult,
   forced: PlacementResult,
 ): PlannedVm {
-  const { tier, rpoMs, rtoMs } = tierOf(input.config, v.name)
+  const { tier, rpoMs, rtoMs } = tierOf(input, v.name)
   const p = real.placements.find((x) => x.vm === v.name)
   const f = forced.placements.find((x) => x.vm === v.name)
   const unplaced = real.unplaced.find((x) => x.vm === v.name)
@@ -393,7 +409,7 @@ function atRisk(input: PlanInput, nodes: PlanNode[], owned: OwnedVmRow[]): VmAtR
         .filter((r) => r.vm === v.name && r.lastPoint?.time !== undefined)
         .map((r) => r.lastPoint!.time!),
     )
-    const { tier, rpoMs, rtoMs } = tierOf(input.config, v.name)
+    const { tier, rpoMs, rtoMs } = tierOf(input, v.name)
     out.push({
       vm: v.name,
       owner: v.host,

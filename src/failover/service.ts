@@ -35,6 +35,7 @@ import { networkMapping } from './network-map.js'
 import * as messages from './notify/messages.js'
 import type { Notifier, NotifyLogger } from './notify/notifier.js'
 import { candidateFromState, type PlacementCandidate, placeVms, vmSizeFromState } from './placement.js'
+import type { VmObjectives } from './plan.js'
 import { bootWaves, decideVm, runInBootOrder, type Tier, type Trigger } from './policy.js'
 import { confirmDown, hasQuorum, type Member, type QuorumOutcome } from './quorum.js'
 
@@ -88,6 +89,8 @@ export interface ReplicaSource {
   fenced?(vm: string, owner: string, epoch: number): Promise<void>
   /** Points may be produced only while this node has quorum. */
   setProducing?(allowed: boolean, reason: string): void
+  /** The RPO/RTO the operator set for `vm` with `protect`, as far as this node knows them. */
+  objectives?(vm: string): Promise<VmObjectives | null>
 }
 
 export interface FailoverServiceComponents {
@@ -708,6 +711,8 @@ export class FailoverService {
       this.c.metrics?.failover(vm, opts.mode, 'ok')
       this.c.metrics?.promoted(tookMs / 1000)
       const { tier } = this.tier(vm)
+      // The VM's own protection settings win over its tier's defaults.
+      const own = test ? null : await this.c.replicas.objectives?.(vm).catch(() => null)
       await this.c.notifier.notify(
         test
           ? messages.testFailover(this.reporter(), {
@@ -723,9 +728,9 @@ export class FailoverService {
               epoch: claim!.claim.epoch,
               pointSeq: prep.point.seq,
               dataLossMs,
-              rpoMs: tier.rpoMs,
+              rpoMs: own?.rpoMs ?? tier.rpoMs,
               downtimeMs: Date.now() - (opts.failedAtMs ?? t0),
-              rtoMs: tier.rtoMs,
+              rtoMs: own?.rtoMs ?? tier.rtoMs,
             }),
       )
       return {

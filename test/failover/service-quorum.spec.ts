@@ -1,6 +1,7 @@
 // The isolated-node rule inside FailoverService: which peers count as reachable sites. A peer that
 // is merely suspect (a missed ping or two: a busy peer, a loaded machine) still counts; only one
 // this node sees down (silent past downAfterMs) or disconnected takes its site's vote away.
+// Also: the RPO/RTO a failover notification reports are the VM's own (protect), not its tier's.
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   EpochCoordinator,
@@ -10,7 +11,7 @@ import {
   type ReplicaSource,
 } from '../../src/failover/index.js'
 import type { PeerLiveness } from '../../src/mesh/index.js'
-import { FakeHypervisor, FakeNet, RecordingChannel } from './helpers.js'
+import { FakeHypervisor, FakeNet, RecordingChannel, vmInfo } from './helpers.js'
 
 interface Peer {
   peerId: string
@@ -25,7 +26,7 @@ afterEach(async () => {
   await Promise.all(services.splice(0).map((s) => s.stop()))
 })
 
-function nodeA(peers: Peer[]) {
+function nodeA(peers: Peer[], objectives?: ReplicaSource['objectives']) {
   const net = new FakeNet()
   net.sites.set('a1', 'A')
   const channel = new RecordingChannel()
@@ -49,9 +50,12 @@ function nodeA(peers: Peer[]) {
   coordinator.start()
   const replicas: ReplicaSource = {
     releaseTest: async () => {},
-    prepare: async () => {
-      throw new Error('not in this test')
-    },
+    prepare: async (vm) => ({
+      config: vmInfo(vm, '10.1.0.20/24'),
+      diskPaths: [`/r/${vm}.vhdx`],
+      point: { seq: 9, time: Date.now() - 1500 },
+    }),
+    objectives,
     setProducing: (allowed) => void producing.push(allowed),
     finalSync: async () => {
       throw new Error('not in this test')
@@ -126,5 +130,20 @@ describe('FailoverService quorum of reachable sites', () => {
     const n = channel.got.find((x) => x.kind === 'quorum-lost')!
     expect(JSON.stringify(n)).toContain('no VMs run here')
     expect(JSON.stringify(n)).not.toContain('for none')
+  })
+})
+
+describe('FailoverService objectives', () => {
+  it('a failover notification gives the RPO/RTO set with protect, not the tier’s', async () => {
+    const { service, channel } = nodeA([], async (vm) =>
+      vm === 'web1' ? { rpoMs: 5000, rtoMs: 60_000 } : null,
+    )
+    await service.tick()
+    await service.promote('web1', { mode: 'manual' })
+    await until('failover notification', () => channel.got.some((n) => n.kind === 'failover-completed'))
+    const n = JSON.stringify(channel.got.find((x) => x.kind === 'failover-completed'))
+    expect(n).toMatch(/RPO 5(\.0)? s\)/)
+    expect(n).toMatch(/RTO 60(\.0)? s\)|RTO 1 min/)
+    expect(n).not.toMatch(/RPO 60|RPO 1 min|RTO 120/)
   })
 })

@@ -26,6 +26,7 @@ import {
 } from '../../failover/index.js'
 import type { NodeComponents } from './components.js'
 import { nodeSnapshot } from './metrics.js'
+import { vmObjectives } from './plan.js'
 
 /** The service methods the routes use (a FailoverService, or a stand-in in tests). */
 export type FailoverApi = Pick<
@@ -97,6 +98,8 @@ function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
     setProducing: (allowed, reason) => components.replication?.setProducing(allowed, reason),
     finalSync: (vm, options) => r().finalSync(vm, options),
     resume: async (vm) => components.replication?.resumeProtection(vm),
+    objectives: async (vm) =>
+      (await vmObjectives(components as Parameters<typeof vmObjectives>[0]))[vm] ?? null,
   }
 }
 

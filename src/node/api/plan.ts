@@ -6,7 +6,12 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { type CapacityPlan, parseFailoverConfig, planCapacity } from '../../failover/index.js'
+import {
+  type CapacityPlan,
+  parseFailoverConfig,
+  planCapacity,
+  type VmObjectives,
+} from '../../failover/index.js'
 import type { NodeComponents } from './components.js'
 
 /** The plan as the API returns it: the planner's report and who made it. */
@@ -27,6 +32,34 @@ async function failoverSettings(dir: string): Promise<unknown> {
   }
 }
 
+/** What the plan reads of the replication service the daemon composed (when it runs). */
+interface ProtectionReader {
+  protection(vm: string): { protection: { rpoSeconds: number; rtoSeconds: number } }
+}
+
+/**
+ * The RPO and RTO operators set with `protect` for the VMs this node knows of: `status` rows give
+ * the RPO of VMs protected here and of replicas held here; a VM protected here also has its RTO.
+ */
+export async function vmObjectives(
+  components: NodeComponents & { replication?: ProtectionReader },
+): Promise<Record<string, VmObjectives>> {
+  const out: Record<string, VmObjectives> = {}
+  for (const row of await components.vmStatus().catch(() => [])) {
+    if (row.rpoSeconds === null) continue
+    const o = out[row.name] ?? {}
+    out[row.name] = o
+    // The owner's own protection wins over a replica's copy of it.
+    if (o.rpoMs === undefined || row.role === 'primary') o.rpoMs = row.rpoSeconds * 1000
+    if (row.role !== 'primary') continue
+    try {
+      o.rtoMs = components.replication?.protection(row.name).protection.rtoSeconds
+      if (o.rtoMs !== undefined) o.rtoMs *= 1000
+    } catch {} // not protected from here (a fenced copy)
+  }
+  return out
+}
+
 export async function planRoutes(app: FastifyInstance, components: NodeComponents): Promise<void> {
   app.get('/plan', async (): Promise<PlanReply> => {
     const config = parseFailoverConfig(await failoverSettings(components.dir))
@@ -35,7 +68,13 @@ export async function planRoutes(app: FastifyInstance, components: NodeComponent
       .peers()
       .filter((p) => p.state === 'down')
       .map((p) => p.peerId)
-    const plan = planCapacity({ nodes: mesh.nodeStates(), downPeers, config, nowMs: Date.now() })
+    const plan = planCapacity({
+      nodes: mesh.nodeStates(),
+      downPeers,
+      config,
+      nowMs: Date.now(),
+      objectives: await vmObjectives(components),
+    })
     return { peerId: mesh.peerId, site: mesh.site, downPeers, ...plan }
   })
 }
