@@ -6,6 +6,7 @@
 // daemon and the lab guests it forks) is stopped by its id. Every wait has a deadline.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { open, readFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { callDaemon } from './client.js'
@@ -201,6 +202,36 @@ export interface BuildMeshOptions {
   onEvent?: (event: { type: 'created' | 'joined' | 'started' | 'formed'; node?: LabNode }) => void
 }
 
+const LAB_PORT_MIN = 20_000
+
+async function portFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer()
+    server.once('error', () => resolve(false))
+    server.listen(port, host, () => server.close(() => resolve(true)))
+  })
+}
+
+/**
+ * A listen address for a lab or test node with a concrete port BELOW the kernel's ephemeral range.
+ * `init --listen …/tcp/0` picks a free port at init and the daemon binds it only at start; with a
+ * port from the ephemeral range, any outgoing connection or tcp/0 listener of another process on
+ * this machine could take it in between ("Some configured addresses failed to be listened on").
+ * Below that range only explicit binds compete, and the port is drawn at random and probed.
+ * `probeHost`: where to probe (a host not local to this process, e.g. in a network namespace,
+ * is probed on 127.0.0.1).
+ */
+export async function labListenAddress(host = '127.0.0.1', probeHost = host): Promise<string> {
+  const range = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768')
+  const ephemeralLow = Number(range.trim().split(/\s+/)[0]) || 32_768
+  const high = Math.max(LAB_PORT_MIN + 1000, Math.min(ephemeralLow, 65_536))
+  for (let i = 0; i < 100; i++) {
+    const port = LAB_PORT_MIN + Math.floor(Math.random() * (high - LAB_PORT_MIN))
+    if (await portFree(probeHost, port)) return `/ip4/${host}/tcp/${port}`
+  }
+  throw new LabError(`no free port below ${high} on ${probeHost}`)
+}
+
 /**
  * Forms a mesh of `nodes` (folders not yet initialised): nodes[0] creates it and starts, every
  * other node joins with a one-time token from it, then they all start; resolves once every node
@@ -208,10 +239,13 @@ export interface BuildMeshOptions {
  */
 export async function buildLabMesh(nodes: LabNode[], options: BuildMeshOptions): Promise<void> {
   const { env, bin } = options
-  const listen = '/ip4/127.0.0.1/tcp/0'
   const [first, ...rest] = nodes
   const start = { bin, detach: options.detach }
-  await runCli(['mesh', 'create', '--dir', first.dir, '--site', first.site, '--listen', listen], env, bin)
+  await runCli(
+    ['mesh', 'create', '--dir', first.dir, '--site', first.site, '--listen', await labListenAddress()],
+    env,
+    bin,
+  )
   options.onEvent?.({ type: 'created', node: first })
   await options.beforeStart?.(first)
   const envOf = options.envOf ?? (() => env)
@@ -223,7 +257,11 @@ export async function buildLabMesh(nodes: LabNode[], options: BuildMeshOptions):
       .trim()
       .split('\n')
       .at(-1)!
-    await runCli(['init', '--dir', n.dir, '--site', n.site, '--join', token, '--listen', listen], env, bin)
+    await runCli(
+      ['init', '--dir', n.dir, '--site', n.site, '--join', token, '--listen', await labListenAddress()],
+      env,
+      bin,
+    )
     options.onEvent?.({ type: 'joined', node: n })
     await options.beforeStart?.(n)
   }

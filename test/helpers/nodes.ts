@@ -10,6 +10,8 @@ import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
+import { labListenAddress } from '../../src/node/lab-mesh.js'
+
 const CHECKOUT = resolve(import.meta.dirname, '..', '..')
 export const BIN = join(CHECKOUT, 'bin', 'replimesh.js')
 
@@ -348,7 +350,9 @@ export async function createTestMesh(
   options: { env?: NodeJS.ProcessEnv; root?: string; placement?: NodePlacement } = {},
 ): Promise<TestMesh> {
   const placement = options.placement
-  const listen = (site: string) => `/ip4/${placement?.listenHost(site) ?? '127.0.0.1'}/tcp/0`
+  // A concrete port below the ephemeral range, not tcp/0: init picks the port and start binds it
+  // later, and an ephemeral port could be taken by another process in between (labListenAddress).
+  const listen = (site: string) => labListenAddress(placement?.listenHost(site) ?? '127.0.0.1', '127.0.0.1')
   const prefix = (site: string) => placement?.prefix(site) ?? []
   const testNode = (name: string, dir: string, site: string) =>
     new TestNode(name, dir, site, env, bin, {
@@ -376,7 +380,7 @@ export async function createTestMesh(
       const dir = join(root, name)
       const token = await mesh.token()
       const r = await runCli(
-        ['init', '--dir', dir, '--site', site, '--join', token, '--listen', listen(site)],
+        ['init', '--dir', dir, '--site', site, '--join', token, '--listen', await listen(site)],
         {
           env,
           bin,
@@ -399,7 +403,7 @@ export async function createTestMesh(
   try {
     const firstDir = join(root, 'n0')
     const r = await runCli(
-      ['mesh', 'create', '--dir', firstDir, '--site', sites[0], '--listen', listen(sites[0])],
+      ['mesh', 'create', '--dir', firstDir, '--site', sites[0], '--listen', await listen(sites[0])],
       {
         env,
         bin,
