@@ -14,7 +14,7 @@ import {
 } from '../chunkstore/index.js'
 import type { DuplexByteStream } from '../mesh/index.js'
 import { MessageChannel } from './channel.js'
-import { ACK_BATCH_BYTES, ACK_BATCH_IDS, MAX_IDS_PER_FRAME } from './constants.js'
+import { ACK_BATCH_BYTES, ACK_BATCH_IDS, MAX_IDS_PER_FRAME, STORE_BATCH_CHUNKS } from './constants.js'
 import { rebuildChunk } from './delta.js'
 import { ChunkHashMismatchError, FrameError, PointSignatureError } from './errors.js'
 import type { ChunkId } from './ids.js'
@@ -37,6 +37,8 @@ import {
   verifyPointHeader,
 } from './point-signature.js'
 import { buildManifest, findPoint, hashHex, readManifestIds } from './replica-store.js'
+import { serveFetch } from './restore-pull.js'
+import type { SeedPuller } from './seed-pull.js'
 import type { ReplicationLogger } from './session.js'
 
 /** Received bytes after which the store is flushed, so a restarted seed resumes from them. */
@@ -59,6 +61,8 @@ export interface ReceiverComponents {
   refuses?(vm: string): string | null
   /** Highest epoch this node knows for `vm` apart from its points (claims learned). */
   epochFloor?(vm: string): Promise<number>
+  /** Seeds from several peers at once: lacking chunks are pulled from holders first (seed-pull.ts). */
+  seedPull?: SeedPuller
   /**
    * Public keys of current mesh members: every point must be signed by its declared source, a
    * member, over exactly what is committed (point-signature.ts). The service always sets it;
@@ -96,7 +100,22 @@ export class PointReceiver {
         const m = await ch.next()
         if (m === null) break
         if (flushFailure) throw flushFailure
-        const stored = await this.onChunksMessage(m, ch, lease, ctx.peerId)
+        let stored = 0
+        if (m.type === 'chunk') {
+          // Chunk frames already received are verified and stored together (one index lookup).
+          const batch = [m]
+          let after: ChunksMessage | null = null
+          while (ch.hasBuffered && batch.length < STORE_BATCH_CHUNKS) {
+            const n = await ch.next()
+            if (n?.type === 'chunk') batch.push(n)
+            else {
+              after = n
+              break
+            }
+          }
+          stored += await this.storeChunks(batch, ch, lease, ctx.peerId)
+          if (after) stored += await this.onChunksMessage(after, ch, lease, ctx.peerId)
+        } else stored = await this.onChunksMessage(m, ch, lease, ctx.peerId)
         unflushed += stored
         unacked += stored
         // Stored ids are acknowledged in batches: once the frames already received are handled,
@@ -141,7 +160,10 @@ export class PointReceiver {
     const store = this.c.store
     switch (m.type) {
       case 'query': {
-        const missing = new Set(await store.has(m.ids))
+        let lacking = await store.has(m.ids)
+        if (lacking.length > 0 && this.c.seedPull)
+          lacking = await this.c.seedPull.beforeLack(peer, lacking, lease)
+        const missing = new Set(lacking)
         await ch.send({ type: 'lack', req: m.req, lacking: m.ids.map((id) => missing.has(id)) })
         return 0
       }
@@ -208,6 +230,36 @@ export class PointReceiver {
     return bytes.length
   }
 
+  /** Stores chunk frames (store() for several, with one index lookup); returns the bytes stored. */
+  private async storeChunks(
+    batch: Array<Extract<ChunksMessage, { type: 'chunk' }>>,
+    ch: MessageChannel<ChunksMessage>,
+    lease: ChunkLease,
+    peer: string,
+  ): Promise<number> {
+    // The bytes are these frames' own (nothing reuses them): the store keeps them without a copy.
+    const results = await this.c.store.putChunks(
+      batch.map((m) => ({ hex: m.id, bytes: m.bytes })),
+      lease,
+      { owned: true },
+    )
+    let bytes = 0
+    for (const [i, result] of results.entries()) {
+      const { id, bytes: data } = batch[i]
+      if (result instanceof StoreHashMismatchError) {
+        await this.reject(id, ch, peer, result.message)
+        continue
+      }
+      this.stats.chunksStored++
+      this.stats.bytesStored += data.length
+      bytes += data.length
+      const acks = this.acks.get(ch)
+      if (acks) acks.push(id)
+      else await ch.send({ type: 'stored', ids: [id] })
+    }
+    return bytes
+  }
+
   private async reject(
     id: ChunkId,
     ch: MessageChannel<ChunksMessage>,
@@ -234,6 +286,7 @@ export class PointReceiver {
         const refusal = this.c.refuses?.(m.vm)
         if (refusal) throw new FrameError(`points of ${m.vm} refused: ${refusal}`, 'points', ctx.peerId)
         const last = await this.c.store.lastPoint(m.vm)
+        if (!last) this.c.seedPull?.begin(ctx.peerId, m.vm)
         await ch.send({
           type: 'state',
           vm: m.vm,
@@ -245,6 +298,8 @@ export class PointReceiver {
             virtualSize: d.virtualSize,
           })),
         })
+      } else if (m.type === 'fetch') {
+        await serveFetch(this.c.store, ch, m)
       } else if (m.type === 'point') {
         const entries = await collectManifests(ch, m.point)
         const verdict = await this.commit(m.point, entries, ctx.peerId)
