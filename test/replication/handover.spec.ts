@@ -3,57 +3,17 @@
 // hypervisor side of a promotion does). Checks the replication half of failover: fencing on the
 // wire, promotion, the fenced owner's resync by delta, final sync.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
 import { openDisk } from '../../src/hyperv/index.js'
 import { ReplicationService } from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork } from './helpers/memory-network.js'
+import { TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 const CHUNK = 256 * 1024
 
-interface Node {
-  name: string
-  store: ChunkStore
-  service: ReplicationService
-  dir: string
-}
+let t: TestNodes
 
-let root: string
-let net: MemoryNetwork
-let nodes: Node[]
-let hv: FakeHypervisor
-
-async function makeNode(name: string, site: string): Promise<Node> {
-  const dir = join(root, name)
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const quiet = { info() {}, warn() {} }
-  const service = new ReplicationService({
-    dir,
-    mesh: net.node(name, site),
-    store,
-    hypervisor: hv.asHypervisor(),
-    logger: quiet,
-  })
-  await service.start()
-  const n = { name, store, service, dir }
-  nodes.push(n)
-  return n
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+const makeNode = (name: string, site: string) => t.node(name, { site, hypervisor: true })
 
 async function diskBytes(path: string, offset: number, length: number): Promise<Buffer> {
   const d = await openDisk(path)
@@ -67,26 +27,17 @@ async function diskBytes(path: string, offset: number, length: number): Promise<
 }
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-handover-'))
-  net = new MemoryNetwork()
-  nodes = []
-  hv = new FakeHypervisor(root)
+  t = await TestNodes.create('replimesh-handover-')
 })
 
-afterEach(async () => {
-  for (const n of nodes) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => t.close())
 
 describe('hand-over (in process)', () => {
   it('a replica refuses points of an epoch older than one it learned', async () => {
     const a = await makeNode('A', 's1')
     const b = await makeNode('B', 's2')
-    await hv.createVm('web', [4 * MiB])
-    await hv.write('web', 0, 0, randomBytes(MiB))
+    await t.hv.createVm('web', [4 * MiB])
+    await t.hv.write('web', 0, 0, randomBytes(MiB))
     await a.service.protect({
       vm: 'web',
       rpoSeconds: 1,
@@ -102,7 +53,7 @@ describe('hand-over (in process)', () => {
 
     await b.service.learnEpoch('web', 3, 'C')
     const held = (await b.store.lastPoint('web'))?.seq
-    await hv.write('web', 0, 2 * MiB, randomBytes(4096))
+    await t.hv.write('web', 0, 2 * MiB, randomBytes(4096))
     await until('A to be refused', async () =>
       /epoch 0, but web is at epoch 3/.test(a.service.protection('web').targets[0]?.lastError ?? ''),
     )
@@ -117,9 +68,9 @@ describe('hand-over (in process)', () => {
   it('promotes a replica, fences the old owner, resyncs it by delta, and syncs a final point', async () => {
     const a = await makeNode('A', 's1')
     const b = await makeNode('B', 's2')
-    const info = await hv.createVm('web', [8 * MiB])
+    const info = await t.hv.createVm('web', [8 * MiB])
     const data = randomBytes(6 * MiB)
-    await hv.write('web', 0, 0, data)
+    await t.hv.write('web', 0, 0, data)
     await a.service.protect({
       vm: 'web',
       rpoSeconds: 1,
@@ -134,7 +85,7 @@ describe('hand-over (in process)', () => {
 
     // A dies.
     await a.service.stop()
-    const aMesh = net.nodes.get('A')
+    const aMesh = t.net.nodes.get('A')
     if (aMesh) aMesh.down = true
 
     // Promotion on B: the replica disks equal the newest point and are held (no more applies).
@@ -158,9 +109,9 @@ describe('hand-over (in process)', () => {
     // A comes back (a new process on its folder): it still protects web, so it takes no points.
     a.service = new ReplicationService({
       dir: a.dir,
-      mesh: net.node('A', 's1'),
+      mesh: t.net.node('A', 's1'),
       store: a.store,
-      hypervisor: hv.asHypervisor(),
+      hypervisor: t.hv.asHypervisor(),
       logger: { info() {}, warn() {} },
     })
     await a.service.start()
@@ -171,7 +122,7 @@ describe('hand-over (in process)', () => {
 
     // The VM changed a little on B since the split; A learns B's claim and becomes its replica.
     const change = randomBytes(8192)
-    await hv.write('web', 0, 3 * MiB + 4096, change)
+    await t.hv.write('web', 0, 3 * MiB + 4096, change)
     info.state = 'stopped' // A's copy is fenced: stopped, its disks the baseline
     await a.service.becomeReplica('web', 'B', 1)
     info.state = 'running'
@@ -209,7 +160,7 @@ describe('hand-over (in process)', () => {
 
     // Planned failover back: a last write, then the final point is committed on A.
     const last = randomBytes(4096)
-    await hv.write('web', 0, 5 * MiB, last)
+    await t.hv.write('web', 0, 5 * MiB, last)
     const final = await b.service.finalSync('web', { to: 'A' })
     expect((await a.store.lastPoint('web'))?.seq).toBe(final.seq)
     const prepA = await a.service.prepareReplica('web')
