@@ -2,68 +2,28 @@
 // record and the replica disk apply): nothing writes to the node's folder or store once stop()
 // returned, and no apply starts afterwards.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { stat } from 'node:fs/promises'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import type { RecoveryPoint } from '../../src/chunkstore/index.js'
-import { type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
-import { ReplicationService } from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork } from './helpers/memory-network.js'
+import { TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 
-let root: string
-let net: MemoryNetwork
-let hv: FakeHypervisor
-const open: Array<{ service: ReplicationService; store: ChunkStore }> = []
+let t: TestNodes
 
-async function makeNode(name: string, site: string) {
-  const dir = join(root, name)
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const service = new ReplicationService({
-    dir,
-    mesh: net.node(name, site),
-    store,
-    hypervisor: hv.asHypervisor(),
-    logger: { info() {}, warn() {} },
-  })
-  await service.start()
-  const n = { service, store, dir }
-  open.push(n)
-  return n
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+const makeNode = (name: string, site: string) => t.node(name, { site, hypervisor: true })
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-stop-'))
-  net = new MemoryNetwork()
-  hv = new FakeHypervisor(root)
+  t = await TestNodes.create('replimesh-stop-')
 })
 
-afterEach(async () => {
-  for (const n of open.splice(0)) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => t.close())
 
 it('stop() returns only after the replica apply of a committed point is done, and starts none after', async () => {
   const a = await makeNode('A', 's1')
   const b = await makeNode('B', 's2')
-  await hv.createVm('web', [8 * MiB])
-  await hv.write('web', 0, 0, randomBytes(4 * MiB))
+  await t.hv.createVm('web', [8 * MiB])
+  await t.hv.write('web', 0, 0, randomBytes(4 * MiB))
 
   // Hold B's after-commit work at the apply until released.
   let release!: () => void
