@@ -11,9 +11,9 @@ import { TestNodes, until } from './helpers/nodes.js'
 const MiB = 1024 * 1024
 const CHUNK = 256 * 1024
 
-let t: TestNodes
+let cluster: TestNodes
 
-const makeNode = (name: string, site: string) => t.node(name, { site, hypervisor: true })
+const makeNode = (name: string, site: string) => cluster.node(name, { site, hypervisor: true })
 
 async function diskBytes(path: string, offset: number, length: number): Promise<Buffer> {
   const d = await openDisk(path)
@@ -27,17 +27,17 @@ async function diskBytes(path: string, offset: number, length: number): Promise<
 }
 
 beforeEach(async () => {
-  t = await TestNodes.create('replimesh-handover-')
+  cluster = await TestNodes.create('replimesh-handover-')
 })
 
-afterEach(() => t.close())
+afterEach(() => cluster.close())
 
 describe('hand-over (in process)', () => {
   it('a replica refuses points of an epoch older than one it learned', async () => {
     const a = await makeNode('A', 's1')
     const b = await makeNode('B', 's2')
-    await t.hv.createVm('web', [4 * MiB])
-    await t.hv.write('web', 0, 0, randomBytes(MiB))
+    await cluster.hv.createVm('web', [4 * MiB])
+    await cluster.hv.write('web', 0, 0, randomBytes(MiB))
     await a.service.protect({
       vm: 'web',
       rpoSeconds: 1,
@@ -53,7 +53,7 @@ describe('hand-over (in process)', () => {
 
     await b.service.learnEpoch('web', 3, 'C')
     const held = (await b.store.lastPoint('web'))?.seq
-    await t.hv.write('web', 0, 2 * MiB, randomBytes(4096))
+    await cluster.hv.write('web', 0, 2 * MiB, randomBytes(4096))
     await until('A to be refused', async () =>
       /epoch 0, but web is at epoch 3/.test(a.service.protection('web').targets[0]?.lastError ?? ''),
     )
@@ -68,9 +68,9 @@ describe('hand-over (in process)', () => {
   it('promotes a replica, fences the old owner, resyncs it by delta, and syncs a final point', async () => {
     const a = await makeNode('A', 's1')
     const b = await makeNode('B', 's2')
-    const info = await t.hv.createVm('web', [8 * MiB])
+    const info = await cluster.hv.createVm('web', [8 * MiB])
     const data = randomBytes(6 * MiB)
-    await t.hv.write('web', 0, 0, data)
+    await cluster.hv.write('web', 0, 0, data)
     await a.service.protect({
       vm: 'web',
       rpoSeconds: 1,
@@ -85,7 +85,7 @@ describe('hand-over (in process)', () => {
 
     // A dies.
     await a.service.stop()
-    const aMesh = t.net.nodes.get('A')
+    const aMesh = cluster.net.nodes.get('A')
     if (aMesh) aMesh.down = true
 
     // Promotion on B: the replica disks equal the newest point and are held (no more applies).
@@ -109,9 +109,9 @@ describe('hand-over (in process)', () => {
     // A comes back (a new process on its folder): it still protects web, so it takes no points.
     a.service = new ReplicationService({
       dir: a.dir,
-      mesh: t.net.node('A', 's1'),
+      mesh: cluster.net.node('A', 's1'),
       store: a.store,
-      hypervisor: t.hv.asHypervisor(),
+      hypervisor: cluster.hv.asHypervisor(),
       logger: { info() {}, warn() {} },
     })
     await a.service.start()
@@ -122,7 +122,7 @@ describe('hand-over (in process)', () => {
 
     // The VM changed a little on B since the split; A learns B's claim and becomes its replica.
     const change = randomBytes(8192)
-    await t.hv.write('web', 0, 3 * MiB + 4096, change)
+    await cluster.hv.write('web', 0, 3 * MiB + 4096, change)
     info.state = 'stopped' // A's copy is fenced: stopped, its disks the baseline
     await a.service.becomeReplica('web', 'B', 1)
     info.state = 'running'
@@ -160,7 +160,7 @@ describe('hand-over (in process)', () => {
 
     // Planned failover back: a last write, then the final point is committed on A.
     const last = randomBytes(4096)
-    await t.hv.write('web', 0, 5 * MiB, last)
+    await cluster.hv.write('web', 0, 5 * MiB, last)
     const final = await b.service.finalSync('web', { to: 'A' })
     expect((await a.store.lastPoint('web'))?.seq).toBe(final.seq)
     const prepA = await a.service.prepareReplica('web')

@@ -1,68 +1,19 @@
 // The replication engine in one process: real chunk stores on disk, a fake hypervisor over raw
 // files, an in-memory network. Chain, fan-out, policy, deltas, dedup, corruption, replica disks.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
 import { openDisk } from '../../src/hyperv/index.js'
 import { ReplicationService } from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork, type MemoryNode } from './helpers/memory-network.js'
+import { type TestNode, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 
-interface TestNode {
-  name: string
-  mesh: MemoryNode
-  store: ChunkStore
-  service: ReplicationService
-  logs: Array<{ obj: Record<string, unknown>; msg?: string }>
-  dir: string
-}
+let cluster: TestNodes
 
-let root: string
-let net: MemoryNetwork
-let nodes: TestNode[]
-let hv: FakeHypervisor
-
-async function makeNode(name: string, site: string, withHv: boolean, corruptChunks = 0): Promise<TestNode> {
-  const dir = join(root, name)
-  const mesh = net.node(name, site)
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const logs: TestNode['logs'] = []
-  const logger = {
-    info: (obj: object, msg?: string) => logs.push({ obj: obj as Record<string, unknown>, msg }),
-    warn: (obj: object, msg?: string) => logs.push({ obj: obj as Record<string, unknown>, msg }),
-  }
-  const service = new ReplicationService({
-    dir,
-    mesh,
-    store,
-    hypervisor: withHv ? hv.asHypervisor() : null,
-    logger,
-    corruptChunks,
-  })
-  await service.start()
-  const n = { name, mesh, store, service, logs, dir }
-  nodes.push(n)
-  return n
-}
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+const makeNode = (name: string, site: string, withHv: boolean, corruptChunks = 0) =>
+  cluster.node(name, { site, hypervisor: withHv, corruptChunks })
 
 async function restoredBytes(
   n: TestNode,
@@ -82,28 +33,19 @@ async function restoredBytes(
 }
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-repl-'))
-  net = new MemoryNetwork()
-  nodes = []
-  hv = new FakeHypervisor(root)
+  cluster = await TestNodes.create('replimesh-repl-')
 })
 
-afterEach(async () => {
-  for (const n of nodes) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
 describe('replication pipeline (in process)', () => {
   it('chain A→B→C: seeds, then a 4 KiB write reaches B and C as a delta within the RPO', async () => {
     const a = await makeNode('A', 's1', true)
     const b = await makeNode('B', 's2', false)
     const c = await makeNode('C', 's3', false)
-    await hv.createVm('web', [16 * MiB])
+    await cluster.hv.createVm('web', [16 * MiB])
     const seed = randomBytes(3 * MiB)
-    await hv.write('web', 0, 1 * MiB, seed)
+    await cluster.hv.write('web', 0, 1 * MiB, seed)
     const p = await a.service.protect({
       vm: 'web',
       rpoSeconds: 2,
@@ -118,7 +60,7 @@ describe('replication pipeline (in process)', () => {
 
     const write = randomBytes(4096)
     const t0 = Date.now()
-    await hv.write('web', 0, 9 * MiB + 8192, write)
+    await cluster.hv.write('web', 0, 9 * MiB + 8192, write)
     for (const n of [b, c]) {
       await until(`write on ${n.name}`, async () => {
         const last = await n.store.lastPoint('web')
@@ -162,8 +104,8 @@ describe('replication pipeline (in process)', () => {
     await makeNode('A2', 's1', false)
     const b = await makeNode('B', 's2', false)
     const c = await makeNode('C', 's3', false)
-    await hv.createVm('db', [8 * MiB])
-    await hv.write('db', 0, 0, randomBytes(8 * MiB))
+    await cluster.hv.createVm('db', [8 * MiB])
+    await cluster.hv.write('db', 0, 0, randomBytes(8 * MiB))
     const p = await a.service.protect({
       vm: 'db',
       rpoSeconds: 5,
@@ -177,7 +119,8 @@ describe('replication pipeline (in process)', () => {
       await until(`seed on ${n.name}`, async () => (await n.store.lastPoint('db')) ?? null)
     const before = a.service.protection('db').targets.map((t) => t.wireBytes)
     const seqBefore = (await b.store.lastPoint('db'))?.seq ?? 0
-    for (let i = 0; i < 20; i++) await hv.write('db', 0, i * 397 * 1024 + 4096 * (i % 3), randomBytes(4096))
+    for (let i = 0; i < 20; i++)
+      await cluster.hv.write('db', 0, i * 397 * 1024 + 4096 * (i % 3), randomBytes(4096))
     await until('writes on B and C', async () => {
       const t = a.service.protection('db').targets
       return t.every((x) => (x.seq ?? 0) > seqBefore) && t
@@ -196,9 +139,9 @@ describe('replication pipeline (in process)', () => {
   it('with 64 KiB change tracking, a 4 KiB write still costs about 4 KiB on the wire (block fingerprints)', async () => {
     const a = await makeNode('A', 's1', true)
     const b = await makeNode('B', 's2', false)
-    hv.trackingBlockBytes = 64 * 1024
-    await hv.createVm('files', [8 * MiB])
-    await hv.write('files', 0, 0, randomBytes(8 * MiB))
+    cluster.hv.trackingBlockBytes = 64 * 1024
+    await cluster.hv.createVm('files', [8 * MiB])
+    await cluster.hv.write('files', 0, 0, randomBytes(8 * MiB))
     await a.service.protect({
       vm: 'files',
       rpoSeconds: 60,
@@ -214,7 +157,7 @@ describe('replication pipeline (in process)', () => {
       i * 800 * 1024 + 8192,
       randomBytes(4096),
     ])
-    for (const [offset, data] of writes) await hv.write('files', 0, offset, data)
+    for (const [offset, data] of writes) await cluster.hv.write('files', 0, offset, data)
     await until(
       'writes committed',
       async () =>
@@ -230,9 +173,9 @@ describe('replication pipeline (in process)', () => {
   it('a corrupted chunk is rejected by hash, sent again, and the sender is named in the log', async () => {
     const a = await makeNode('A', 's1', true, 2)
     const b = await makeNode('B', 's2', false)
-    await hv.createVm('app', [4 * MiB])
+    await cluster.hv.createVm('app', [4 * MiB])
     const data = randomBytes(4 * MiB)
-    await hv.write('app', 0, 0, data)
+    await cluster.hv.write('app', 0, 0, data)
     await a.service.protect({
       vm: 'app',
       rpoSeconds: 5,
@@ -260,8 +203,8 @@ describe('replication pipeline (in process)', () => {
     const b = await makeNode('B', 's2', false)
     const data = randomBytes(6 * MiB)
     for (const vm of ['one', 'two']) {
-      await hv.createVm(vm, [8 * MiB])
-      await hv.write(vm, 0, 0, data)
+      await cluster.hv.createVm(vm, [8 * MiB])
+      await cluster.hv.write(vm, 0, 0, data)
     }
     await a.service.protect({
       vm: 'one',
@@ -291,8 +234,8 @@ describe('replication pipeline (in process)', () => {
   it('protection survives a restart of the source and continues incrementally', async () => {
     const a = await makeNode('A', 's1', true)
     const b = await makeNode('B', 's2', false)
-    await hv.createVm('web', [8 * MiB])
-    await hv.write('web', 0, 0, randomBytes(8 * MiB))
+    await cluster.hv.createVm('web', [8 * MiB])
+    await cluster.hv.write('web', 0, 0, randomBytes(8 * MiB))
     await a.service.protect({
       vm: 'web',
       rpoSeconds: 5,
@@ -307,19 +250,21 @@ describe('replication pipeline (in process)', () => {
       dir: a.dir,
       mesh: a.mesh,
       store: a.store,
-      hypervisor: hv.asHypervisor(),
+      hypervisor: cluster.hv.asHypervisor(),
       logger:
         a.service === undefined
           ? { info() {}, warn() {} }
           : {
-              info: (o: object, m?: string) => a.logs.push({ obj: o as Record<string, unknown>, msg: m }),
-              warn: (o: object, m?: string) => a.logs.push({ obj: o as Record<string, unknown>, msg: m }),
+              info: (o: object, m?: string) =>
+                a.logs.push({ level: 'info', obj: o as Record<string, unknown>, msg: m }),
+              warn: (o: object, m?: string) =>
+                a.logs.push({ level: 'warn', obj: o as Record<string, unknown>, msg: m }),
             },
     })
     a.service = restarted
     await restarted.start()
     const w = randomBytes(4096)
-    await hv.write('web', 0, 4 * MiB, w)
+    await cluster.hv.write('web', 0, 4 * MiB, w)
     const t0 = Date.now()
     await until('write after restart', async () => {
       const last = await b.store.lastPoint('web')

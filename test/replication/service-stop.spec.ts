@@ -9,21 +9,21 @@ import { TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 
-let t: TestNodes
+let cluster: TestNodes
 
-const makeNode = (name: string, site: string) => t.node(name, { site, hypervisor: true })
+const makeNode = (name: string, site: string) => cluster.node(name, { site, hypervisor: true })
 
 beforeEach(async () => {
-  t = await TestNodes.create('replimesh-stop-')
+  cluster = await TestNodes.create('replimesh-stop-')
 })
 
-afterEach(() => t.close())
+afterEach(() => cluster.close())
 
 it('stop() returns only after the replica apply of a committed point is done, and starts none after', async () => {
   const a = await makeNode('A', 's1')
   const b = await makeNode('B', 's2')
-  await t.hv.createVm('web', [8 * MiB])
-  await t.hv.write('web', 0, 0, randomBytes(4 * MiB))
+  await cluster.hv.createVm('web', [8 * MiB])
+  await cluster.hv.write('web', 0, 0, randomBytes(4 * MiB))
 
   // Hold B's after-commit work at the apply until released.
   let release!: () => void
