@@ -44,6 +44,7 @@ export * from './placement.js'
 export * from './plan.js'
 export * from './policy.js'
 export * from './quorum.js'
+export { RpoWatch, type RpoWatchComponents, type TargetLag } from './rpo-watch.js'
 export {
   type FailoverMeshView,
   type FailoverOutcome,

@@ -38,6 +38,7 @@ import { candidateFromState, type PlacementCandidate, placeVms, vmSizeFromState 
 import type { VmObjectives } from './plan.js'
 import { bootWaves, decideVm, runInBootOrder, type Tier, type Trigger } from './policy.js'
 import { confirmDown, hasQuorum, type Member, type QuorumOutcome } from './quorum.js'
+import { RpoWatch, type TargetLag } from './rpo-watch.js'
 
 export interface FailoverMeshView {
   readonly peerId: string
@@ -91,6 +92,8 @@ export interface ReplicaSource {
   setProducing?(allowed: boolean, reason: string): void
   /** The RPO/RTO the operator set for `vm` with `protect`, as far as this node knows them. */
   objectives?(vm: string): Promise<VmObjectives | null>
+  /** Per VM protected from here and target: its lag and RPO now (the RPO alarm reads it each tick). */
+  targetLags?(nowMs: number): TargetLag[] | Promise<TargetLag[]>
 }
 
 export interface FailoverServiceComponents {
@@ -171,9 +174,16 @@ export class FailoverService {
   private startedAt = 0
   private readonly handover: PlannedHandOver
   private readonly lease: OwnerLease
+  private readonly rpo: RpoWatch
 
   constructor(private readonly c: FailoverServiceComponents) {
     this.log = c.logger ?? silent
+    this.rpo = new RpoWatch({
+      reporter: () => this.reporter(),
+      notify: (n) => c.notifier.notify(n),
+      metrics: c.metrics,
+      logger: this.log,
+    })
     this.lease = new OwnerLease({ ...c, reconcile: () => this.reconcile(), hasQuorum: () => this.hasQuorum })
     this.handover = new PlannedHandOver({
       self: c.mesh.peerId,
@@ -265,6 +275,7 @@ export class FailoverService {
       this.checkQuorum(members, aliveIds, witnessId)
       await this.learnFromGossip()
       if (++this.ticks % RECONCILE_EVERY_TICKS === 1) await this.reconcile()
+      await this.watchRpo(now)
       for (const target of peers) {
         if (target.peerId === witnessId) continue
         const mine = this.localView(target)
@@ -311,6 +322,16 @@ export class FailoverService {
       }
     } finally {
       this.ticking = false
+    }
+  }
+
+  /** RPO alarm: one notification and count per breach of a VM on a target, one when it clears. */
+  private async watchRpo(now: number): Promise<void> {
+    if (!this.c.replicas.targetLags) return
+    try {
+      this.rpo.check(await this.c.replicas.targetLags(now), now)
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'RPO check failed')
     }
   }
 
@@ -860,6 +881,7 @@ export class FailoverService {
       quorum: this.quorum,
       lease: this.lease.status(),
       owners: this.c.coordinator.ledger.claims(),
+      rpoBreaches: this.rpo.breaches(),
       notifications: this.c.notifier.recent().slice(-20),
     }
   }

@@ -60,6 +60,25 @@ export class LagTracker {
     return e ? lagSeconds(nowMs, e.committedMs, e.sinceMs) : null
   }
 
+  /**
+   * Every tracked VM and target with its lag now; `seeding` while no point was ever committed
+   * there (the lag then counts from when accounting started). Read by failover's RPO watch.
+   */
+  targets(
+    nowMs: number,
+  ): Array<{ vm: string; target: string; lagSeconds: number; rpoSeconds: number; seeding: boolean }> {
+    return [...this.entries].map(([k, e]) => {
+      const [vm, target] = k.split('\u0000')
+      return {
+        vm,
+        target,
+        lagSeconds: lagSeconds(nowMs, e.committedMs, e.sinceMs),
+        rpoSeconds: e.rpoSeconds,
+        seeding: e.committedMs === null,
+      }
+    })
+  }
+
   /** The worst lag of a VM over its targets, or null when it has none. */
   worstLag(vm: string, nowMs: number): number | null {
     let worst: number | null = null

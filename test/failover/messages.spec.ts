@@ -76,6 +76,11 @@ const cases: Array<[string, Notification, string[]]> = [
     ['9.0 s', 'hv3'],
   ],
   [
+    'rpoRestored',
+    messages.rpoRestored(r, { vm: 'w', lagMs: 800, rpoMs: 5000, target: 'hv3', breachedMs: 12_000 }),
+    ['12.0 s', 'hv3', 'cleared'],
+  ],
+  [
     'overSubscribed',
     messages.overSubscribed(r, {
       peer: 'hub1',

@@ -181,17 +181,39 @@ export function quorumLost(
 
 export function rpoBreach(
   r: Reporter,
-  f: { vm: string; lagMs: number; rpoMs: number; target?: string },
+  f: { vm: string; lagMs: number; rpoMs: number; target?: string; seeding?: boolean },
 ): Notification {
+  const on = f.target ? ` on ${f.target}` : ''
   return make(r, 'rpo-breach', 'error', {
     vm: f.vm,
     peer: f.target,
-    title: `VM ${f.vm} is outside its RPO`,
-    failed: `the newest committed point of ${f.vm}${f.target ? ` on ${f.target}` : ''} is ${secs(f.lagMs)} old; its RPO is ${secs(f.rpoMs)}`,
-    done: 'replication keeps sending; nothing was failed over',
-    decide:
-      'whether to add bandwidth, choose a closer target, or relax the tier (replimesh plan shows the numbers)',
-    details: { lagMs: f.lagMs, rpoMs: f.rpoMs },
+    title: `VM ${f.vm} is outside its RPO${f.seeding ? ' (still seeding)' : ''}`,
+    failed: f.seeding
+      ? `seeding ${f.vm}${on} has run ${secs(f.lagMs)} with no point committed yet; its RPO is ${secs(f.rpoMs)}`
+      : `the newest committed point of ${f.vm}${on} is ${secs(f.lagMs)} old; its RPO is ${secs(f.rpoMs)}`,
+    done: f.seeding
+      ? 'seeding continues (it resumes where it stopped); nothing was failed over'
+      : 'replication keeps sending; nothing was failed over',
+    decide: f.seeding
+      ? `nothing if a long first copy was expected; else whether to add bandwidth or seed ${f.vm} from a closer peer`
+      : 'whether to add bandwidth, choose a closer target, or relax the tier (replimesh plan shows the numbers)',
+    details: { lagMs: f.lagMs, rpoMs: f.rpoMs, ...(f.seeding ? { seeding: true } : {}) },
+  })
+}
+
+export function rpoRestored(
+  r: Reporter,
+  f: { vm: string; lagMs: number; rpoMs: number; target?: string; breachedMs: number },
+): Notification {
+  const on = f.target ? ` on ${f.target}` : ''
+  return make(r, 'rpo-restored', 'info', {
+    vm: f.vm,
+    peer: f.target,
+    title: `VM ${f.vm} is within its RPO again`,
+    failed: `nothing now: ${f.vm}${on} was outside its RPO for ${secs(f.breachedMs)}`,
+    done: `a point committed${on}: its newest point is ${secs(f.lagMs)} old (RPO ${secs(f.rpoMs)})`,
+    decide: 'nothing; the earlier rpo-breach is cleared',
+    details: { lagMs: f.lagMs, rpoMs: f.rpoMs, breachedMs: f.breachedMs },
   })
 }
 

@@ -21,6 +21,7 @@ export const NOTIFICATION_KINDS = [
   'quorum-lost',
   'rpo-breach',
   'over-subscribed',
+  'rpo-restored',
   'test-failover',
   'failback-completed',
 ] as const
@@ -42,6 +43,7 @@ export const EVENT_IDS: Record<NotificationKind, number> = {
   'quorum-lost': 1202,
   'rpo-breach': 1301,
   'over-subscribed': 1302,
+  'rpo-restored': 1303,
   'test-failover': 1401,
   'failback-completed': 1402,
 }

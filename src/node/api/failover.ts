@@ -23,6 +23,7 @@ import {
   NetworkMappingError,
   parseFailoverConfig,
   type ReplicaSource,
+  type TargetLag,
 } from '../../failover/index.js'
 import type { NodeComponents } from './components.js'
 import { nodeSnapshot } from './metrics.js'
@@ -70,6 +71,8 @@ interface ReplicationHandOver {
     options: { to?: string; signal?: AbortSignal },
   ): Promise<{ seq: number; time: number }>
   resumeProtection(vm: string): Promise<void>
+  /** RPO accounting per VM and target (the replication service's LagTracker). */
+  readonly lag?: { targets(nowMs: number): TargetLag[] }
 }
 
 type FailoverNodeComponents = NodeComponents & {
@@ -98,6 +101,7 @@ function replicaSourceOf(components: FailoverNodeComponents): ReplicaSource {
     setProducing: (allowed, reason) => components.replication?.setProducing(allowed, reason),
     finalSync: (vm, options) => r().finalSync(vm, options),
     resume: async (vm) => components.replication?.resumeProtection(vm),
+    targetLags: (now) => components.replication?.lag?.targets(now) ?? [],
     objectives: async (vm) =>
       (await vmObjectives(components as Parameters<typeof vmObjectives>[0]))[vm] ?? null,
   }
