@@ -2,47 +2,18 @@
 // unprotect, after a restart, or with its state lost, the source never reuses a seq that a holder
 // may hold with other content. Real chunk stores, a fake hypervisor, the in-memory network.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
 import { ReplicationService } from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork, type MemoryNode } from './helpers/memory-network.js'
+import { type TestNode, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 
-interface TestNode {
-  name: string
-  mesh: MemoryNode
-  store: ChunkStore
-  service: ReplicationService
-  dir: string
-}
-
-let root: string
-let net: MemoryNetwork
-let nodes: TestNode[]
-let hv: FakeHypervisor
+let cluster: TestNodes
 const quiet = { info() {}, warn() {} }
 
-async function makeNode(name: string, withHv: boolean): Promise<TestNode> {
-  const dir = join(root, name)
-  const mesh = net.node(name, `site-${name}`)
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const service = new ReplicationService({
-    dir,
-    mesh,
-    store,
-    hypervisor: withHv ? hv.asHypervisor() : null,
-    logger: quiet,
-  })
-  await service.start()
-  const n = { name, mesh, store, service, dir }
-  nodes.push(n)
-  return n
-}
+const makeNode = (name: string, withHv: boolean) => cluster.node(name, { hypervisor: withHv })
 
 /** Stops `n`'s service and starts a new one on the same folder, store and mesh node. */
 async function restart(n: TestNode): Promise<void> {
@@ -51,20 +22,10 @@ async function restart(n: TestNode): Promise<void> {
     dir: n.dir,
     mesh: n.mesh,
     store: n.store,
-    hypervisor: hv.asHypervisor(),
+    hypervisor: cluster.hv.asHypervisor(),
     logger: quiet,
   })
   await n.service.start()
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>): Promise<T> {
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 const protect = (n: TestNode, to: string) =>
@@ -72,11 +33,11 @@ const protect = (n: TestNode, to: string) =>
 
 /** A protects web to B until B holds two points; then A unprotects it. B's newest seq. */
 async function protectedOnceToB(a: TestNode, b: TestNode): Promise<number> {
-  await hv.createVm('web', [4 * MiB])
-  await hv.write('web', 0, 0, randomBytes(1 * MiB))
+  await cluster.hv.createVm('web', [4 * MiB])
+  await cluster.hv.write('web', 0, 0, randomBytes(1 * MiB))
   await protect(a, 'B')
   await until('a first point on B', async () => (await b.store.lastPoint('web')) ?? null)
-  await hv.write('web', 0, 2 * MiB, randomBytes(64 * 1024))
+  await cluster.hv.write('web', 0, 2 * MiB, randomBytes(64 * 1024))
   const last = await until('a second point on B', async () => {
     const p = await b.store.lastPoint('web')
     return p && p.seq >= 2 ? p : null
@@ -88,19 +49,10 @@ async function protectedOnceToB(a: TestNode, b: TestNode): Promise<number> {
 }
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-seq-'))
-  net = new MemoryNetwork()
-  nodes = []
-  hv = new FakeHypervisor(root)
+  cluster = await TestNodes.create('replimesh-seq-')
 })
 
-afterEach(async () => {
-  for (const n of nodes) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
 describe('point seqs only rise', () => {
   it('unprotected, the source restarted, protected again to another target: seqs go on above the old ones', async () => {
@@ -109,7 +61,7 @@ describe('point seqs only rise', () => {
     const c = await makeNode('C', false)
     const onB = await protectedOnceToB(a, b)
     // B is gone from the mesh (no hello answer, no gossip): only A's own record can tell.
-    net.nodes.delete('B')
+    cluster.net.nodes.delete('B')
     await restart(a)
     await protect(a, 'C')
     const first = await until('a point on C', async () => (await c.store.listPoints('web'))[0] ?? null)
