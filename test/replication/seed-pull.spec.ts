@@ -3,11 +3,9 @@
 // once, and the source pushes only the rest; a holder sending bad chunks is routed around; a node
 // without the point restores it from the holders.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
 import {
   CHUNKS_PROTOCOL,
   type ChunksMessage,
@@ -20,50 +18,20 @@ import {
   FrameError,
   MessageChannel,
   POINTS_PROTOCOL,
-  ReplicationService,
 } from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork, type MemoryNode } from './helpers/memory-network.js'
+import type { MemoryNode } from './helpers/memory-network.js'
+import { type TestNode, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 const CHUNK = 256 * 1024
 
-interface TestNode {
-  name: string
-  mesh: MemoryNode
-  store: ChunkStore
-  service: ReplicationService
-  logs: Array<{ obj: Record<string, unknown>; msg?: string }>
-  dir: string
-}
+let cluster: TestNodes
 
-let root: string
-let net: MemoryNetwork
-let nodes: TestNode[]
-let hv: FakeHypervisor
-
-async function makeNode(name: string, withHv = false): Promise<TestNode> {
-  const dir = join(root, name)
-  const mesh = net.node(name, `site-${name}`)
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const logs: TestNode['logs'] = []
-  const log = (obj: object, msg?: string) => logs.push({ obj: obj as Record<string, unknown>, msg })
-  const service = new ReplicationService({
-    dir,
-    mesh,
-    store,
-    hypervisor: withHv ? hv.asHypervisor() : null,
-    logger: { info: log, warn: log },
-  })
-  await service.start()
-  const n = { name, mesh, store, service, logs, dir }
-  nodes.push(n)
-  return n
-}
+const makeNode = (name: string, withHv = false) => cluster.node(name, { hypervisor: withHv })
 
 /** A member that claims (in gossip) to hold `vm` and answers every get with garbage. */
 function liar(name: string, vm: string): MemoryNode {
-  const node = net.node(name, `site-${name}`)
+  const node = cluster.net.node(name, `site-${name}`)
   node.setReplicas([{ vm, lastPoint: { seq: 1, time: Date.now() + 60_000 }, epoch: 0 }])
   node.handle(CHUNKS_PROTOCOL, async (stream) => {
     const ch = new MessageChannel<ChunksMessage>(stream, encodeChunksMessage, decodeChunksMessage)
@@ -79,20 +47,6 @@ function liar(name: string, vm: string): MemoryNode {
   return node
 }
 
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | null | false>,
-  ms = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 const protect = (n: TestNode, to: string[]) =>
   n.service.protect({ vm: 'web', rpoSeconds: 2, rtoSeconds: 120, to, chain: false, copies: null })
 
@@ -104,11 +58,11 @@ const protect = (n: TestNode, to: string[]) =>
 async function thirdCopy(
   first: TestNode[],
 ): Promise<{ a: TestNode; c: TestNode; old: Buffer; fresh: Buffer }> {
-  const a = nodes.find((n) => n.name === 'A') as TestNode
+  const a = cluster.nodes.find((n) => n.name === 'A') as TestNode
   const c = await makeNode('C')
-  await hv.createVm('web', [16 * MiB])
+  await cluster.hv.createVm('web', [16 * MiB])
   const old = randomBytes(8 * MiB)
-  await hv.write('web', 0, 0, old)
+  await cluster.hv.write('web', 0, 0, old)
   await protect(
     a,
     first.map((n) => n.name),
@@ -119,7 +73,7 @@ async function thirdCopy(
   c.mesh.handlers.delete(POINTS_PROTOCOL)
   await protect(a, ['C'])
   const fresh = randomBytes(2 * MiB)
-  await hv.write('web', 0, 12 * MiB, fresh)
+  await cluster.hv.write('web', 0, 12 * MiB, fresh)
   if (points) c.mesh.handle(POINTS_PROTOCOL, points)
   await until('seed on C', async () => c.store.lastPoint('web'), 30_000)
   return { a, c, old, fresh }
@@ -131,19 +85,10 @@ async function restoreFile(n: TestNode, out: string) {
 }
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-seedpull-'))
-  net = new MemoryNetwork()
-  nodes = []
-  hv = new FakeHypervisor(root)
+  cluster = await TestNodes.create('replimesh-seedpull-')
 })
 
-afterEach(async () => {
-  for (const n of nodes) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
 describe('seeding from several peers at once', () => {
   it('a third copy pulls from both existing replicas at once; the source pushes only the rest', async () => {
@@ -165,10 +110,10 @@ describe('seeding from several peers at once', () => {
     expect(toC?.chunksSent).toBe(8)
 
     // C holds the whole disk: restored, it equals the source's.
-    const { bytes } = await restoreFile(c, join(root, 'c.raw'))
+    const { bytes } = await restoreFile(c, join(cluster.root, 'c.raw'))
     expect(bytes.subarray(0, 8 * MiB).equals(old)).toBe(true)
     expect(bytes.subarray(12 * MiB, 14 * MiB).equals(fresh)).toBe(true)
-    expect(bytes.equals(await hv.read('web', 0, 0, 16 * MiB))).toBe(true)
+    expect(bytes.equals(await cluster.hv.read('web', 0, 0, 16 * MiB))).toBe(true)
   }, 60_000)
 
   it('a holder sending bad chunks is charged and routed around; nothing bad is stored', async () => {
@@ -188,8 +133,8 @@ describe('seeding from several peers at once', () => {
     expect(seed.leftToSource).toBe(8)
     expect(a.service.protection('web').targets.find((t) => t.peer === 'C')?.chunksSent).toBe(8)
     expect(c.logs.some((l) => /from L failed verification/.test(l.msg ?? ''))).toBe(true)
-    const { bytes } = await restoreFile(c, join(root, 'c.raw'))
-    expect(bytes.equals(await hv.read('web', 0, 0, 16 * MiB))).toBe(true)
+    const { bytes } = await restoreFile(c, join(cluster.root, 'c.raw'))
+    expect(bytes.equals(await cluster.hv.read('web', 0, 0, 16 * MiB))).toBe(true)
   }, 60_000)
 })
 
@@ -223,9 +168,9 @@ describe('restore from peers', () => {
     const e = await makeNode('E')
     expect(await e.store.lastPoint('web')).toBeUndefined()
 
-    const { r, bytes } = await restoreFile(e, join(root, 'e.raw'))
+    const { r, bytes } = await restoreFile(e, join(cluster.root, 'e.raw'))
     console.log('restore on E:', JSON.stringify(r.pulled))
-    expect(bytes.equals(await hv.read('web', 0, 0, 16 * MiB))).toBe(true)
+    expect(bytes.equals(await cluster.hv.read('web', 0, 0, 16 * MiB))).toBe(true)
     // The newest point is C's; B holds the 8 MiB of older data too and serves part of it.
     expect(r.pulled?.pointFrom).toBe('C')
     expect(r.pulled?.chunks).toBe(40)
@@ -236,18 +181,18 @@ describe('restore from peers', () => {
     expect(e.mesh.replicasPublished).toEqual([])
 
     // The source itself holds no point of its VM in its store: it restores from its replicas.
-    const fromA = await restoreFile(a, join(root, 'a.raw'))
+    const fromA = await restoreFile(a, join(cluster.root, 'a.raw'))
     expect(fromA.bytes.equals(bytes)).toBe(true)
     // An explicit older point is fetched from the holder that has it (B's first point).
-    const older = await e.service.restore('web', { seq: 1, out: join(root, 'e1.raw'), format: 'raw' })
+    const older = await e.service.restore('web', { seq: 1, out: join(cluster.root, 'e1.raw'), format: 'raw' })
     expect(older.point.seq).toBe(1)
   }, 60_000)
 
   it('names the VM when no peer holds it', async () => {
     const e = await makeNode('E')
     await makeNode('B')
-    await expect(e.service.restore('web', { out: join(root, 'x.raw'), format: 'raw' })).rejects.toThrow(
-      /no recovery point of VM 'web'/,
-    )
+    await expect(
+      e.service.restore('web', { out: join(cluster.root, 'x.raw'), format: 'raw' }),
+    ).rejects.toThrow(/no recovery point of VM 'web'/)
   })
 })
