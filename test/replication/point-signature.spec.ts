@@ -3,19 +3,11 @@
 // source (a current member) signed exactly that header and those manifest roots; a chain hop
 // forwards the owner's signature, not its own.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import {
-  type ChunkStore,
-  hashFunction,
-  openChunkStore,
-  type RecoveryPoint,
-} from '../../src/chunkstore/index.js'
+import { hashFunction, type RecoveryPoint } from '../../src/chunkstore/index.js'
 import { openEnvelope } from '../../src/mesh/index.js'
 import {
   CommitRefusedError,
@@ -23,57 +15,30 @@ import {
   manifestRoot,
   POINT_SIGNATURE_KIND,
   type PointHeader,
-  ReplicationService,
   signedFields,
   summarisePoints,
   TargetSession,
 } from '../../src/replication/index.js'
 import { signedPointSchema } from '../../src/replication/point-signature.js'
 import { runCli, testEnv } from '../helpers/nodes.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork, type MemoryNode } from './helpers/memory-network.js'
+import type { MemoryNode } from './helpers/memory-network.js'
+import { type TestNode as Node, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 const CHUNK = 64 * 1024
 
-interface TestNode {
+interface TestNode extends Node {
   id: string
   key: PrivateKey
-  mesh: MemoryNode
-  store: ChunkStore
-  service: ReplicationService
-  logs: Array<{ level: 'info' | 'warn'; obj: Record<string, unknown>; msg?: string }>
-  dir: string
 }
 
-let root: string
-let net: MemoryNetwork
-let nodes: TestNode[]
-let hv: FakeHypervisor
+let cluster: TestNodes
 
 async function makeNode(site: string, withHv: boolean): Promise<TestNode> {
   const key = await generateKeyPair('Ed25519')
   const id = peerIdFromPrivateKey(key).toString()
-  const dir = join(root, `${site}-${id.slice(-6)}`)
-  const mesh = net.node(id, site, key)
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const logs: TestNode['logs'] = []
-  const service = new ReplicationService({
-    dir,
-    mesh,
-    store,
-    hypervisor: withHv ? hv.asHypervisor() : null,
-    logger: {
-      info: (obj: object, msg?: string) =>
-        logs.push({ level: 'info', obj: obj as Record<string, unknown>, msg }),
-      warn: (obj: object, msg?: string) =>
-        logs.push({ level: 'warn', obj: obj as Record<string, unknown>, msg }),
-    },
-  })
-  await service.start()
-  const n = { id, key, mesh, store, service, logs, dir }
-  nodes.push(n)
-  return n
+  const n = await cluster.node(id, { site, hypervisor: withHv, key })
+  return Object.assign(n, { id, key })
 }
 
 /** The replica disk was brought to `seq` (nothing is left writing under the test folder). */
@@ -85,30 +50,11 @@ async function applied(n: TestNode, vm: string, seq: number): Promise<void> {
   await n.service.idle()
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-sig-'))
-  net = new MemoryNetwork()
-  nodes = []
-  hv = new FakeHypervisor(root)
+  cluster = await TestNodes.create('replimesh-sig-')
 })
 
-afterEach(async () => {
-  for (const n of nodes) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
 /** A point of 4 chunks of 64 KiB, built by hand as a source would (ids, entries, roots). */
 async function handPoint(alg: 'blake3' | 'sha256', seed = randomBytes(4 * CHUNK)) {
@@ -180,7 +126,7 @@ describe('signed recovery points (in process)', () => {
     const b = await makeNode('s2', false)
     const aKey = await generateKeyPair('Ed25519')
     const aId = peerIdFromPrivateKey(aKey).toString()
-    const a = net.node(aId, 's1', aKey)
+    const a = cluster.net.node(aId, 's1', aKey)
     const alg = b.store.hashAlgorithm
     expect(alg).toBe('blake3')
 
@@ -249,7 +195,7 @@ describe('signed recovery points (in process)', () => {
     const b = await makeNode('s2', false)
     const aKey = await generateKeyPair('Ed25519')
     const aId = peerIdFromPrivateKey(aKey).toString()
-    const a = net.node(aId, 's1', aKey)
+    const a = cluster.net.node(aId, 's1', aKey)
     const p = await handPoint(b.store.hashAlgorithm)
     const h = await signed(a, header(aId, 1), p.root)
     await send(a, b, h, p)
@@ -294,8 +240,8 @@ describe('signed recovery points (in process)', () => {
     const a = await makeNode('s1', true)
     const b = await makeNode('s2', false)
     const c = await makeNode('s3', false)
-    await hv.createVm('web', [4 * MiB])
-    await hv.write('web', 0, MiB, randomBytes(MiB))
+    await cluster.hv.createVm('web', [4 * MiB])
+    await cluster.hv.write('web', 0, MiB, randomBytes(MiB))
     await a.service.protect({
       vm: 'web',
       rpoSeconds: 1,
@@ -331,7 +277,7 @@ describe('signed recovery points (in process)', () => {
     ).toBe(true)
 
     // A later write travels the chain too, still signed by A.
-    await hv.write('web', 0, 3 * MiB, randomBytes(4096))
+    await cluster.hv.write('web', 0, 3 * MiB, randomBytes(4096))
     const next = await until('a newer point on C', async () => {
       const p = await c.store.lastPoint('web')
       return p && p.seq > onC.seq ? p : null
@@ -343,7 +289,7 @@ describe('signed recovery points (in process)', () => {
     // A as the signer of every point and says it verified; the text form says so too.
     await c.service.stop()
     await c.store.close()
-    nodes = nodes.filter((n) => n !== c)
+    cluster.nodes.splice(cluster.nodes.indexOf(c), 1)
     const json = await runCli(['points', '--dir', c.dir, 'web', '--json'], {
       env: testEnv(),
       timeoutMs: 60_000,
