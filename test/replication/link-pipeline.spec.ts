@@ -3,58 +3,22 @@
 // by two VMs seeding at once; compression shrinks compressible chunks, leaves random ones, and
 // the receiver still stores exactly the source's bytes (verified by restore).
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, hashFunction, openChunkStore } from '../../src/chunkstore/index.js'
+import { hashFunction } from '../../src/chunkstore/index.js'
 import { openDisk } from '../../src/hyperv/index.js'
-import { LINKS_FILE, Link, ReplicationService, TargetSession } from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork } from './helpers/memory-network.js'
+import { Link, TargetSession } from '../../src/replication/index.js'
+import { type TestNode as Node, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 
-interface Node {
-  dir: string
-  store: ChunkStore
-  service: ReplicationService
-}
-
-let root: string
-let net: MemoryNetwork
-let hv: FakeHypervisor
-let nodes: Node[]
+let cluster: TestNodes
 
 const quiet = { info: () => {}, warn: () => {} }
 
-async function makeNode(name: string, site: string, withHv: boolean, links?: unknown): Promise<Node> {
-  const dir = join(root, name)
-  await mkdir(dir, { recursive: true })
-  if (links) await writeFile(join(dir, LINKS_FILE), JSON.stringify(links))
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const service = new ReplicationService({
-    dir,
-    mesh: net.node(name, site),
-    store,
-    hypervisor: withHv ? hv.asHypervisor() : null,
-    logger: quiet,
-  })
-  await service.start()
-  const n = { dir, store, service }
-  nodes.push(n)
-  return n
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+const makeNode = (name: string, site: string, withHv: boolean, links?: unknown) =>
+  cluster.node(name, { site, hypervisor: withHv, links })
 
 async function restored(n: Node, vm: string, length: number): Promise<Buffer> {
   const out = join(n.dir, `restore-${vm}.raw`)
@@ -79,24 +43,15 @@ const protect = (n: Node, vm: string, to: string) =>
   n.service.protect({ vm, rpoSeconds: 60, rtoSeconds: 120, to: [to], chain: false, copies: null })
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-link-'))
-  net = new MemoryNetwork()
-  hv = new FakeHypervisor(root)
-  nodes = []
+  cluster = await TestNodes.create('replimesh-link-')
 })
 
-afterEach(async () => {
-  for (const n of nodes) {
-    await n.service.stop()
-    await n.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
 describe('per-link limits and compression (in process)', () => {
   it('a 10 MiB/s limit holds the rate two senders put on one link within ±15% (measured on the receiver)', async () => {
     // Senders whose chunks are in memory, so the limit and not the disk read is the bottleneck.
-    const a = net.node('A', 'paris')
+    const a = cluster.net.node('A', 'paris')
     const b = await makeNode('B', 'lyon', false)
     const link = new Link('lyon', { to: 'lyon', limit: '10M', compress: 'off', wan: false })
     const hash = hashFunction(b.store.hashAlgorithm)
@@ -143,8 +98,8 @@ describe('per-link limits and compression (in process)', () => {
     const a = await makeNode('A', 'paris', true, { links: [{ to: 'lyon', limit: '10M', compress: 'off' }] })
     const b = await makeNode('B', 'lyon', false)
     for (const vm of ['one', 'two']) {
-      await hv.createVm(vm, [12 * MiB])
-      await hv.write(vm, 0, 0, randomBytes(12 * MiB))
+      await cluster.hv.createVm(vm, [12 * MiB])
+      await cluster.hv.write(vm, 0, 0, randomBytes(12 * MiB))
     }
     const samples: Array<[number, number]> = []
     const sampler = setInterval(
@@ -153,7 +108,7 @@ describe('per-link limits and compression (in process)', () => {
     )
     try {
       await Promise.all([protect(a, 'one', 'B'), protect(a, 'two', 'B')])
-      for (const vm of ['one', 'two']) await until(`seed of ${vm}`, async () => b.store.lastPoint(vm))
+      for (const vm of ['one', 'two']) await until(`seed of ${vm}`, async () => b.store.lastPoint(vm), 60_000)
     } finally {
       clearInterval(sampler)
     }
@@ -172,7 +127,7 @@ describe('per-link limits and compression (in process)', () => {
   it('compresses compressible chunks on a WAN link, not random ones; restores are exact', async () => {
     const a = await makeNode('A', 'paris', true, { links: [{ to: 'B', wan: true }] })
     const b = await makeNode('B', 'lyon', false)
-    await hv.createVm('mixed', [16 * MiB])
+    await cluster.hv.createVm('mixed', [16 * MiB])
     // 8 MiB of log-like text (varied lines), then 8 MiB of random bytes.
     const lines: string[] = []
     for (let i = 0, length = 0; length < 8 * MiB; i++, length += lines.at(-1)!.length)
@@ -181,11 +136,11 @@ describe('per-link limits and compression (in process)', () => {
       )
     const text = Buffer.from(lines.join('')).subarray(0, 8 * MiB)
     const random = randomBytes(8 * MiB)
-    await hv.write('mixed', 0, 0, text)
-    await hv.write('mixed', 0, 8 * MiB, random)
+    await cluster.hv.write('mixed', 0, 0, text)
+    await cluster.hv.write('mixed', 0, 8 * MiB, random)
     const started = performance.now()
     await protect(a, 'mixed', 'B')
-    await until('seed of mixed', async () => b.store.lastPoint('mixed'))
+    await until('seed of mixed', async () => b.store.lastPoint('mixed'), 60_000)
     const seedMs = performance.now() - started
     const t = a.service.protection('mixed').targets[0]
     const link = t.link!
@@ -208,10 +163,10 @@ describe('per-link limits and compression (in process)', () => {
   it('leaves a LAN link uncompressed and unlimited by default', async () => {
     const a = await makeNode('A', 'paris', true)
     const b = await makeNode('B', 'paris', false)
-    await hv.createVm('lan', [4 * MiB])
-    await hv.write('lan', 0, 0, Buffer.alloc(4 * MiB, 'same text again and again '))
+    await cluster.hv.createVm('lan', [4 * MiB])
+    await cluster.hv.write('lan', 0, 0, Buffer.alloc(4 * MiB, 'same text again and again '))
     await protect(a, 'lan', 'B')
-    await until('seed of lan', async () => b.store.lastPoint('lan'))
+    await until('seed of lan', async () => b.store.lastPoint('lan'), 60_000)
     const link = a.service.protection('lan').targets[0].link!
     expect(link).toMatchObject({ name: 'B', limitBytesPerSecond: null, compression: false })
     expect(link.compressionStats.compressed).toBe(0)
