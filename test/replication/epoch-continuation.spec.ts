@@ -4,61 +4,27 @@
 // now fails the signature check, which covers the roots). Protector cycles driven by hand, real
 // stores, the in-memory network.
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, materialise, openChunkStore } from '../../src/chunkstore/index.js'
+import { type ChunkStore, materialise } from '../../src/chunkstore/index.js'
 import { createDisk, openDisk } from '../../src/hyperv/index.js'
-import {
-  LagTracker,
-  type Protection,
-  ProtectionFiles,
-  ReplicationService,
-  VmProtector,
-} from '../../src/replication/index.js'
-import { FakeHypervisor } from './helpers/fake-hypervisor.js'
-import { MemoryNetwork, type MemoryNode } from './helpers/memory-network.js'
+import { LagTracker, type Protection, ProtectionFiles, VmProtector } from '../../src/replication/index.js'
+import type { MemoryNode } from './helpers/memory-network.js'
+import { TestNodes } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
 
 type Log = { obj: Record<string, unknown>; msg?: string }
 
-let root: string
-let net: MemoryNetwork
-let hv: FakeHypervisor
-let services: Array<{ service: ReplicationService; store: ChunkStore }>
+let cluster: TestNodes
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-epoch-'))
-  net = new MemoryNetwork()
-  hv = new FakeHypervisor(root)
-  services = []
+  cluster = await TestNodes.create('replimesh-epoch-')
 })
 
-afterEach(async () => {
-  for (const s of services) {
-    await s.service.stop()
-    await s.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
-async function target(name: string) {
-  const store = await openChunkStore({ dir: join(root, name, 'store') })
-  const logs: Log[] = []
-  const log = (obj: object, msg?: string) => logs.push({ obj: obj as Record<string, unknown>, msg })
-  const service = new ReplicationService({
-    dir: join(root, name),
-    mesh: net.node(name, name),
-    store,
-    hypervisor: null,
-    logger: { info: log, warn: log },
-  })
-  await service.start()
-  services.push({ service, store })
-  return { store, service, logs }
-}
+const target = (name: string) => cluster.node(name, { site: name })
 
 /** A protector of `web` from `mesh` to `targets`, its state in `dir` (shared by its instances). */
 function protector(mesh: MemoryNode, dir: string, vmId: string, targets: string[], logs: Log[]) {
@@ -76,7 +42,7 @@ function protector(mesh: MemoryNode, dir: string, vmId: string, targets: string[
   const log = (obj: object, msg?: string) => logs.push({ obj: obj as Record<string, unknown>, msg })
   return new VmProtector(protection, {
     network: mesh,
-    hypervisor: hv.asHypervisor(),
+    hypervisor: cluster.hv.asHypervisor(),
     files: new ProtectionFiles(dir),
     lag: new LagTracker(),
     logger: { info: log, warn: log },
@@ -110,40 +76,40 @@ describe('protector: a continuation needs the same epoch, not only the same seq'
   it("a target holding the old owner's point N gets a full offer from the new owner at its own point N, and ends up with the right data", async () => {
     const b = await target('B')
     const d = await target('D')
-    const aMesh = net.node('A', 'A')
-    const cMesh = net.node('C', 'C')
-    const info = await hv.createVm('web', [4 * MiB])
-    await hv.write('web', 0, 0, randomBytes(2 * MiB))
+    const aMesh = cluster.net.node('A', 'A')
+    const cMesh = cluster.net.node('C', 'C')
+    const info = await cluster.hv.createVm('web', [4 * MiB])
+    await cluster.hv.write('web', 0, 0, randomBytes(2 * MiB))
 
     // The old owner A (epoch 0) puts points 1 and 2 on B; point 2 holds write X.
     const aLogs: Log[] = []
-    const aDir = join(root, 'A', 'replication')
+    const aDir = join(cluster.root, 'A', 'replication')
     expect(await cycle(protector(aMesh, aDir, info.id, ['B'], aLogs))).toBe(true)
-    await hv.write('web', 0, 2 * MiB + 8192, randomBytes(8192)) // X
+    await cluster.hv.write('web', 0, 2 * MiB + 8192, randomBytes(8192)) // X
     expect(await cycle(protector(aMesh, aDir, info.id, ['B'], aLogs))).toBe(true)
     expect(await b.store.lastPoint('web')).toMatchObject({ seq: 2, epoch: 0, source: 'A' })
 
     // The new owner C (epoch 1, B cut off meanwhile) writes Y and puts its own points 1 and 2 on D.
-    const cDir = join(root, 'C', 'replication')
+    const cDir = join(cluster.root, 'C', 'replication')
     const files = new ProtectionFiles(cDir)
     const { state } = await files.readState('web')
     await files.writeState('web', { ...state, epoch: 1 }, null)
     const cLogs: Log[] = []
-    await hv.write('web', 0, 3 * MiB, randomBytes(4096)) // Y
+    await cluster.hv.write('web', 0, 3 * MiB, randomBytes(4096)) // Y
     expect(await cycle(protector(cMesh, cDir, info.id, ['D'], cLogs))).toBe(true)
-    await hv.write('web', 0, 3 * MiB + 65536, randomBytes(4096)) // Y2
+    await cluster.hv.write('web', 0, 3 * MiB + 65536, randomBytes(4096)) // Y2
     expect(await cycle(protector(cMesh, cDir, info.id, ['D'], cLogs))).toBe(true)
     expect(await d.store.lastPoint('web')).toMatchObject({ seq: 2, epoch: 1, source: 'C' })
     expect((await files.readState('web')).state).toMatchObject({ seq: 2, epoch: 1, seqEpoch: 1 })
 
     // B is back. Both it and C are "at point 2", but B's point 2 is A's (epoch 0): no delta.
-    await hv.write('web', 0, MiB, randomBytes(4096)) // Z
+    await cluster.hv.write('web', 0, MiB, randomBytes(4096)) // Z
     expect(await cycle(protector(cMesh, cDir, info.id, ['B'], cLogs))).toBe(true)
     expect(modeOf(cLogs, 'B', 3)).toBe('full')
     const onB = await b.store.lastPoint('web')
     expect(onB).toMatchObject({ seq: 3, epoch: 1, source: 'C' })
-    const now = await hv.read('web', 0, 0, 4 * MiB)
-    expect((await diskOf(b.store, join(root, 'B'), 3, 4 * MiB)).equals(now)).toBe(true)
+    const now = await cluster.hv.read('web', 0, 0, 4 * MiB)
+    expect((await diskOf(b.store, join(cluster.root, 'B'), 3, 4 * MiB)).equals(now)).toBe(true)
     // Only what B lacked travelled: Y, Y2 and Z (a few chunks), not the disk.
     expect(
       Number(cLogs.find((l) => l.obj.peer === 'B' && l.obj.seq === 3 && 'mode' in l.obj)?.obj.bytes),

@@ -1,10 +1,7 @@
 // restore of a point nobody holds: the error says where it was looked for (this node and how
 // many peers), not only "on this node" (real chunk store, the in-memory network).
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type ChunkStore, openChunkStore } from '../../src/chunkstore/index.js'
 import {
   decodePointsMessage,
   encodePointsMessage,
@@ -12,47 +9,26 @@ import {
   POINTS_PROTOCOL,
   PointNotFoundError,
   type PointsMessage,
-  ReplicationService,
+  type ReplicationService,
 } from '../../src/replication/index.js'
-import { MemoryNetwork } from './helpers/memory-network.js'
+import { TestNodes } from './helpers/nodes.js'
 
-let root: string
-let net: MemoryNetwork
-let services: Array<{ service: ReplicationService; store: ChunkStore }>
+let cluster: TestNodes
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'replimesh-notfound-'))
-  net = new MemoryNetwork()
-  services = []
+  cluster = await TestNodes.create('replimesh-notfound-')
 })
 
-afterEach(async () => {
-  for (const s of services) {
-    await s.service.stop()
-    await s.store.close()
-  }
-  await rm(root, { recursive: true, force: true })
-})
+afterEach(() => cluster.close())
 
 async function restorer(): Promise<ReplicationService> {
-  const dir = join(root, 'E')
-  const store = await openChunkStore({ dir: join(dir, 'store') })
-  const service = new ReplicationService({
-    dir,
-    mesh: net.node('E', 'site-E'),
-    store,
-    hypervisor: null,
-    logger: { info: () => {}, warn: () => {} },
-  })
-  await service.start()
-  services.push({ service, store })
-  return service
+  return (await cluster.node('E')).service
 }
 
 /** A member that gossips a point of `vm` (seq 3) but answers every fetch with a nack. */
 function emptyHolder(name: string, vm: string): { fetches: number } {
   const counter = { fetches: 0 }
-  const node = net.node(name, `site-${name}`)
+  const node = cluster.net.node(name, `site-${name}`)
   node.setReplicas([{ vm, lastPoint: { seq: 3, time: Date.now() }, epoch: 0 }])
   node.handle(POINTS_PROTOCOL, async (stream) => {
     const ch = new MessageChannel<PointsMessage>(stream, encodePointsMessage, decodePointsMessage)
@@ -67,12 +43,12 @@ function emptyHolder(name: string, vm: string): { fetches: number } {
 }
 
 const restore = (s: ReplicationService, seq?: number) =>
-  s.restore('web', { ...(seq === undefined ? {} : { seq }), out: join(root, 'x.raw'), format: 'raw' })
+  s.restore('web', { ...(seq === undefined ? {} : { seq }), out: join(cluster.root, 'x.raw'), format: 'raw' })
 
 describe('restore of a point held nowhere', () => {
   it('no peer holds the VM: looked for on this node and on 0 peers', async () => {
     const e = await restorer()
-    net.node('B', 'site-B')
+    cluster.net.node('B', 'site-B')
     const err = await restore(e).catch((x: Error) => x)
     expect(err).toBeInstanceOf(PointNotFoundError)
     expect((err as Error).message).toBe(
