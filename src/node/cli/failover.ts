@@ -2,17 +2,8 @@
 // a site, through the running node's API. The node that will run a VM does the promotion; the
 // command waits for it and prints what happened (data loss, epoch, time taken).
 import type { Command } from 'commander'
+import type { FailoverOutcome as Outcome } from '../../failover/index.js'
 import { printJson, UsageError } from './output.js'
-
-interface Outcome {
-  vm: string
-  on: string
-  name: string
-  epoch: number | null
-  pointSeq: number
-  dataLossMs: number
-  tookMs: number
-}
 
 interface FailoverOptions {
   dir: string

@@ -1,6 +1,7 @@
 // The dashboard's pure part, shared by the browser module (app.ts, served as /dashboard/view.js)
 // and the unit tests: what the API's answers mean on screen, and which API request each button
 // stands for. No DOM and no Node here; only type imports, which vanish when compiled.
+import type { FailoverOutcome } from '../../failover/index.js'
 import type { VmStatusRow } from '../api/components.js'
 
 /** GET /status (DESIGN.md §7). */
@@ -219,15 +220,6 @@ export function actionWarning(action: DashboardAction): string {
   }
 }
 
-interface Outcome {
-  vm: string
-  on: string
-  name: string
-  epoch: number | null
-  pointSeq: number
-  dataLossMs: number
-  tookMs: number
-}
 interface HostRow {
   vm: string
   ok: boolean
@@ -252,7 +244,7 @@ export function describeResult(action: DashboardAction, result: unknown, status:
       )
       .join('; ')
   }
-  const o = result as Outcome
+  const o = result as FailoverOutcome
   const epoch = o.epoch === null ? 'isolated test copy' : `epoch ${o.epoch}`
   return `${o.name} runs on ${peerLabel(status, o.on)} (${epoch}) from point ${o.pointSeq}; data loss ${secs(o.dataLossMs)}; took ${secs(o.tookMs)}`
 }
