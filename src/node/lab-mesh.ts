@@ -165,6 +165,47 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * Until disarm(): SIGINT or SIGTERM says so, runs `teardown`, then exits 130. `stopping` is that
+ * teardown once a signal started it (a launcher waits for it instead of reporting the failure the
+ * stopping nodes cause).
+ */
+export function exitOnSignal(
+  teardown: () => Promise<void>,
+  say: (line: string) => void,
+): { readonly stopping: Promise<void> | null; disarm(): void } {
+  let stopping: Promise<void> | null = null
+  const onSignal = () => {
+    say('\nstopping every node…')
+    stopping = teardown().finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  return {
+    get stopping() {
+      return stopping
+    },
+    disarm() {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    },
+  }
+}
+
+/** Resolves after the first SIGINT or SIGTERM, once `teardown` is done (it never rejects). */
+export function untilSignal(teardown: () => Promise<void>, say: (line: string) => void): Promise<void> {
+  return new Promise<void>((done) => {
+    const stop = () => {
+      process.off('SIGINT', stop)
+      process.off('SIGTERM', stop)
+      say('\nstopping every node…')
+      void teardown().finally(done)
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}
+
 /** Runs one CLI command to completion; its stdout, or a LabError with its one-line error. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv, bin = LAB_BIN): Promise<string> {
   return new Promise((resolveRun, reject) => {

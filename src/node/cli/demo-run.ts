@@ -11,7 +11,16 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { callDaemon } from '../client.js'
 import { nodeDashboardUrl } from '../dashboard/index.js'
-import { LAB_BIN as BIN, buildLabMesh, runCli as cli, LabError, LabNode, waitFor } from '../lab-mesh.js'
+import {
+  LAB_BIN as BIN,
+  buildLabMesh,
+  runCli as cli,
+  exitOnSignal,
+  LabError,
+  LabNode,
+  untilSignal,
+  waitFor,
+} from '../lab-mesh.js'
 
 export interface DemoOptions {
   /** Finish after the summary instead of leaving the surviving nodes running. */
@@ -81,22 +90,15 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   }
   // Ctrl-C during the run: stop everything, then exit 130; the scenario's failure that the
   // stopping nodes cause is not reported (the process exits when the teardown is done).
-  const stopping: { done: Promise<void> | null } = { done: null }
-  const onSignal = () => {
-    say('\nstopping every node…')
-    stopping.done = teardown().finally(() => process.exit(130))
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const interrupt = exitOnSignal(teardown, say)
   let failure: unknown = null
   try {
     await runScenario(nodes, env, root)
   } catch (err) {
     failure = err
   }
-  process.off('SIGINT', onSignal)
-  process.off('SIGTERM', onSignal)
-  if (stopping.done) await stopping.done
+  interrupt.disarm()
+  if (interrupt.stopping) await interrupt.stopping
   if (failure) {
     await teardown()
     throw failure instanceof DemoError ? failure : new DemoError((failure as Error).message)
@@ -117,16 +119,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       `  node ${n.name}: ${await nodeDashboardUrl(n.dir).catch((err: Error) => `not available (${err.message})`)}`,
     )
   say('Press Ctrl-C to stop every node' + (options.keep ? '.' : ' and remove the lab folder.'))
-  await new Promise<void>((r) => {
-    const stop = () => {
-      process.off('SIGINT', stop)
-      process.off('SIGTERM', stop)
-      say('\nstopping every node…')
-      void teardown().finally(r)
-    }
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
-  })
+  await untilSignal(teardown, say)
 }
 
 async function runScenario(nodes: LabNode[], env: NodeJS.ProcessEnv, root: string): Promise<void> {

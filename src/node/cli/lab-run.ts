@@ -6,7 +6,17 @@ import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { DEFAULT_TIERS } from '../../failover/index.js'
 import { callDaemon } from '../client.js'
-import { buildLabMesh, LabError, LabNode, processExists, runCli, stopPid, waitFor } from '../lab-mesh.js'
+import {
+  buildLabMesh,
+  exitOnSignal,
+  LabError,
+  LabNode,
+  processExists,
+  runCli,
+  stopPid,
+  untilSignal,
+  waitFor,
+} from '../lab-mesh.js'
 import { type LabRecord, type LabUpOptions, siteName, targetSites } from './lab.js'
 import { printJson } from './output.js'
 
@@ -133,25 +143,17 @@ export async function labUp(o: LabUpOptions): Promise<void> {
     record.launcherPid = null
     await writeRecord(record).catch(() => {})
   }
-  const stopping: { done: Promise<void> | null } = { done: null }
-  const onSignal = () => {
-    say('\nstopping every node…')
-    stopping.done = teardown().finally(() => process.exit(130))
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const interrupt = exitOnSignal(teardown, say)
   try {
     await build(o, grid, record, env, say, recordNodes)
   } catch (err) {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    if (stopping.done) await stopping.done
+    interrupt.disarm()
+    if (interrupt.stopping) await interrupt.stopping
     await teardown()
     throw err instanceof LabError ? err : new LabError((err as Error).message)
   }
-  process.off('SIGINT', onSignal)
-  process.off('SIGTERM', onSignal)
-  if (stopping.done) return stopping.done
+  interrupt.disarm()
+  if (interrupt.stopping) return interrupt.stopping
   await recordNodes()
   printSummary(record, o.json, say)
   if (o.detach) {
@@ -159,16 +161,7 @@ export async function labUp(o: LabUpOptions): Promise<void> {
     return
   }
   say('\nPress Ctrl-C to stop every node (the lab folder is kept).')
-  await new Promise<void>((done) => {
-    const stop = () => {
-      process.off('SIGINT', stop)
-      process.off('SIGTERM', stop)
-      say('\nstopping every node…')
-      void teardown().finally(done)
-    }
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
-  })
+  await untilSignal(teardown, say)
 }
 
 async function build(
