@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { type PollCheck, pollUntil } from '../src/node/lab-mesh.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 // dist/bench/failover-mesh.js -> <checkout>
@@ -217,25 +218,10 @@ export class BenchMesh {
   }
 }
 
-export async function waitFor<T>(
+/** pollUntil with the bench's default of 30 s. */
+export const waitFor = <T>(
   what: string,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
+  check: PollCheck<T>,
   timeoutMs = 30_000,
   intervalMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value) return value
-    } catch (err) {
-      lastError = err
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (${(lastError as Error).message})` : ''}`,
-      )
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
-}
+): Promise<T> => pollUntil(what, check, timeoutMs, intervalMs)

@@ -165,6 +165,37 @@ export async function waitFor<T>(
   }
 }
 
+/** What pollUntil calls: a truthy answer ends the wait; a throw is retried (named on timeout). */
+export type PollCheck<T> = () => T | undefined | false | Promise<T | undefined | false>
+
+/**
+ * Calls `check` every `intervalMs` until it answers something truthy, which is returned; after
+ * `timeoutMs` an Error naming `what` and the last error `check` threw. (waitFor above is the
+ * launcher's: a LabError ends it at once and the timeout is a LabError.)
+ */
+export async function pollUntil<T>(
+  what: string,
+  check: PollCheck<T>,
+  timeoutMs = 15_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value) return value
+    } catch (err) {
+      lastError = err
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+      )
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
 /**
  * Until disarm(): SIGINT or SIGTERM says so, runs `teardown`, then exits 130. `stopping` is that
  * teardown once a signal started it (a launcher waits for it instead of reporting the failure the

@@ -10,7 +10,7 @@ import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
-import { labListenAddress } from '../../src/node/lab-mesh.js'
+import { labListenAddress, pollUntil as waitFor } from '../../src/node/lab-mesh.js'
 
 const CHECKOUT = resolve(import.meta.dirname, '..', '..')
 export const BIN = join(CHECKOUT, 'bin', 'replimesh.js')
@@ -102,28 +102,8 @@ export interface TestNodeStatus {
   vms: unknown[]
 }
 
-export async function waitFor<T>(
-  what: string,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 15_000,
-  intervalMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value) return value
-    } catch (err) {
-      lastError = err
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
-      )
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
-}
+/** Polls until `check` answers (15 s and 100 ms by default); see pollUntil. */
+export { waitFor }
 
 export function testEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...process.env, REPLIMESH_TIMING: JSON.stringify(TEST_TIMING), REPLIMESH_MDNS: '0', ...extra }
