@@ -141,28 +141,16 @@ export async function stopPid(
   return killed ? 'killed' : 'stopped'
 }
 
+/** The launcher's wait: a LabError from `check` ends it at once; the timeout is a LabError. */
 export async function waitFor<T>(
   what: string,
   timeoutMs: number,
   check: () => Promise<T | undefined | false>,
   intervalMs = 200,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value) return value
-    } catch (err) {
-      if (err instanceof LabError) throw err
-      lastError = err
-    }
-    if (Date.now() > deadline)
-      throw new LabError(
-        `${what} did not happen within ${timeoutMs / 1000} s${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
-      )
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
+  const r = await poll(check, timeoutMs, intervalMs, (err) => err instanceof LabError)
+  if ('value' in r) return r.value
+  throw new LabError(`${what} did not happen within ${timeoutMs / 1000} s${lastErrorNote(r.lastError)}`)
 }
 
 /** What pollUntil calls: a truthy answer ends the wait; a throw is retried (named on timeout). */
@@ -170,8 +158,7 @@ export type PollCheck<T> = () => T | undefined | false | Promise<T | undefined |
 
 /**
  * Calls `check` every `intervalMs` until it answers something truthy, which is returned; after
- * `timeoutMs` an Error naming `what` and the last error `check` threw. (waitFor above is the
- * launcher's: a LabError ends it at once and the timeout is a LabError.)
+ * `timeoutMs` an Error naming `what` and the last error `check` threw.
  */
 export async function pollUntil<T>(
   what: string,
@@ -179,22 +166,34 @@ export async function pollUntil<T>(
   timeoutMs = 15_000,
   intervalMs = 100,
 ): Promise<T> {
+  const r = await poll(check, timeoutMs, intervalMs, () => false)
+  if ('value' in r) return r.value
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErrorNote(r.lastError)}`)
+}
+
+/** Polls `check` until it answers (value) or the deadline passes (the last error it threw). */
+async function poll<T>(
+  check: PollCheck<T>,
+  timeoutMs: number,
+  intervalMs: number,
+  fatal: (err: unknown) => boolean,
+): Promise<{ value: T } | { lastError: unknown }> {
   const deadline = Date.now() + timeoutMs
   let lastError: unknown
   for (;;) {
     try {
       const value = await check()
-      if (value) return value
+      if (value) return { value }
     } catch (err) {
+      if (fatal(err)) throw err
       lastError = err
     }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
-      )
+    if (Date.now() > deadline) return { lastError }
     await new Promise((r) => setTimeout(r, intervalMs))
   }
 }
+
+const lastErrorNote = (err: unknown) => (err ? ` (last error: ${(err as Error).message})` : '')
 
 /**
  * Until disarm(): SIGINT or SIGTERM says so, runs `teardown`, then exits 130. `stopping` is that
