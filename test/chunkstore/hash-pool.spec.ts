@@ -37,9 +37,12 @@ afterEach(async () => {
 })
 afterAll(() => dropBuild())
 
-const oracles = {
-  blake3: (b: Buffer) => blake3(b),
-  sha256: (b: Buffer) => createHash('sha256').update(b).digest(),
+// The hasher passes Uint8Array views (its HashFn); blake3's binding takes a Buffer: wrap, no copy.
+const asBuffer = (b: Uint8Array): Buffer =>
+  Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
+const oracles: Record<'blake3' | 'sha256', (b: Uint8Array) => Buffer> = {
+  blake3: (b) => blake3(asBuffer(b)),
+  sha256: (b) => createHash('sha256').update(b).digest(),
 }
 
 describe('ParallelHasher', () => {

@@ -48,12 +48,29 @@ const standIn: FailoverApi = {
     ]
   },
   hostsAt: (site) => (site === 'B' ? ['peerB1', 'peerB2'] : []),
-  failback: async (vm, o) => {
+  failback: async (vm, o = {}) => {
     calls.push(`failback ${vm} ${o.to ?? '-'}`)
     return outcome(vm, o.to ?? 'peerA', 4)
   },
   endTest: async (vm) => void calls.push(`end ${vm}`),
-  status: () => ({ peerId: 'peerC', site: 'C', quorum: null, owners: [], notifications: [] }),
+  status: () => ({
+    peerId: 'peerC',
+    site: 'C',
+    quorum: null,
+    lease: {
+      leaseMs: null,
+      promotionDelayMs: null,
+      state: 'unarmed',
+      expiresAtMs: null,
+      heardSites: [],
+      fenced: [],
+      lastExpiry: null,
+      lastRegain: null,
+    },
+    owners: [],
+    rpoBreaches: [],
+    notifications: [],
+  }),
 }
 
 let dir: string

@@ -193,6 +193,7 @@ function harness(
         ledger.learn(claim)
         return {
           claim,
+          from: claim.epoch - 1,
           quorum: { reached: true, votes: 3, needed: 2, agreeingSites: [], witnessCounted: false },
           granted: [],
           refused: [],

@@ -62,6 +62,7 @@ function world(sims: Record<string, Sim>) {
       channel: RecordingChannel
       coordinator: EpochCoordinator
       producing: boolean[]
+      replicaCalls: string[]
     }
   >()
   for (const [id, s] of Object.entries(sims)) {
