@@ -174,7 +174,7 @@ describe.skipIf(!oracle('chromium', existsSync(CHROMIUM)))('dashboard in headles
     await page.locator('#confirm-ok').click()
     const result = page.locator('#result')
     await expect
-      .poll(() => result.getAttribute('data-state'), { timeout: 120_000, intervals: [250] })
+      .poll(() => result.getAttribute('data-state'), { timeout: 120_000, interval: 250 })
       .toMatch(/^(ok|error)$/)
     expect(await result.getAttribute('data-state'), (await result.textContent()) ?? '').toBe('ok')
     expect(await result.textContent()).toMatch(/^web1 runs on C · .* \(epoch 1\) from point \d+/)
