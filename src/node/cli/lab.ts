@@ -148,23 +148,14 @@ export function register(program: Command): void {
     .option('--detach', 'leave the nodes running and return (stop them with lab down)')
     .option('--json', 'print the summary as JSON (progress goes to stderr)')
     .action(
-      async (o: {
-        dir: string
-        topology: Topology
-        sites: number
-        hostsPerSite: number
-        vms: number
-        vmSize: number
-        rpo: number
-        rto: number
-        hubRatio: number
-        hostMemory?: number
-        hubMemory?: number
-        hostCpus?: number
-        hostDisk?: number
-        detach?: boolean
-        json?: boolean
-      }) => {
+      async (
+        o: Omit<LabUpOptions, 'rpoMs' | 'rtoMs' | 'detach' | 'json'> & {
+          rpo: number
+          rto: number
+          detach?: boolean
+          json?: boolean
+        },
+      ) => {
         if (o.sites * o.hostsPerSite > LAB_LIMITS.nodes)
           throw new UsageError(
             `${o.sites} sites × ${o.hostsPerSite} hosts is ${o.sites * o.hostsPerSite} nodes; at most ${LAB_LIMITS.nodes} on one machine`,
