@@ -140,7 +140,6 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
           } else throw new ReplicationError(`peer ${peer} answered a get with a '${m.type}' frame`)
         }
       })()
-      reader.catch(() => {})
       reading = reader.catch(() => {})
       for (;;) {
         init.signal?.throwIfAborted()
