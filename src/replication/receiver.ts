@@ -224,9 +224,7 @@ export class PointReceiver {
     if (delta) this.stats.deltasApplied++
     else this.stats.chunksStored++
     this.stats.bytesStored += bytes.length
-    const acks = this.acks.get(ch)
-    if (acks) acks.push(id)
-    else await ch.send({ type: 'stored', ids: [id] })
+    await this.ack(ch, id)
     return bytes.length
   }
 
@@ -253,11 +251,16 @@ export class PointReceiver {
       this.stats.chunksStored++
       this.stats.bytesStored += data.length
       bytes += data.length
-      const acks = this.acks.get(ch)
-      if (acks) acks.push(id)
-      else await ch.send({ type: 'stored', ids: [id] })
+      await this.ack(ch, id)
     }
     return bytes
+  }
+
+  /** Acknowledges a stored chunk: batched on a handleChunks stream, at once elsewhere. */
+  private async ack(ch: MessageChannel<ChunksMessage>, id: ChunkId): Promise<void> {
+    const acks = this.acks.get(ch)
+    if (acks) acks.push(id)
+    else await ch.send({ type: 'stored', ids: [id] })
   }
 
   private async reject(
