@@ -166,7 +166,7 @@ export class EpochCoordinator {
 
   private refusal(vm: string): ControlReply {
     const committed = this.ledger.current(vm)
-    const promised = this.ledger.toJSON().promised.find((c) => c.vm === vm)
+    const promised = this.ledger.promise(vm)
     // The highest claim known: a promise above the announced owner, else that owner.
     const current =
       promised && promised.epoch > (committed?.epoch ?? 0)

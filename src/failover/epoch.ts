@@ -48,6 +48,11 @@ export class EpochLedger {
     return this.committed.get(vm)
   }
 
+  /** The newest promise this node gave for `vm`. */
+  promise(vm: string): EpochClaim | undefined {
+    return this.promised.get(vm)
+  }
+
   /** Highest epoch this node has promised or learned for `vm` (0 if none). */
   highest(vm: string): number {
     return Math.max(this.promised.get(vm)?.epoch ?? 0, this.committed.get(vm)?.epoch ?? 0)
