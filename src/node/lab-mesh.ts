@@ -15,6 +15,17 @@ import { nodePaths } from './paths.js'
 // dist/src/node/lab-mesh.js → the checkout's bin/replimesh.js
 export const LAB_BIN = fileURLToPath(new URL('../../../bin/replimesh.js', import.meta.url))
 
+/** Liveness for a lab: short enough to watch failover, long enough for a loaded 2-core machine. */
+export const LAB_TIMING = {
+  pingIntervalMs: 1000,
+  pingTimeoutMs: 3000,
+  suspectAfterMs: 5000,
+  downAfterMs: 10_000,
+  gossipIntervalMs: 1000,
+  stateTtlMs: 30_000,
+  membershipTimeoutMs: 20_000,
+}
+
 const CLI_TIMEOUT_MS = 120_000
 const NODE_START_TIMEOUT_MS = 90_000
 const STOP_TIMEOUT_MS = 10_000

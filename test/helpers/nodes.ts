@@ -10,7 +10,7 @@ import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
-import { labListenAddress, pollUntil as waitFor } from '../../src/node/lab-mesh.js'
+import { LAB_TIMING, labListenAddress, pollUntil as waitFor } from '../../src/node/lab-mesh.js'
 
 const CHECKOUT = resolve(import.meta.dirname, '..', '..')
 export const BIN = join(CHECKOUT, 'bin', 'replimesh.js')
@@ -67,15 +67,7 @@ function linkCheck(dir: string): Promise<string | null> {
 }
 
 /** Short timers so liveness tests take seconds on a busy 2-core machine. */
-export const TEST_TIMING = {
-  pingIntervalMs: 1000,
-  pingTimeoutMs: 3000,
-  suspectAfterMs: 5000,
-  downAfterMs: 10_000,
-  gossipIntervalMs: 1000,
-  stateTtlMs: 30_000,
-  membershipTimeoutMs: 10_000,
-}
+export const TEST_TIMING = { ...LAB_TIMING, membershipTimeoutMs: 10_000 }
 
 /** Liveness fast enough to show failover in seconds; quorum keeps a slow machine from failing over. */
 export const FAILOVER_TIMING = {

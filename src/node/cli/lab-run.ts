@@ -9,6 +9,7 @@ import { callDaemon } from '../client.js'
 import {
   buildLabMesh,
   exitOnSignal,
+  LAB_TIMING,
   LabError,
   LabNode,
   processExists,
@@ -20,16 +21,6 @@ import {
 import { type LabRecord, type LabUpOptions, siteName, targetSites } from './lab.js'
 import { printJson } from './output.js'
 
-/** Liveness for a lab: short enough to watch failover, long enough for a loaded 2-core machine. */
-const LAB_TIMING = {
-  pingIntervalMs: 1000,
-  pingTimeoutMs: 3000,
-  suspectAfterMs: 5000,
-  downAfterMs: 10_000,
-  gossipIntervalMs: 1000,
-  stateTtlMs: 30_000,
-  membershipTimeoutMs: 20_000,
-}
 const POINTS_TIMEOUT_MS = 180_000
 function capacityOf(o: LabUpOptions): LabRecord['capacity'] {
   const c = {
