@@ -47,6 +47,14 @@ export interface PeerPullStats {
   error: string | null
 }
 
+/** Adds the counts of `s` to `into` (its error is the caller's to merge). */
+export function addPeerCounts(into: PeerPullStats, s: PeerPullStats): void {
+  into.chunks += s.chunks
+  into.bytes += s.bytes
+  into.bad += s.bad
+  into.lacked += s.lacked
+}
+
 export interface PullResult {
   fetched: number
   bytes: number

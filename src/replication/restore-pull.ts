@@ -24,7 +24,7 @@ import {
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
-import { type PullResult, pullChunks } from './puller.js'
+import { addPeerCounts, type PullResult, pullChunks } from './puller.js'
 import { buildManifest, findPoint, readManifestIds } from './replica-store.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
@@ -283,10 +283,7 @@ export async function restoreDisk(
         r.missing = again.missing
         for (const [peer, s] of Object.entries(again.byPeer)) {
           const into = r.byPeer[peer]
-          into.chunks += s.chunks
-          into.bytes += s.bytes
-          into.bad += s.bad
-          into.lacked += s.lacked
+          addPeerCounts(into, s)
           into.error = s.error ?? into.error
         }
       }

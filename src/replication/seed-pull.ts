@@ -15,7 +15,7 @@
 // pull per query is bounded by a deadline well under the source's stall timeout (session.ts).
 import type { ChunkLease, ChunkStore } from '../chunkstore/index.js'
 import type { ChunkId } from './ids.js'
-import { type PeerPullStats, pullChunks } from './puller.js'
+import { addPeerCounts, type PeerPullStats, pullChunks } from './puller.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
 /** Time a target spends pulling one query's lacking ids before it leaves the rest to the source. */
@@ -141,10 +141,7 @@ export class SeedPuller {
     for (const [peer, s] of Object.entries(r.byPeer)) {
       const into = seed.byPeer[peer] ?? { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
       seed.byPeer[peer] = into
-      into.chunks += s.chunks
-      into.bytes += s.bytes
-      into.bad += s.bad
-      into.lacked += s.lacked
+      addPeerCounts(into, s)
       if (s.error && s.error !== 'stopped') into.error = s.error
       // A holder that lies, fails, or is too slow to give anything costs every later query its
       // deadline: the rest of this seed goes without it (the source, or other holders, cover).
