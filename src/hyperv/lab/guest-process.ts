@@ -15,7 +15,7 @@ import {
 } from './constants.js'
 import { GuestError, GuestWriteError, PointError } from './errors.js'
 import { GUEST_ARGV_MARKER, type GuestLaunch, type GuestRequest, type GuestToNode } from './guest-protocol.js'
-import { type VmConfig, type WorkloadOptions, workloadSchema } from './vm-config.js'
+import { type VmConfig, type WorkloadOptions, workloadSettings } from './vm-config.js'
 
 type Ready = Extract<GuestToNode, { type: 'ready' }>
 
@@ -91,7 +91,7 @@ export class GuestProcess {
     const launch: GuestLaunch | WorkloadOptions | undefined = options.config
       ? {
           config: options.config,
-          workload: workloadSchema.parse({ ...options.config.workload, ...options.workload }),
+          workload: workloadSettings(options.config, options.workload),
         }
       : options.workload
     const logFd = openSync(join(vmDir, GUEST_LOG_FILE), 'a')

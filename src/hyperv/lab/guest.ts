@@ -18,7 +18,7 @@ import {
 import type { GuestLaunch, GuestRequest, GuestStatus, GuestToNode, NodeToGuest } from './guest-protocol.js'
 import { GuestVolume } from './guest-volume.js'
 import { type StreamRecord, summarize } from './records.js'
-import type { VmConfig, WorkloadSettings } from './vm-config.js'
+import type { VmConfig, WorkloadOptions, WorkloadSettings } from './vm-config.js'
 import { type PlannedWrite, WorkloadPlanner } from './workload.js'
 
 const send = (m: GuestToNode) => {
@@ -246,9 +246,9 @@ class Guest {
 async function launchOf(vmDir: string, json: string | undefined): Promise<Required<GuestLaunch>> {
   const arg = json ? (JSON.parse(json) as GuestLaunch | Record<string, unknown>) : {}
   if ('config' in arg && arg.config && 'workload' in arg && arg.workload) return arg as Required<GuestLaunch>
-  const { readVmConfig, workloadSchema } = await import('./vm-config.js')
+  const { readVmConfig, workloadSettings } = await import('./vm-config.js')
   const config = await readVmConfig(vmDir)
-  return { config, workload: workloadSchema.parse({ ...config.workload, ...arg }) }
+  return { config, workload: workloadSettings(config, arg as WorkloadOptions) }
 }
 
 /** The guest's entry: argv = [vmDir, launch JSON?]. Never returns on error: reports and exits. */

@@ -25,7 +25,7 @@ import { GuestProcess } from './guest-process.js'
 import type { GuestPointResult, GuestStatus } from './guest-protocol.js'
 import { PointDisk } from './point-disk.js'
 import { openStoppedPoint, releaseStoppedPoint, type StoppedPointState } from './stopped-point.js'
-import { toVmInfo, type WorkloadOptions, workloadSchema } from './vm-config.js'
+import { toVmInfo, type WorkloadOptions, workloadSettings } from './vm-config.js'
 
 /** The logging calls the lab hypervisor makes (a pino logger fits). */
 export interface LabLogger {
@@ -235,7 +235,7 @@ export class LabHypervisor implements Hypervisor {
 
   async setWorkload(vm: string, workload: WorkloadOptions): Promise<void> {
     const entry = await this.catalogue.find(vm)
-    const settings = workloadSchema.parse({ ...entry.config.workload, ...workload })
+    const settings = workloadSettings(entry.config, workload)
     await (await this.runningGuest(vm)).request({ op: 'workload', workload: settings })
   }
 

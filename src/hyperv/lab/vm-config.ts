@@ -25,6 +25,10 @@ export const workloadSchema = z.object({
 export type WorkloadSettings = z.infer<typeof workloadSchema>
 export type WorkloadOptions = z.input<typeof workloadSchema>
 
+/** The workload a VM runs: its vm.json settings with `options` over them, checked. */
+export const workloadSettings = (config: { workload?: WorkloadOptions }, options?: WorkloadOptions) =>
+  workloadSchema.parse({ ...config.workload, ...options })
+
 const diskSchema = z.object({
   path: z.string().min(1),
   format: z.enum(['vhdx', 'vhd', 'raw']),
