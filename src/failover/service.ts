@@ -733,7 +733,12 @@ export class FailoverService {
       this.c.metrics?.promoted(tookMs / 1000)
       const { tier } = this.tier(vm)
       // The VM's own protection settings win over its tier's defaults.
-      const own = test ? null : await this.c.replicas.objectives?.(vm).catch(() => null)
+      const own = test
+        ? null
+        : await this.c.replicas.objectives?.(vm).catch((e: Error) => {
+            this.log.warn({ vm, err: e.message }, "the VM's own RPO/RTO were not read: its tier's apply")
+            return null
+          })
       await this.c.notifier.notify(
         test
           ? messages.testFailover(this.reporter(), {
