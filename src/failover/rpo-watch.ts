@@ -28,6 +28,8 @@ export interface RpoWatchComponents {
 }
 
 interface Breach {
+  vm: string
+  target: string
   sinceMs: number
 }
 
@@ -58,7 +60,7 @@ export class RpoWatch {
         rpoMs: Math.round(row.rpoSeconds * 1000),
       }
       if (late && !was) {
-        this.breached.set(k, { sinceMs: nowMs })
+        this.breached.set(k, { vm: row.vm, target: row.target, sinceMs: nowMs })
         this.c.metrics?.rpoBreach(row.vm)
         out.push(
           messages.rpoBreach({ ...this.c.reporter(), time: nowMs }, { ...facts, seeding: row.seeding }),
@@ -85,9 +87,6 @@ export class RpoWatch {
 
   /** VMs and targets outside their RPO now, for status. */
   breaches(): Array<{ vm: string; target: string; sinceMs: number }> {
-    return [...this.breached].map(([k, b]) => {
-      const [vm, target] = k.split('\u0000')
-      return { vm, target, sinceMs: b.sinceMs }
-    })
+    return [...this.breached.values()].map(({ vm, target, sinceMs }) => ({ vm, target, sinceMs }))
   }
 }
