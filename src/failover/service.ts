@@ -652,8 +652,9 @@ export class FailoverService {
     const t0 = Date.now()
     const steps: Record<string, number> = {}
     const step = (name: string, since: number) => {
-      steps[name] = Date.now() - since
-      return Date.now()
+      const now = Date.now()
+      steps[name] = now - since
+      return now
     }
     let at = t0
     const test = opts.mode === 'test'
