@@ -24,6 +24,7 @@ import {
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
+import { checkSignedRoots, type MemberKeys, manifestRoot, verifyPointHeader } from './point-signature.js'
 import { addPeerCounts, type PullResult, pullChunks } from './puller.js'
 import { buildManifest, findPoint, readManifestIds } from './replica-store.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
@@ -167,6 +168,8 @@ export interface RestoreParts {
   logger: ReplicationLogger
   /** Peers other than this node that gossip a committed point of `vm`, newest (by time) first. */
   holders(vm: string): PointHolder[]
+  /** Members' public keys: a fetched point must carry its source's signature over its roots. */
+  memberKey: MemberKeys
 }
 
 export interface RestoreOptions {
@@ -315,6 +318,22 @@ export async function restoreDisk(
 }
 
 /** The point from the first holder that has it (the newest holder first). */
+/** A fetched point is used only if its source signed it and its manifests have the signed roots. */
+async function verifyFetched(
+  parts: RestoreParts,
+  header: PointHeader,
+  ids: Array<Array<ChunkId | null>>,
+): Promise<void> {
+  const fields = await verifyPointHeader(header, parts.memberKey)
+  // Another algorithm's point is refused by the caller, with that reason.
+  const alg = parts.store.hashAlgorithm
+  if (header.alg !== alg) return
+  const roots = await Promise.all(
+    header.disks.map((d, i) => manifestRoot(d.virtualSize, d.chunkSize, ids[i] ?? [], alg)),
+  )
+  checkSignedRoots(fields, roots, header)
+}
+
 async function fetchFromHolders(
   parts: RestoreParts,
   vm: string,
@@ -326,7 +345,9 @@ async function fetchFromHolders(
   let lastError: Error | null = null
   for (const h of candidates) {
     try {
-      return { peer: h.peer, ...(await fetchPoint(parts.network, h.peer, vm, seq ?? h.seq, signal)) }
+      const fetched = await fetchPoint(parts.network, h.peer, vm, seq ?? h.seq, signal)
+      await verifyFetched(parts, fetched.header, fetched.ids)
+      return { peer: h.peer, ...fetched }
     } catch (err) {
       lastError = err as Error
       parts.logger.warn(

@@ -324,6 +324,7 @@ export class ReplicationService {
         store: this.init.store,
         logger: this.init.logger,
         holders: (v) => this.holdersOf(v),
+        memberKey: (peerId) => this.memberKey(peerId),
       },
       vm,
       options,

@@ -186,6 +186,12 @@ describe('restore from peers', () => {
     // An explicit older point is fetched from the holder that has it (B's first point).
     const older = await e.service.restore('web', { seq: 1, out: join(cluster.root, 'e1.raw'), format: 'raw' })
     expect(older.point.seq).toBe(1)
+
+    // A fetched point must carry its source's signature: once A is no longer a member, no
+    // holder's copy of A's points is used.
+    a.mesh.revoked = true
+    const refused = restoreFile(e, join(cluster.root, 'e2.raw')).then(() => 'restored')
+    await expect(refused).rejects.toThrow(/not a current member/)
   }, 60_000)
 
   it('names the VM when no peer holds it', async () => {
