@@ -96,7 +96,8 @@ export const DEFAULT_MAX_VCPUS_PER_CPU = 8
 
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`
 
-interface Room {
+/** A candidate's room before anything is placed on it (placeVms's working copy starts here). */
+export interface Room {
   memory: number
   disk: number
   vcpus: number
@@ -186,7 +187,12 @@ export function placeVms(input: {
   return result
 }
 
-function initialRoom(c: PlacementCandidate): Room {
+/**
+ * Room on `c` as placement counts it: free memory is the smaller of what its OS reports free and
+ * its total less the memory of the VMs it runs (may be negative: they were promised more than it
+ * has); `promised` is the memory of those VMs (total less free when gossip does not say).
+ */
+export function initialRoom(c: PlacementCandidate): Room {
   const committed = c.memoryCommittedBytes
   const memory =
     committed === undefined ? c.memoryFreeBytes : Math.min(c.memoryFreeBytes, c.memoryTotalBytes - committed)

@@ -13,11 +13,14 @@ import type { FailoverConfig } from './config.js'
 import {
   candidateFromState,
   type GossipedNode,
+  initialRoom,
+  type Placement,
   type PlacementCandidate,
   type PlacementResult,
   type PlacementVm,
   placeVms,
 } from './placement.js'
+import { vmTier } from './tiers.js'
 
 /** A gossiped node state with the fields planning reads (a mesh NodeState fits). */
 export interface PlanNode extends GossipedNode {
@@ -161,13 +164,15 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     (a, b) => a.site.localeCompare(b.site) || a.peerId.localeCompare(b.peerId),
   )
   const owned = ownedVms(nodes)
+  const times = pointTimes(nodes)
   const sites = [...new Set(nodes.map((n) => n.site))].sort()
   const scenarios: Scenario[] = [
-    ...nodes.map((n) => scenario(input, nodes, owned, 'host', n.peerId, [n.peerId])),
+    ...nodes.map((n) => scenario(input, nodes, times, owned, 'host', n.peerId, [n.peerId])),
     ...sites.map((s) =>
       scenario(
         input,
         nodes,
+        times,
         owned,
         'site',
         s,
@@ -216,28 +221,45 @@ function ownedVms(nodes: PlanNode[]): OwnedVmRow[] {
         },
       })
     }
-  const order = nodes.map((n) => n.peerId)
+  const order = new Map(nodes.map((n, i) => [n.peerId, i]))
   return [...best.values()]
     .map((b) => b.row)
-    .sort((a, b) => order.indexOf(a.host) - order.indexOf(b.host) || a.name.localeCompare(b.name))
+    .sort((a, b) => order.get(a.host)! - order.get(b.host)! || a.name.localeCompare(b.name))
 }
 
+/** A VM's tier as failover reads it (tiers.ts), its own RPO/RTO winning over the tier's. */
 function tierOf(input: Pick<PlanInput, 'config' | 'objectives'>, vm: string) {
-  const v = input.config.vms[vm]
-  const name = v?.tier ?? 'silver'
-  const t = input.config.tiers[name] ?? { rpoMs: 60_000, rtoMs: 900_000 }
+  const { tier, priority } = vmTier(input.config, vm)
   const own = input.objectives?.[vm]
   return {
-    tier: name,
-    rpoMs: own?.rpoMs ?? t.rpoMs,
-    rtoMs: own?.rtoMs ?? t.rtoMs,
-    priority: v?.priority ?? 100,
+    tier: tier.name,
+    rpoMs: own?.rpoMs ?? tier.rpoMs,
+    rtoMs: own?.rtoMs ?? tier.rtoMs,
+    priority,
   }
+}
+
+/** Placements and refusals by VM name, and the newest point time each node holds by VM. */
+interface PlanIndex {
+  real: Map<string, Placement>
+  forced: Map<string, Placement>
+  unplaced: Map<string, string>
+  pointTime: Map<string, Map<string, number | undefined>>
+}
+
+const byVm = (placements: Placement[]) => new Map(placements.map((p) => [p.vm, p]))
+
+/** Per node, the time of the newest point it holds of each VM (built once per plan). */
+function pointTimes(nodes: PlanNode[]): Map<string, Map<string, number | undefined>> {
+  return new Map(
+    nodes.map((n) => [n.peerId, new Map(n.replicas.map((r) => [r.vm, r.lastPoint?.time] as const))]),
+  )
 }
 
 function scenario(
   input: PlanInput,
   nodes: PlanNode[],
+  times: Map<string, Map<string, number | undefined>>,
   owned: OwnedVmRow[],
   kind: Scenario['kind'],
   failed: string,
@@ -272,31 +294,28 @@ function scenario(
   }
   const real = placeVms({ ...common, vms })
   const forced = placeVms({ ...common, vms: vms.map((v) => ({ ...v, overCapacity: 'warn' as const })) })
-  const planned = affected.map((v) => plannedVm(input, nodes, v, real, forced))
+  const index: PlanIndex = {
+    real: byVm(real.placements),
+    forced: byVm(forced.placements),
+    unplaced: new Map(real.unplaced.map((u) => [u.vm, u.reason])),
+    pointTime: times,
+  }
+  const planned = affected.map((v) => plannedVm(input, index, v))
   return {
     kind,
     failed,
     hosts,
     fits: planned.every((p) => p.status === 'fits' || p.status === 'hub'),
     vms: planned,
-    targets: targetLoads(input, candidates, nodes, affected, forced),
+    targets: targetLoads(input, candidates, affected, forced),
   }
 }
 
-function plannedVm(
-  input: PlanInput,
-  nodes: PlanNode[],
-  v: OwnedVmRow,
-  real: PlacementResult,
-  forced: PlacementResult,
-): PlannedVm {
+function plannedVm(input: PlanInput, index: PlanIndex, v: OwnedVmRow): PlannedVm {
   const { tier, rpoMs, rtoMs } = tierOf(input, v.name)
-  const p = real.placements.find((x) => x.vm === v.name)
-  const f = forced.placements.find((x) => x.vm === v.name)
-  const unplaced = real.unplaced.find((x) => x.vm === v.name)
-  const pointTime = p
-    ? nodes.find((n) => n.peerId === p.peerId)?.replicas.find((r) => r.vm === v.name)?.lastPoint?.time
-    : undefined
+  const p = index.real.get(v.name)
+  const f = index.forced.get(v.name)
+  const pointTime = p ? index.pointTime.get(p.peerId)?.get(v.name) : undefined
   const dataLossMs = pointTime === undefined ? null : Math.max(0, input.nowMs - pointTime)
   const status: PlannedStatus = !p
     ? 'unplaced'
@@ -320,37 +339,36 @@ function plannedVm(
     rpoBreached: dataLossMs !== null && dataLossMs > rpoMs,
     forcedTo: !p && f ? { peerId: f.peerId, site: f.site } : null,
     warning: p?.warning ?? null,
-    reason: unplaced?.reason ?? null,
+    reason: index.unplaced.get(v.name) ?? null,
   }
 }
 
-/** Room as placement counts it: free memory is the smaller of the OS's and total less running VMs. */
+/** Room as placement counts it (initialRoom), free memory never below zero in a report. */
 function memoryRoom(c: PlacementCandidate): { committed: number; free: number } {
-  const committed = c.memoryCommittedBytes ?? c.memoryTotalBytes - c.memoryFreeBytes
-  return { committed, free: Math.max(0, Math.min(c.memoryFreeBytes, c.memoryTotalBytes - committed)) }
+  const room = initialRoom(c)
+  return { committed: room.promised, free: Math.max(0, room.memory) }
 }
 
 function targetLoads(
   input: PlanInput,
   candidates: PlacementCandidate[],
-  nodes: PlanNode[],
   affected: OwnedVmRow[],
   forced: PlacementResult,
 ): TargetLoad[] {
+  const memory = new Map(affected.map((v) => [v.name, v.memoryBytes]))
+  const arriving = new Map<string, string[]>()
+  for (const p of forced.placements) arriving.set(p.peerId, [...(arriving.get(p.peerId) ?? []), p.vm])
   const out: TargetLoad[] = []
   for (const c of candidates) {
-    const here = forced.placements.filter((p) => p.peerId === c.peerId).map((p) => p.vm)
+    const here = arriving.get(c.peerId) ?? []
     if (here.length === 0) continue
-    const incoming = here.reduce(
-      (sum, vm) => sum + (affected.find((v) => v.name === vm)?.memoryBytes ?? 0),
-      0,
-    )
+    const incoming = here.reduce((sum, vm) => sum + (memory.get(vm) ?? 0), 0)
     const { committed, free } = memoryRoom(c)
     const hub = input.config.hubs[c.site]
     const allowance = hub ? Math.max(0, c.memoryTotalBytes * hub.maxOversubscription - committed) : free
     out.push({
       peerId: c.peerId,
-      site: nodes.find((n) => n.peerId === c.peerId)?.site ?? c.site,
+      site: c.site,
       hub: hub !== undefined,
       memoryTotalBytes: c.memoryTotalBytes,
       memoryCommittedBytes: committed,
@@ -386,14 +404,25 @@ function siteHeadroom(input: PlanInput, site: string, nodes: PlanNode[]): SiteHe
   }
 }
 
-function holdersOf(nodes: PlanNode[], vm: string, owner: string) {
-  return nodes.filter((n) => n.peerId !== owner && n.replicas.some((r) => r.vm === vm && r.lastPoint))
+/** Per VM, the nodes holding a committed point of it and that point's time (when known). */
+function holdersByVm(nodes: PlanNode[]): Map<string, Array<{ node: PlanNode; time: number | undefined }>> {
+  const out = new Map<string, Array<{ node: PlanNode; time: number | undefined }>>()
+  for (const node of nodes)
+    for (const r of node.replicas) {
+      if (!r.lastPoint) continue
+      const list = out.get(r.vm) ?? []
+      out.set(r.vm, list)
+      list.push({ node, time: r.lastPoint.time })
+    }
+  return out
 }
 
 function atRisk(input: PlanInput, nodes: PlanNode[], owned: OwnedVmRow[]): VmAtRisk[] {
   const out: VmAtRisk[] = []
+  const held = holdersByVm(nodes)
   for (const v of owned) {
-    const holders = holdersOf(nodes, v.name, v.host)
+    const copies = (held.get(v.name) ?? []).filter((h) => h.node.peerId !== v.host)
+    const holders = [...new Set(copies.map((h) => h.node))]
     const offSite = holders.filter((n) => n.site !== v.site).length
     const reason =
       holders.length === 0
@@ -404,11 +433,7 @@ function atRisk(input: PlanInput, nodes: PlanNode[], owned: OwnedVmRow[]): VmAtR
             ? 'single copy'
             : null
     if (!reason) continue
-    const times = holders.flatMap((n) =>
-      n.replicas
-        .filter((r) => r.vm === v.name && r.lastPoint?.time !== undefined)
-        .map((r) => r.lastPoint!.time!),
-    )
+    const times = copies.flatMap((h) => (h.time === undefined ? [] : [h.time]))
     const { tier, rpoMs, rtoMs } = tierOf(input, v.name)
     out.push({
       vm: v.name,
@@ -427,12 +452,13 @@ function atRisk(input: PlanInput, nodes: PlanNode[], owned: OwnedVmRow[]): VmAtR
 }
 
 function replicaDisk(nodes: PlanNode[], owned: OwnedVmRow[]): ReplicaDisk[] {
+  const size = new Map(owned.map((v) => [v.name, v.diskBytes]))
   return nodes
     .filter((n) => n.replicas.length > 0)
     .map((n) => {
       const vms = n.replicas.map((r) => ({
         vm: r.vm,
-        diskBytes: owned.find((v) => v.name === r.vm)?.diskBytes ?? null,
+        diskBytes: size.get(r.vm) ?? null,
       }))
       return {
         peerId: n.peerId,
