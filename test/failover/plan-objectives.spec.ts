@@ -1,8 +1,12 @@
 // The plan reports a VM's own RPO/RTO (set with `protect --rpo/--rto`), not its tier's defaults.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Fastify from 'fastify'
 import { describe, expect, it } from 'vitest'
 import { type PlanNode, parseFailoverConfig, planCapacity } from '../../src/failover/index.js'
 import type { NodeComponents, VmStatusRow } from '../../src/node/api/components.js'
-import { vmObjectives } from '../../src/node/api/plan.js'
+import { type PlanReply, planRoutes, vmObjectives } from '../../src/node/api/plan.js'
 
 const G = 2 ** 30
 const NOW = 1_800_000_000_000
@@ -92,5 +96,42 @@ describe('plan objectives', () => {
       web1: { rpoMs: 5000, rtoMs: 60_000 },
       db: { rpoMs: 30_000 },
     })
+  })
+
+  it('when the status rows cannot be read, the plan says so and logs it instead of dropping the RPOs silently', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'replimesh-plan-'))
+    const app = Fastify()
+    try {
+      const logged: Array<[unknown, string]> = []
+      const components = {
+        dir,
+        vmStatus: async () => {
+          throw new Error('hypervisor list failed')
+        },
+        logger: { warn: (obj: unknown, msg: string) => void logged.push([obj, msg]) },
+        mesh: { peerId: 'b1', site: 'B', peers: () => [], nodeStates: () => nodes },
+      } as unknown as NodeComponents
+      await expect(vmObjectives(components)).rejects.toThrow('hypervisor list failed')
+      await planRoutes(app, components)
+      const res = await app.inject({ method: 'GET', url: '/plan' })
+      expect(res.statusCode).toBe(200)
+      const plan = res.json() as PlanReply
+      expect(plan.warnings).toHaveLength(1)
+      expect(plan.warnings[0]).toMatch(/own RPO and RTO .* not read \(hypervisor list failed\).*tiers/)
+      // The plan still runs, on the tier's RPO (silver: 60 s).
+      const row = plan.scenarios.find((x) => x.kind === 'site' && x.failed === 'B')!.vms[0]
+      expect(row).toMatchObject({ vm: 'web1', rpoMs: 60_000 })
+      expect(logged).toHaveLength(1)
+      expect(logged[0][0]).toEqual({ err: 'hypervisor list failed' })
+
+      // Read normally: no warning.
+      const ok = Fastify()
+      await planRoutes(ok, { ...components, vmStatus: async () => [] } as NodeComponents)
+      expect(((await ok.inject({ method: 'GET', url: '/plan' })).json() as PlanReply).warnings).toEqual([])
+      await ok.close()
+    } finally {
+      await app.close()
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })

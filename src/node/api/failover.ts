@@ -7,7 +7,7 @@
 // <dir>/failover/epochs.json, its settings in <dir>/failover.json (optional; defaults otherwise),
 // the control protocol on the mesh. It needs the hypervisor; without one (or when composition
 // fails) every route answers 503 with one line saying why.
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { z } from 'zod'
@@ -26,6 +26,7 @@ import {
   type TargetLag,
 } from '../../failover/index.js'
 import type { NodeComponents } from './components.js'
+import { readJson } from './json-file.js'
 import { nodeSnapshot } from './metrics.js'
 import { vmObjectives } from './plan.js'
 
@@ -120,15 +121,6 @@ function publishRealEpochs(components: NodeComponents, ledger: EpochLedger): voi
       if (!claim) return [vm]
       return claim.owner === self ? [{ ...vm, epoch: claim.epoch }] : []
     })
-}
-
-async function readJson(file: string): Promise<unknown> {
-  try {
-    return JSON.parse(await readFile(file, 'utf8'))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw new Error(`${file}: ${(err as Error).message}`)
-  }
 }
 
 /** Builds and starts the node's failover service; returns it with its stop function. */

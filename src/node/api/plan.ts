@@ -3,7 +3,6 @@
 //                node sees (failover's planCapacity; shape documented in the README, "Capacity plan")
 // Settings (hubs and their ratios, tiers, per-VM policy) come from <dir>/failover.json, the file
 // the failover service reads, so the plan places VMs the way a real failover would.
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import {
@@ -13,6 +12,7 @@ import {
   type VmObjectives,
 } from '../../failover/index.js'
 import type { NodeComponents } from './components.js'
+import { readJson } from './json-file.js'
 
 /** The plan as the API returns it: the planner's report and who made it. */
 export interface PlanReply extends CapacityPlan {
@@ -20,16 +20,8 @@ export interface PlanReply extends CapacityPlan {
   site: string
   /** Peers this node sees down now (candidates in no scenario). */
   downPeers: string[]
-}
-
-async function failoverSettings(dir: string): Promise<unknown> {
-  const file = join(dir, 'failover.json')
-  try {
-    return JSON.parse(await readFile(file, 'utf8'))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw new Error(`${file}: ${(err as Error).message}`)
-  }
+  /** What the plan could not read and what it used instead (empty when everything was read). */
+  warnings: string[]
 }
 
 /** What the plan reads of the replication service the daemon composed (when it runs). */
@@ -40,12 +32,13 @@ interface ProtectionReader {
 /**
  * The RPO and RTO operators set with `protect` for the VMs this node knows of: `status` rows give
  * the RPO of VMs protected here and of replicas held here; a VM protected here also has its RTO.
+ * Throws when the status rows cannot be read (the caller says that tier defaults apply).
  */
 export async function vmObjectives(
   components: NodeComponents & { replication?: ProtectionReader },
 ): Promise<Record<string, VmObjectives>> {
   const out: Record<string, VmObjectives> = {}
-  for (const row of await components.vmStatus().catch(() => [])) {
+  for (const row of await components.vmStatus()) {
     if (row.rpoSeconds === null) continue
     const o = out[row.name] ?? {}
     out[row.name] = o
@@ -62,8 +55,19 @@ export async function vmObjectives(
 
 export async function planRoutes(app: FastifyInstance, components: NodeComponents): Promise<void> {
   app.get('/plan', async (): Promise<PlanReply> => {
-    const config = parseFailoverConfig(await failoverSettings(components.dir))
+    const config = parseFailoverConfig(await readJson(join(components.dir, 'failover.json')))
     const { mesh } = components
+    const warnings: string[] = []
+    const objectives = await vmObjectives(components).catch((err: Error) => {
+      components.logger.warn(
+        { err: err.message },
+        "plan: the VMs' own RPO/RTO were not read; their tiers' apply",
+      )
+      warnings.push(
+        `the VMs' own RPO and RTO (protect --rpo/--rto) were not read (${err.message}): the plan uses their tiers' instead`,
+      )
+      return {}
+    })
     const downPeers = mesh
       .peers()
       .filter((p) => p.state === 'down')
@@ -73,8 +77,8 @@ export async function planRoutes(app: FastifyInstance, components: NodeComponent
       downPeers,
       config,
       nowMs: Date.now(),
-      objectives: await vmObjectives(components),
+      objectives,
     })
-    return { peerId: mesh.peerId, site: mesh.site, downPeers, ...plan }
+    return { peerId: mesh.peerId, site: mesh.site, downPeers, warnings, ...plan }
   })
 }

@@ -102,6 +102,7 @@ export function formatPlan(plan: Plan): string {
   return [
     `Capacity plan seen from ${shortId(plan.peerId)} (site ${plan.site}): ${plan.nodes} nodes, ${plan.vms} VMs` +
       (plan.downPeers.length ? `; down now: ${plan.downPeers.map(shortId).join(', ')}` : ''),
+    ...(plan.warnings ?? []).map((w) => `warning: ${w}`),
     '',
     sitesSection(plan),
     '',
