@@ -29,6 +29,8 @@ export const LAB_TIMING = {
 const CLI_TIMEOUT_MS = 120_000
 const NODE_START_TIMEOUT_MS = 90_000
 const STOP_TIMEOUT_MS = 10_000
+/** After SIGKILL: a process still there this long later is stuck (a zombie, a hung kernel call). */
+const KILL_TIMEOUT_MS = 5_000
 const FORMED_TIMEOUT_MS = 60_000
 
 export class LabError extends Error {
@@ -101,15 +103,21 @@ export class LabNode {
     this.peerId = (await callDaemon<{ peerId: string }>(this.dir, 'GET', '/status')).peerId
   }
 
-  /** Sends a signal and waits for the exit (SIGKILL after the deadline). */
+  /** Sends a signal and waits for the exit: SIGKILL after the deadline, a LabError if even that fails. */
   async stop(signal: NodeJS.Signals): Promise<void> {
     const child = this.proc
     if (!child || child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise<void>((r) => child.once('exit', () => r()))
+    const exited = new Promise<true>((r) => child.once('exit', () => r(true)))
     child.kill(signal)
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
-    await exited
-    clearTimeout(timer)
+    if (!(await within(exited, STOP_TIMEOUT_MS))) {
+      child.kill('SIGKILL')
+      if (!(await within(exited, KILL_TIMEOUT_MS))) {
+        killGroupLeftovers(child.pid)
+        throw new LabError(
+          `node ${this.name} (pid ${child.pid}) did not exit within ${KILL_TIMEOUT_MS / 1000} s of SIGKILL`,
+        )
+      }
+    }
     killGroupLeftovers(child.pid)
   }
 
@@ -130,26 +138,65 @@ function killGroupLeftovers(pid: number | undefined): void {
   } catch {}
 }
 
+/** Whether `done` settles within `ms` (its timer cleared either way). */
+async function within(done: Promise<true>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<false>((r) => {
+    timer = setTimeout(() => r(false), ms)
+  })
+  try {
+    return await Promise.race([done, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Waits until `pid` is gone or `ms` have passed; true when it is gone. */
+async function exitedWithin(pid: number, ms: number, intervalMs: number): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (processExists(pid)) {
+    if (Date.now() >= deadline) return false
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+  return true
+}
+
 /**
  * Stops a node this process may not have started (a detached lab): SIGTERM to its daemon, wait
- * for it to go, SIGKILL after the deadline, then its process group's leftovers.
+ * for it to go, SIGKILL after `timeoutMs`, then its process group's leftovers. A process still
+ * there `killTimeoutMs` after SIGKILL is a LabError naming it (nothing more can be done from here).
  */
 export async function stopPid(
   pid: number,
   timeoutMs = STOP_TIMEOUT_MS,
+  killTimeoutMs = KILL_TIMEOUT_MS,
 ): Promise<'stopped' | 'killed' | 'gone'> {
   if (!processExists(pid)) {
     killGroupLeftovers(pid)
     return 'gone'
   }
-  process.kill(pid, 'SIGTERM')
-  const deadline = Date.now() + timeoutMs
-  while (processExists(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
-  const killed = processExists(pid)
-  if (killed) process.kill(pid, 'SIGKILL')
-  while (processExists(pid)) await new Promise((r) => setTimeout(r, 50))
+  signal(pid, 'SIGTERM')
+  const stopped = await exitedWithin(pid, timeoutMs, 100)
+  if (!stopped) {
+    signal(pid, 'SIGKILL')
+    if (!(await exitedWithin(pid, killTimeoutMs, 50))) {
+      killGroupLeftovers(pid)
+      throw new LabError(
+        `process ${pid} did not exit within ${timeoutMs / 1000} s of SIGTERM nor ${killTimeoutMs / 1000} s of SIGKILL (a zombie or a hung system call: see ps -o pid,stat,wchan,cmd -p ${pid})`,
+      )
+    }
+  }
   killGroupLeftovers(pid)
-  return killed ? 'killed' : 'stopped'
+  return stopped ? 'stopped' : 'killed'
+}
+
+/** Sends `sig` to `pid`; a process that went meanwhile (ESRCH) is not an error. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+  }
 }
 
 /** The launcher's wait: a LabError from `check` ends it at once; the timeout is a LabError. */
