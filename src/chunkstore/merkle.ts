@@ -41,12 +41,21 @@ export function nodeEntryCount(shape: TreeShape, level: number, chunkStart: numb
   return Math.ceil(covered / childSpan)
 }
 
-export function encodeNode(level: number, ids: Buffer[]): Buffer {
-  const out = Buffer.allocUnsafe(NODE_HEADER_BYTES + ids.length * ID_BYTES)
+/**
+ * A node's buffer with its header written (magic, level, 3 zero bytes, entry count, all
+ * little-endian) and room for `count` ids after it: the one place the layout is written.
+ */
+function nodeWithHeader(level: number, count: number): Buffer {
+  const out = Buffer.allocUnsafe(NODE_HEADER_BYTES + count * ID_BYTES)
   out.writeUInt32LE(NODE_MAGIC, 0)
   out.writeUInt8(level, 4)
   out.fill(0, 5, 8)
-  out.writeUInt32LE(ids.length, 8)
+  out.writeUInt32LE(count, 8)
+  return out
+}
+
+export function encodeNode(level: number, ids: Buffer[]): Buffer {
+  const out = nodeWithHeader(level, ids.length)
   for (const [i, id] of ids.entries()) id.copy(out, NODE_HEADER_BYTES + i * ID_BYTES)
   return out
 }
@@ -219,11 +228,7 @@ export function packedNodeId(level: number, packed: Buffer, hash: HashFn): Buffe
       break
     }
   if (zero) return ZERO_ID
-  const out = Buffer.allocUnsafe(NODE_HEADER_BYTES + packed.length)
-  out.writeUInt32LE(NODE_MAGIC, 0)
-  out.writeUInt8(level, 4)
-  out.fill(0, 5, 8)
-  out.writeUInt32LE(packed.length / ID_BYTES, 8)
+  const out = nodeWithHeader(level, packed.length / ID_BYTES)
   packed.copy(out, NODE_HEADER_BYTES)
   return hash(out)
 }

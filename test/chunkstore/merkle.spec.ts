@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import { hashFunction, ZERO_ID } from '../../src/chunkstore/hash.js'
-import { diffTrees, leaves, TreeBuilder, treeShape } from '../../src/chunkstore/merkle.js'
+import {
+  decodeNode,
+  diffTrees,
+  leaves,
+  packedNodeId,
+  TreeBuilder,
+  treeShape,
+} from '../../src/chunkstore/merkle.js'
 
 const hash = hashFunction('blake3')
 
@@ -116,5 +123,18 @@ describe('diffTrees', () => {
     expect(got).toEqual([5, 200])
     // Two paths of depth 4 below the root: root + 2 x 3 nodes.
     expect(reads).toBe(7)
+  })
+})
+
+describe('packedNodeId', () => {
+  it('gives every node the id TreeBuilder stored it under (the same header), and ZERO_ID for zeros', async () => {
+    const ids = Array.from({ length: 70 }, (_, i) => idOf(i % 5 === 2 ? 0 : i + 1))
+    const t = await build(ids, 4)
+    expect(t.nodes.size).toBeGreaterThan(20)
+    for (const [hex, bytes] of t.nodes) {
+      const node = decodeNode(bytes)
+      expect(packedNodeId(node.level, Buffer.concat(node.ids), hash).toString('hex')).toBe(hex)
+    }
+    expect(packedNodeId(1, Buffer.concat([ZERO_ID, ZERO_ID]), hash).equals(ZERO_ID)).toBe(true)
   })
 })
