@@ -24,6 +24,7 @@ import {
   CHANGE_LOG_POINTS,
   type Protection,
   type ProtectionFiles,
+  SEQ_RESERVE_BLOCK,
   type SourceState,
   seqFloorOf,
 } from './settings.js'
@@ -104,9 +105,17 @@ export class VmProtector {
   private readonly zeroFingerprints = new Map<number, Buffer>()
   private readonly hash: (b: Uint8Array) => Buffer
   private loop: Promise<void> | null = null
+  /** Seqs up to this one are reserved on disk by this protector (0: none yet). */
+  private seqsReservedTo = 0
+  /** The newest seq this protector gave a point. */
+  private lastSeqHanded = 0
+  /** Step timings of the cycle running now. */
+  private steps: StepClock | null = null
   private readonly abort = new AbortController()
   private wake: (() => void) | null = null
   cycles = 0
+  /** Milliseconds each step of the last cycle took (see CycleSteps); logged with each commit. */
+  lastSteps: CycleSteps | null = null
 
   constructor(
     readonly protection: Protection,
@@ -179,11 +188,41 @@ export class VmProtector {
     }
   }
 
+  /**
+   * The next point's seq: above every seq known for the VM (its state, the floor reserved before,
+   * points held anywhere, the targets' answers to hello) and reserved on disk before the point
+   * leaves: a target may commit it even if this cycle fails or the node dies, and (vm, seq) must
+   * never name two contents. Seqs are reserved SEQ_RESERVE_BLOCK at a time (state.seqFloor is the
+   * block's end), so most points write nothing here; after a restart the VM's seqs go on above
+   * the whole block, a gap no reader minds.
+   */
+  private async nextSeq(live: Live[]): Promise<number> {
+    const known = Math.max(
+      this.state.seq ?? 0,
+      this.lastSeqHanded,
+      (await this.c.knownSeq?.(this.protection.vm)) ?? 0,
+      ...live.map((l) => l.session.state.lastSeq ?? 0),
+    )
+    // A block reserved by an earlier run (or protector) may have been used up to its end.
+    const seq = Math.max(known, this.seqsReservedTo === 0 ? seqFloorOf(this.state) : 0) + 1
+    if (seq > this.seqsReservedTo) {
+      const end = seq + SEQ_RESERVE_BLOCK - 1
+      this.state = { ...this.state, seqFloor: Math.max(end, this.state.seqFloor ?? 0) }
+      await this.c.files.writeState(this.protection.vm, this.state, null)
+      this.seqsReservedTo = end
+    }
+    this.lastSeqHanded = seq
+    return seq
+  }
+
   /** One point to every direct target. True when every target committed it. */
   async cycle(): Promise<boolean> {
     const { vm, vmId } = this.protection
     const signal = this.abort.signal
     if (this.c.mayProduce && !this.c.mayProduce()) return false
+    const steps = new StepClock()
+    this.steps = steps
+    this.lastSteps = steps.ms
     const live: Live[] = []
     for (const hop of planRoutes(this.protection.targets, this.protection.chain)) {
       try {
@@ -203,24 +242,18 @@ export class VmProtector {
       }
     }
     if (live.length === 0) return false
+    steps.mark('open')
     const info = await this.c.hypervisor.getVm(vm)
     const point = await this.c.hypervisor.createPoint(vm, { sinceReference: this.state.reference, signal })
+    steps.mark('take')
     let manifests: Array<Array<ChunkId | null>> | null = null
     const staged: Array<Map<number, Buffer>> = []
     let prevOk = false
     let reference: string | null = null
-    // Above every seq known for the VM (its state, points held anywhere, the targets' answers to
-    // hello), and reserved on disk before the point leaves: a target may commit it even if this
-    // cycle fails or the node dies, and (vm, seq) must never name two contents.
-    const seq =
-      Math.max(
-        seqFloorOf(this.state),
-        (await this.c.knownSeq?.(vm)) ?? 0,
-        ...live.map((l) => l.session.state.lastSeq ?? 0),
-      ) + 1
+    let seq = -1
     try {
-      this.state = { ...this.state, seqFloor: seq }
-      await this.c.files.writeState(vm, this.state, null)
+      seq = await this.nextSeq(live)
+      steps.mark('seq')
       const geometry = point.disks.map((d, i) => ({
         virtualSize: d.virtualSize,
         chunkSize:
@@ -256,6 +289,7 @@ export class VmProtector {
           await disk.close()
         }
       }
+      steps.mark('read')
       const header: Omit<PointHeader, 'baseSeq' | 'forward' | 'disks'> = {
         vm,
         vmId,
@@ -285,7 +319,9 @@ export class VmProtector {
           })
         header.signed = await signPoint(signedFields(header, roots), this.c.sign)
       }
+      steps.mark('sign')
       await Promise.all(live.map((l) => this.commitTo(l, header, geometry, point)))
+      steps.mark('commit')
       this.state = {
         ...this.state,
         seq,
@@ -296,6 +332,7 @@ export class VmProtector {
       }
     } finally {
       for (const l of live) await l.session.close().catch(() => {})
+      steps.mark('close')
       try {
         reference = await this.c.hypervisor.releasePoint(point)
       } catch (err) {
@@ -318,7 +355,10 @@ export class VmProtector {
         this.state.reference = null
       }
       for (const l of live) if (!l.noted) this.noteStats(l.session)
+      steps.mark('release')
       await this.c.files.writeState(vm, this.state, this.state.seq === seq ? this.manifests : null)
+      steps.mark('save')
+      this.steps = null
     }
     const direct = planRoutes(this.protection.targets, this.protection.chain).length
     return live.length === direct && live.every((l) => this.state.targets[l.session.peer]?.seq === seq)
@@ -346,9 +386,14 @@ export class VmProtector {
     if (lastSeq === null || !havePrev || this.state.seq === null) return 'full'
     if (target.epoch !== this.epochOf(lastSeq)) return 'full'
     if (lastSeq === this.state.seq) return 'delta'
-    const needed = this.state.changeLog.filter((e) => e.seq > lastSeq)
-    const contiguous = needed.length === this.state.seq - lastSeq && lastSeq < this.state.seq
-    return contiguous ? 'log' : 'full'
+    if (lastSeq > this.state.seq) return 'full'
+    // The log must name every point after the target's: each entry holds the changes since the
+    // entry before it, so an entry for the target's own point proves the rest follow it (seqs
+    // may skip numbers: see SEQ_RESERVE_BLOCK); without it, every seq up to ours needs one.
+    const log = this.state.changeLog
+    const needed = log.filter((e) => e.seq > lastSeq)
+    const covered = log.some((e) => e.seq === lastSeq) || needed.length === this.state.seq - lastSeq
+    return covered ? 'log' : 'full'
   }
 
   /**
@@ -394,12 +439,11 @@ export class VmProtector {
       const batch: OfferItem[] = []
       const batchIndexes: number[] = []
       const patches = new Map<ChunkId, { base: ChunkId | null; ranges: ByteRange[]; bytes: Uint8Array }>()
-      for (const { index, bytes } of await readChunks(
-        disk,
-        toRead.slice(at, at + READ_BATCH_CHUNKS),
-        chunkSize,
-        virtualSize,
-      )) {
+      const readStart = performance.now()
+      const chunks = await readChunks(disk, toRead.slice(at, at + READ_BATCH_CHUNKS), chunkSize, virtualSize)
+      const hashStart = performance.now()
+      this.steps?.add('read.io', hashStart - readStart)
+      for (const { index, bytes } of chunks) {
         const length = bytes.length
         const id = isZero(bytes) ? null : this.hash(bytes).toString('hex')
         const before = prev ? prev[index] : undefined
@@ -417,6 +461,7 @@ export class VmProtector {
           patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
         batch.push({ id, length, load: async () => bytes, delta: async () => patches.get(id) ?? null })
       }
+      this.steps?.add('read.hash', performance.now() - hashStart)
       // Ask now, while the batch before is still being sent (see TargetSession.prequery).
       for (const l of live) if (!l.session.error) l.session.prequery(batch)
       return { batch, batchIndexes }
@@ -430,7 +475,9 @@ export class VmProtector {
         const { batch, batchIndexes } = await next
         next = at + READ_BATCH_CHUNKS < toRead.length ? readBatch(at + READ_BATCH_CHUNKS) : null
         next?.catch(() => {})
+        const offerStart = performance.now()
         await this.offerAll(live, diskIndex, batch, batchIndexes)
+        this.steps?.add('read.offer', performance.now() - offerStart)
         for (const l of live) this.seedDone(l, Math.min(READ_BATCH_CHUNKS, toRead.length - at) * chunkSize)
       }
     } finally {
@@ -521,6 +568,10 @@ export class VmProtector {
     if (l.session.error) return
     const peer = l.session.peer
     try {
+      const settleStart = performance.now()
+      await l.session.settle()
+      const ackStart = performance.now()
+      this.steps?.add('commit.settle', ackStart - settleStart)
       await l.session.commit(
         {
           ...header,
@@ -530,6 +581,7 @@ export class VmProtector {
         },
         l.entries,
       )
+      this.steps?.add('commit.ack', performance.now() - ackStart)
       l.noted = true
       this.noteStats(l.session)
       this.state.targets[peer] = { seq: header.seq, time: point.time }
@@ -545,6 +597,7 @@ export class VmProtector {
           chunks: l.session.stats.chunksSent,
           deltas: l.session.stats.deltasSent,
           bytes: l.session.stats.payloadBytes,
+          ms: this.steps?.ms,
         },
         `point ${header.vm}@${header.seq} committed on ${peer}`,
       )
@@ -586,6 +639,28 @@ export class VmProtector {
     p.seeding = null
     p.link = this.c.links?.forPeer(session.peer).status() ?? null
     this.progress.set(session.peer, p)
+  }
+}
+
+/**
+ * Milliseconds per step of one cycle: mark(step) charges the time since the previous mark to
+ * `step`; add() records a part measured inside a step (read.io, read.hash, read.offer inside
+ * read; commit.settle, commit.ack inside commit), summed over batches and targets.
+ */
+export type CycleSteps = Record<string, number>
+
+class StepClock {
+  readonly ms: CycleSteps = {}
+  private last = performance.now()
+
+  mark(step: string): void {
+    const now = performance.now()
+    this.add(step, now - this.last)
+    this.last = now
+  }
+
+  add(step: string, ms: number): void {
+    this.ms[step] = Math.round(((this.ms[step] ?? 0) + ms) * 10) / 10
   }
 }
 

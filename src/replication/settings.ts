@@ -10,6 +10,12 @@ import { idFromBytes, idToBytes, isZeroIdBytes } from './ids.js'
 
 /** Changed-chunk history kept per VM, so a target a few points behind still gets an incremental. */
 export const CHANGE_LOG_POINTS = 64
+/**
+ * Seqs a source reserves on disk at once (state.seqFloor is the end of the block): one fsync'd
+ * state write per this many points instead of one per point. After a restart the next seq is
+ * above the block, so a VM's seqs may jump by up to this much.
+ */
+export const SEQ_RESERVE_BLOCK = 64
 
 export const protectionSchema = z.object({
   vm: z.string().min(1),

@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { ReplicationService } from '../../src/replication/index.js'
+import { LagTracker, ProtectionFiles, ReplicationService, VmProtector } from '../../src/replication/index.js'
+import { SEQ_RESERVE_BLOCK, type SourceState } from '../../src/replication/settings.js'
 import { type TestNode, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
@@ -83,5 +84,76 @@ describe('point seqs only rise', () => {
     await protect(a, 'C')
     const first = await until('a point on C', async () => (await c.store.listPoints('web'))[0] ?? null)
     expect(first.seq).toBeGreaterThan(onB)
+  })
+})
+
+/** ProtectionFiles that records every state it writes: the seq floor, and whether manifests came along. */
+class RecordingFiles extends ProtectionFiles {
+  readonly writes: Array<{ seqFloor: number | undefined; seq: number | null; reserve: boolean }> = []
+  override async writeState(
+    vm: string,
+    state: SourceState,
+    manifests: Parameters<ProtectionFiles['writeState']>[2],
+  ): Promise<void> {
+    await super.writeState(vm, state, manifests)
+    this.writes.push({ seqFloor: state.seqFloor, seq: state.seq, reserve: manifests === null })
+  }
+}
+
+describe('seqs are reserved in blocks', () => {
+  it('one reserving state write per block of points; every seq sent is at or under the floor already on disk; a new protector goes on above the block', async () => {
+    const b = await makeNode('B', false)
+    const mesh = cluster.net.node('A', 'A')
+    const info = await cluster.hv.createVm('web', [4 * MiB])
+    await cluster.hv.write('web', 0, 0, randomBytes(1 * MiB))
+    const dir = join(cluster.root, 'A', 'replication')
+    const make = (files: ProtectionFiles) =>
+      new VmProtector(
+        {
+          vm: 'web',
+          vmId: info.id,
+          rpoSeconds: 5,
+          rtoSeconds: 60,
+          to: ['B'],
+          chain: false,
+          copies: null,
+          targets: ['B'],
+          createdAt: Date.now(),
+        },
+        {
+          network: mesh,
+          hypervisor: cluster.hv.asHypervisor(),
+          files,
+          lag: new LagTracker(),
+          logger: quiet,
+          hashAlgorithm: 'blake3',
+          sign: (kind, value) => mesh.sign(kind, value),
+        },
+      )
+    const files = new RecordingFiles(dir)
+    const p = make(files)
+    await p.load()
+    const seqs: number[] = []
+    for (let i = 0; i < 5; i++) {
+      await cluster.hv.write('web', 0, i * 256 * 1024, randomBytes(4096))
+      expect(await p.cycle()).toBe(true)
+      const seq = (await b.store.lastPoint('web'))!.seq
+      // Reserved on disk before the point left: a target may commit it even if the node dies.
+      expect(seq).toBeLessThanOrEqual(files.writes.filter((w) => w.reserve).at(-1)?.seqFloor ?? 0)
+      seqs.push(seq)
+    }
+    expect(seqs).toEqual([1, 2, 3, 4, 5])
+    const reserves = files.writes.filter((w) => w.reserve)
+    expect(reserves).toEqual([{ seqFloor: SEQ_RESERVE_BLOCK, seq: null, reserve: true }])
+    // The end-of-cycle writes keep the floor.
+    expect(files.writes.every((w) => w.seqFloor === SEQ_RESERVE_BLOCK)).toBe(true)
+
+    // A restarted protector cannot know how much of the block was used: it starts above it.
+    const again = make(new RecordingFiles(dir))
+    await again.load()
+    await cluster.hv.write('web', 0, 3 * MiB, randomBytes(4096))
+    expect(await again.cycle()).toBe(true)
+    expect((await b.store.lastPoint('web'))!.seq).toBe(SEQ_RESERVE_BLOCK + 1)
+    expect((await files.readState('web')).state.seqFloor).toBe(2 * SEQ_RESERVE_BLOCK)
   })
 })
