@@ -2,7 +2,9 @@
 // the lag source, the FailoverService tick runs on a fake clock, and notifications go to a
 // recording channel and a webhook served by a real HTTP server on loopback. Per VM and target a
 // breach is one notification and one count of replimesh_rpo_breaches_total (read back through a
-// real Prometheus text parser), however many ticks it lasts; its end is one rpo-restored.
+// real Prometheus text parser), however many ticks it lasts; its end is one rpo-restored, sent
+// once the lag has stayed under 90 % of the RPO for a whole RPO (dampening: points committing at
+// intervals close to the RPO are one breach, not a breach and a restore per point).
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import parsePrometheus from 'parse-prometheus-text-format'
@@ -77,21 +79,75 @@ describe('RPO watch', () => {
     for (let t = 3000; t < 20_000; t += 1000)
       expect(watch.check([row('hv2', 5 + t / 1000, true)], t)).toEqual([])
     expect(watch.breaches()).toEqual([{ vm: 'web1', target: 'hv2', sinceMs: 2000 }])
-    const back = watch.check([row('hv2', 0.4), row('hv3', 1)], 21_000)
+    // Back under the RPO: restored only once it stayed under 4.5 s (90 %) for 5 s (one RPO).
+    expect(watch.check([row('hv2', 0.4), row('hv3', 1)], 21_000)).toEqual([])
+    expect(watch.check([row('hv2', 4.6), row('hv3', 1)], 24_000)).toEqual([]) // above 4.5 s: again
+    expect(watch.check([row('hv2', 0.3), row('hv3', 1)], 25_000)).toEqual([])
+    expect(watch.check([row('hv2', 4.5), row('hv3', 1)], 29_999)).toEqual([])
+    expect(watch.breaches()).toHaveLength(1)
+    const back = watch.check([row('hv2', 0.4), row('hv3', 1)], 30_000)
     expect(back.map((n) => [n.kind, n.peer, n.severity])).toEqual([['rpo-restored', 'hv2', 'info']])
-    expect(back[0].details).toMatchObject({ breachedMs: 19_000, lagMs: 400, rpoMs: 5000 })
-    expect(watch.check([row('hv2', 0.4), row('hv3', 1)], 22_000)).toEqual([])
+    expect(back[0].details).toMatchObject({ breachedMs: 28_000, lagMs: 400, rpoMs: 5000 })
+    expect(watch.check([row('hv2', 0.4), row('hv3', 1)], 31_000)).toEqual([])
     // A second breach is a new one: notified and counted again, and not called seeding.
-    const again = watch.check([row('hv2', 6), row('hv3', 1)], 23_000)
+    const again = watch.check([row('hv2', 6), row('hv3', 1)], 32_000)
     expect(again.map((n) => n.kind)).toEqual(['rpo-breach'])
     expect(again[0].title).not.toContain('seeding')
     expect(again[0].failed).toContain('newest committed point of web1 on hv2 is 6.0 s old')
     // A target no longer listed (unprotected, fenced) is forgotten without a notification.
-    expect(watch.check([row('hv3', 1)], 24_000)).toEqual([])
+    expect(watch.check([row('hv3', 1)], 33_000)).toEqual([])
     expect(watch.breaches()).toEqual([])
     expect(sent.map((n) => n.kind)).toEqual(['rpo-breach', 'rpo-restored', 'rpo-breach'])
     expect(await breaches(metrics, 'web1')).toBe(2)
     expect(EVENT_IDS['rpo-restored']).toBe(1303)
+  })
+
+  it('points committing at intervals close to the RPO are one breach, not one per point', () => {
+    // The lag of a target as a sawtooth: each point is frozen at `time` and commits `shipMs` later;
+    // the watch samples it every 250 ms (the failover tick) while `interval(i)` says when the next
+    // point is frozen. Without dampening each excursion past the RPO would be a breach and a restore.
+    const simulate = (watch: RpoWatch, toMs: number, interval: (frozenMs: number, i: number) => number) => {
+      const shipMs = 300
+      const kinds: Array<[string, number]> = []
+      let frozen = 0
+      let committed = -1000
+      const due: number[] = []
+      for (let i = 0, t = 0; t <= toMs; t += 250) {
+        while (frozen <= t) {
+          due.push(frozen)
+          frozen += interval(frozen, i++)
+        }
+        while (due.length && due[0] + shipMs <= t) committed = due.shift()!
+        const lagSeconds = (t - committed) / 1000
+        for (const n of watch.check(
+          [{ vm: 'db', target: 'hv9', lagSeconds, rpoSeconds: 5, seeding: false }],
+          t,
+        ))
+          kinds.push([n.kind, t])
+      }
+      return kinds
+    }
+    // A minute of a point every 5.2 s (past the RPO before every commit), a minute of jitter around
+    // the RPO (4.7 s, 5.3 s, ...), a minute just under it (4.6 s: peaks of 4.9 s, above the 4.5 s
+    // line), then a minute keeping up with room to spare (a point every 2 s).
+    const phases = (frozenMs: number, i: number) =>
+      frozenMs < 60_000 ? 5200 : frozenMs < 120_000 ? (i % 2 ? 5300 : 4700) : frozenMs < 180_000 ? 4600 : 2000
+    const watch = new RpoWatch({ reporter: () => ({ node: 'hv1', site: 'A' }), notify: () => undefined })
+    const sent = simulate(watch, 240_000, phases)
+    expect(sent.map(([kind]) => kind)).toEqual(['rpo-breach', 'rpo-restored'])
+    expect(sent[0][1]).toBeLessThan(6000)
+    // Restored one RPO after the first check under the line in the last phase (lag ≤ 2.3 s there).
+    const lastSlow = Math.ceil((180_000 + 300) / 250) * 250
+    expect(sent[1][1]).toBeGreaterThanOrEqual(lastSlow + 5000)
+    expect(sent[1][1]).toBeLessThan(lastSlow + 8000)
+    // Undampened (hold 0, margin 0) the same minute of 5.2 s points is a breach and a restore per point.
+    const flappy = new RpoWatch({
+      reporter: () => ({ node: 'hv1', site: 'A' }),
+      notify: () => undefined,
+      restoreMargin: 0,
+      restoreHoldRpos: 0,
+    })
+    expect(simulate(flappy, 60_000, () => 5200).length).toBeGreaterThan(10)
   })
 
   it('the failover tick alarms from replication lag once per breach and reaches a webhook', async () => {
@@ -163,17 +219,25 @@ describe('RPO watch', () => {
     expect(service.status().rpoBreaches).toEqual([{ vm: 'web1', target: 'hv2', sinceMs: t0 + 5500 }])
     lag.committed('web1', 'hv2', t0 + 8000) // the seed's first point
     await service.tick(t0 + 8500) // hv3: exactly 5.0 s, not past its RPO
-    await until('the recovery', () => rpo().length === 2)
     await service.tick(t0 + 8700) // hv3's newest point is 5.2 s old
-    await service.tick(t0 + 9000)
-    lag.committed('web1', 'hv3', t0 + 9000)
-    await service.tick(t0 + 9200)
-    await until('hv3 breach and recovery', () => rpo().length === 4)
+    await until('the hv3 breach', () => rpo().length === 2)
+    expect(said()).toEqual(['rpo-breach hv2', 'rpo-breach hv3'])
+    // From here both targets get a point a second: each is restored once its lag stayed under
+    // 4.5 s for 5 s (hv2 from its 8.5 s check, hv3 from its first check after a commit).
+    for (let t = t0 + 9000; t <= t0 + 16_000; t += 250) {
+      if ((t - t0) % 1000 === 0) {
+        lag.committed('web1', 'hv2', t - 200)
+        lag.committed('web1', 'hv3', t - 200)
+      }
+      await service.tick(t)
+    }
+    await until('both recoveries', () => rpo().length === 4)
     await new Promise((r) => setTimeout(r, 50))
-    expect(said()).toEqual(['rpo-breach hv2', 'rpo-restored hv2', 'rpo-breach hv3', 'rpo-restored hv3'])
-    expect(rpo()[1].details).toMatchObject({ breachedMs: 3000, lagMs: 500 })
-    expect(rpo()[2].details).toMatchObject({ lagMs: 5200 })
-    expect(rpo()[2].details?.seeding).toBeUndefined()
+    expect(said()).toEqual(['rpo-breach hv2', 'rpo-breach hv3', 'rpo-restored hv2', 'rpo-restored hv3'])
+    expect(rpo()[2].details).toMatchObject({ breachedMs: 8000, lagMs: 700 }) // at 13.5 s
+    expect(rpo()[3].details).toMatchObject({ breachedMs: 5300, lagMs: 200 }) // 14.0 s, calm from 9.0 s
+    expect(rpo()[1].details).toMatchObject({ lagMs: 5200 })
+    expect(rpo()[1].details?.seeding).toBeUndefined()
     expect(await breaches(metrics, 'web1')).toBe(2)
 
     await until('webhook deliveries', () => hits.filter((h) => h.kind.startsWith('rpo-')).length === 4)
