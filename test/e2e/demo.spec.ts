@@ -3,11 +3,12 @@
 // survive it, whether it ends by --exit or by Ctrl-C (SIGINT) while the survivors serve.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { snapshotBuild, waitFor } from '../helpers/nodes.js'
+import { alive, processesUsing } from '../helpers/processes.js'
 
 interface Run {
   child: ChildProcess
@@ -37,26 +38,6 @@ async function finish(run: Run, timeoutMs: number): Promise<number | null> {
 
 const nodePids = (stdout: string) =>
   [...stdout.matchAll(/^ {2}node ([abc]) {2}site [ABC] {2}pid (\d+) {2}peer \S+$/gm)].map((m) => Number(m[2]))
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Processes whose command line names `folder`: the nodes and their lab guests (Linux /proc). */
-async function processesUsing(folder: string): Promise<string[]> {
-  const found: string[] = []
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
-    if (cmdline.includes(folder)) found.push(`${pid}: ${cmdline.replaceAll('\0', ' ')}`)
-  }
-  return found
-}
 
 function measured(stdout: string, what: 'RPO' | 'RTO') {
   const m = stdout.match(new RegExp(`^ {2}${what} +(\\d+) ms +(\\d+) ms +(\\w+)$`, 'm'))

@@ -3,11 +3,12 @@
 // `plan --json` from a branch must place each failed site's VM where its replica is; `lab down`
 // must leave no process of the lab behind (the nodes by pid, and anything naming the folder).
 import { spawn } from 'node:child_process'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli, snapshotBuild, testEnv, waitFor } from '../helpers/nodes.js'
+import { alive, processesUsing } from '../helpers/processes.js'
 
 interface LabRecord {
   topology: string
@@ -40,26 +41,6 @@ interface PlanJson {
   }>
   atRisk: Array<{ vm: string; reason: string }>
   replicaDisk: Array<{ peerId: string; vms: Array<{ vm: string }> }>
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Processes whose command line names `folder`: the nodes and their lab guests (Linux /proc). */
-async function processesUsing(folder: string): Promise<string[]> {
-  const found: string[] = []
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
-    if (cmdline.includes(folder)) found.push(`${pid}: ${cmdline.replaceAll('\0', ' ').slice(0, 200)}`)
-  }
-  return found
 }
 
 describe('replimesh lab up --topology hub --detach', () => {
