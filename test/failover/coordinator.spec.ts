@@ -118,7 +118,12 @@ describe('EpochCoordinator (in-memory network)', () => {
     }
   })
 
+  // Three racers for epoch 2 over five nodes. Each racer promises epoch 2 to itself first, so a1
+  // and a2 can never both have site A (two members: a strict majority is both), and site C needs
+  // c2 too: only c2 can win, and only when b1 and c1 answer it first. Most rounds nobody wins (the
+  // design's one-phase promise allows a split); the test below shows what that costs.
   it('racing exact-epoch claims across five nodes: never two winners, never a jump past the base', async () => {
+    const outcomes = { one: 0, none: 0 }
     for (let round = 0; round < 40; round++) {
       const { nodes } = cluster({ a1: 'A', a2: 'A', b1: 'B', c1: 'C', c2: 'C' })
       await nodes.get('b1')!.claim('w')
@@ -128,7 +133,13 @@ describe('EpochCoordinator (in-memory network)', () => {
       )
       const winners = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.claim] : []))
       expect(winners.length).toBeLessThanOrEqual(1)
-      for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(EpochQuorumError)
+      outcomes[winners.length === 1 ? 'one' : 'none']++
+      // Only c2 can gather a quorum of sites (see above); every other racer is refused.
+      for (const w of winners) expect(w).toEqual({ vm: 'w', epoch: 2, owner: 'c2' })
+      results.forEach((r, i) => {
+        if (r.status === 'rejected') expect(r.reason, racers[i]).toBeInstanceOf(EpochQuorumError)
+        else expect(racers[i]).toBe('c2')
+      })
       for (const n of nodes.values()) expect(n.ledger.highest('w')).toBeLessThanOrEqual(2)
       // A loser names a rival that holds promises of epoch 2 (in a three-way split, maybe one
       // that lost too), never itself; once a winner announced, every node knows it.
@@ -139,7 +150,52 @@ describe('EpochCoordinator (in-memory network)', () => {
         }
       })
       if (winners[0]) for (const n of nodes.values()) expect(n.ledger.current('w')).toEqual(winners[0])
+      // Nobody won: every node still knows b1 at epoch 1 (no owner was announced).
+      else
+        for (const n of nodes.values())
+          expect(n.ledger.current('w')).toEqual({ vm: 'w', epoch: 1, owner: 'b1' })
     }
+    expect(outcomes.one + outcomes.none).toBe(40)
+  })
+
+  // KNOWN GAP (reported to the lead): after a split of epoch e+1 nobody can win it any more (each
+  // member's promise is final) and a claim from e+1 needs e+1 announced, so the VM can never be
+  // failed over again. `it.fails` runs the real scenario and passes while the gap exists; when the
+  // protocol lets a retry recover (e.g. promise rounds within an epoch, Paxos-style), it fails:
+  // then make it a plain `it`.
+  it.fails('after a split of epoch e+1, a retry makes exactly one owner', async () => {
+    const { nodes } = cluster({ a1: 'A', a2: 'A', b1: 'B', c1: 'C', c2: 'C' })
+    await nodes.get('b1')!.claim('w')
+    const from = (peerId: string) => ({ peerId, site: peerId[0].toUpperCase() })
+    const promise = (voter: string, owner: string) =>
+      nodes.get(voter)!.answer(from(owner), {
+        type: 'promise',
+        claim: { vm: 'w', epoch: 2, owner },
+        from: 1,
+        base: { vm: 'w', epoch: 1, owner: 'b1' },
+      })
+    // The split a race leaves: each racer promised itself, b1 answered a1 first, c1 answered a2.
+    for (const [voter, owner] of [
+      ['a1', 'a1'],
+      ['a2', 'a2'],
+      ['c2', 'c2'],
+      ['b1', 'a1'],
+      ['c1', 'a2'],
+    ])
+      expect((await promise(voter, owner)).type).toBe('granted')
+    // Every racer retries, one after another (no race now), and so does a node that did not race.
+    const retries = []
+    for (const id of ['a1', 'a2', 'c2', 'c1'])
+      retries.push(
+        await nodes
+          .get(id)!
+          .claim('w', { previous: 'b1' })
+          .then(
+            () => id,
+            () => null,
+          ),
+      )
+    expect(retries.filter((id) => id !== null)).toHaveLength(1)
   })
 
   it('a member grants e+1 only while it knows epoch e and promised e+1 to nobody else', async () => {
