@@ -249,11 +249,15 @@ interface PlanIndex {
 
 const byVm = (placements: Placement[]) => new Map(placements.map((p) => [p.vm, p]))
 
-/** Per node, the time of the newest point it holds of each VM (built once per plan). */
+/** Per node, the time of the newest point it holds of each VM (its first row; built once per plan). */
 function pointTimes(nodes: PlanNode[]): Map<string, Map<string, number | undefined>> {
-  return new Map(
-    nodes.map((n) => [n.peerId, new Map(n.replicas.map((r) => [r.vm, r.lastPoint?.time] as const))]),
-  )
+  const out = new Map<string, Map<string, number | undefined>>()
+  for (const n of nodes) {
+    const times = new Map<string, number | undefined>()
+    for (const r of n.replicas) if (!times.has(r.vm)) times.set(r.vm, r.lastPoint?.time)
+    out.set(n.peerId, times)
+  }
+  return out
 }
 
 function scenario(
