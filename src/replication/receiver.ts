@@ -390,7 +390,11 @@ export class PointReceiver {
       }
       manifests[d.index] = ids
     }
-    const named = [...new Set(manifests.flat().filter((id): id is ChunkId => id !== null))]
+    // With a base, the ids it holds are held by its committed point (and commitPoint checks every
+    // id under the nodes that change): asking for this point's own entries keeps the check at the
+    // size of the change, not of the disk.
+    const asked = base ? entries.flatMap((list) => list.map((e) => e.id)) : manifests.flat()
+    const named = [...new Set(asked.filter((id): id is ChunkId => id !== null))]
     const missing = await store.has(named)
     if (missing.length > 0)
       return { reason: 'missing-chunks', message: `${missing.length} chunk(s) not stored here`, missing }
