@@ -133,6 +133,22 @@ function cpuNote(a: ReturnType<typeof cpuSeconds>, b: ReturnType<typeof cpuSecon
   return `CPU-s per GiB: sender ${perGiB(a.own, b.own)}, receiver ${perGiB(a.peer, b.peer)}`
 }
 
+/** The point that took longest from its freeze to its commit, with the time of each step. */
+function slowestPoint(points: Array<{ seq: number; ms: Record<string, number> }>): string {
+  // Steps up to the commit, after the sessions opened: the point's freeze-to-commit time.
+  const freezeToCommit = (ms: Record<string, number>) =>
+    ['take', 'seq', 'read', 'sign', 'commit'].reduce((sum, k) => sum + (ms[k] ?? 0), 0)
+  const worst = points.reduce<(typeof points)[number] | null>(
+    (w, p) => (w === null || freezeToCommit(p.ms) > freezeToCommit(w.ms) ? p : w),
+    null,
+  )
+  if (!worst) return 'no point committed'
+  const steps = Object.entries(worst.ms)
+    .map(([k, v]) => `${k} ${Math.round(v)}`)
+    .join(', ')
+  return `slowest point ${worst.seq}: ${Math.round(freezeToCommit(worst.ms))} ms freeze to commit (ms: ${steps})`
+}
+
 function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]
@@ -189,8 +205,12 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
 
     const hv = new BenchHypervisor(disk, seedMiB * MiB)
     const lag = new LagTracker()
+    // The lag phase keeps each point's step timings (ms; VmProtector logs them with each commit).
+    let lagSteps: Array<{ seq: number; ms: Record<string, number> }> | null = null
     const logger = {
-      info() {},
+      info(o: { seq?: number; ms?: Record<string, number> }) {
+        if (lagSteps && o.ms && o.seq !== undefined) lagSteps.push({ seq: o.seq, ms: { ...o.ms } })
+      },
       warn(o: object, m?: string) {
         ctx.log(`${m} ${JSON.stringify(o)}`)
       },
@@ -284,6 +304,7 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     // still counts from the point taken by hand before the rsync comparison ran, while no
     // protector ran (not what a protected VM sees).
     while (protector.cycles === 0) await new Promise((r) => setTimeout(r, 10))
+    lagSteps = []
     const samples: number[] = []
     const until = Date.now() + 20_000
     const sampler = setInterval(() => samples.push(lag.worstLag('bench', Date.now()) ?? 0), 100)
@@ -301,7 +322,7 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
       unit: 's',
       limit: 1,
       ratio: percentile(samples, 99),
-      note: `goal < 1 s; ${protector.cycles} points`,
+      note: `goal < 1 s; ${protector.cycles} points; ${slowestPoint(lagSteps)}`,
     })
   } finally {
     await node.stop()
