@@ -1,5 +1,7 @@
 // Failover settings, checked once at the edge (STYLE.md §13), every default written here.
+import { availableParallelism } from 'node:os'
 import { z } from 'zod'
+import { MAX_STARTS_PER_HOST, STARTS_PER_CPU } from './constants.js'
 import { FailoverConfigError } from './errors.js'
 import { parseCidr } from './network-map.js'
 import { NotifierConfig } from './notify/config.js'
@@ -90,8 +92,18 @@ export const FailoverConfig = z
     overCapacity: z.enum(['refuse', 'warn']).default('refuse'),
     /** vCPUs a host may carry per logical CPU when placing failed-over VMs. Default 8. */
     maxVcpusPerCpu: z.number().min(1).max(64).default(8),
-    /** VMs started at once on one host during a whole-host or site failover. Default 4. */
-    maxStartsPerHost: z.number().int().min(1).max(64).default(4),
+    /**
+     * Boot-storm cap: VMs started at once on one host during a whole-host or site failover. The
+     * VMs of one boot priority start together up to this many (the next priority once they run).
+     * Default STARTS_PER_CPU (8) per logical CPU of this host, which starts every VM of a priority
+     * at once on most hosts; lower it where many VMs booting together would swamp shared storage.
+     */
+    maxStartsPerHost: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_STARTS_PER_HOST)
+      .default(() => Math.min(MAX_STARTS_PER_HOST, STARTS_PER_CPU * availableParallelism())),
     /**
      * What an owner cut off from quorum does with its running VMs once its lease ends (lease.ts):
      * `stop` (default: it turns them off before the quorum side can start them, so a VM never runs

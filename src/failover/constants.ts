@@ -24,3 +24,7 @@ export const PROBE_INTERVAL_MS = 1_000
 export const PROBE_FRESH_MS = 3_000
 /** VMs checked against their peers' owners per reconcile round. */
 export const MAX_RECONCILE_VMS = 256
+/** Default boot-storm cap of a host failover: VMs started at once per logical CPU (config.ts). */
+export const STARTS_PER_CPU = 8
+/** Highest boot-storm cap accepted (maxStartsPerHost). */
+export const MAX_STARTS_PER_HOST = 1024

@@ -697,20 +697,30 @@ export class FailoverService {
       })
       if (mappings.length) await this.c.hypervisor.applyNetworkMapping(name, mappings)
       at = step('registerMs', at)
-      // The failed owner may be alive but cut off: its lease must run out (it turns the VM off) first.
-      if (opts.mode === 'automatic' && opts.from) await this.lease.waitOut(opts.from, { signal: opts.signal })
-      at = step('leaseMs', at)
       if (opts.slot) {
         await opts.slot.open
         at = step('slotMs', at)
       }
-      // A prepare can take seconds: if a newer epoch was promised meanwhile, another node is taking it.
-      if (claim && this.c.coordinator.ledger.highest(vm) > claim.claim.epoch)
-        throw new FailoverError(
-          vm,
-          `epoch ${this.c.coordinator.ledger.highest(vm)} was promised to another node meanwhile`,
-        )
-      await this.c.hypervisor.startVm(name)
+      // The start's gate: the hypervisor may prepare the start meanwhile (the lab forks its guest
+      // and opens the disks), but the VM runs only once it resolves.
+      let gated = false
+      const gate = async () => {
+        at = step('bootMs', at)
+        // The failed owner may be alive but cut off: its lease must run out (it turns the VM off) first.
+        if (opts.mode === 'automatic' && opts.from)
+          await this.lease.waitOut(opts.from, { signal: opts.signal })
+        at = step('leaseMs', at)
+        // A prepare can take seconds: if a newer epoch was promised meanwhile, another node is taking it.
+        if (claim && this.c.coordinator.ledger.highest(vm) > claim.claim.epoch)
+          throw new FailoverError(
+            vm,
+            `epoch ${this.c.coordinator.ledger.highest(vm)} was promised to another node meanwhile`,
+          )
+        gated = true
+      }
+      await this.c.hypervisor.startVm(name, { gate })
+      if (!gated)
+        this.log.warn({ vm }, 'the hypervisor started the VM without awaiting its gate (a bug: unsafe)')
       at = step('startMs', at)
       opts.slot?.settle()
       // Protection onwards starts in the background: it dials the rest of the replica set (the

@@ -120,6 +120,16 @@ export interface RegisterOptions {
   name?: string
 }
 
+export interface StartVmOptions {
+  /**
+   * Awaited before the VM runs (its first instruction, its first write): a failover passes the
+   * wait for the failed owner's lease here, so a hypervisor may prepare the start meanwhile (the
+   * lab forks and loads its guest) but must not let the VM run before it resolves. When it
+   * rejects, the VM is left stopped and startVm rejects with its error.
+   */
+  gate?: () => Promise<void>
+}
+
 export interface Hypervisor {
   readonly kind: HypervisorKind
   start(): Promise<void>
@@ -138,7 +148,7 @@ export interface Hypervisor {
   /** Registers a VM from replicated configuration and disk paths on this host. */
   registerVm(config: VmInfo, diskPaths: string[], options?: RegisterOptions): Promise<VmInfo>
   unregisterVm(vm: string): Promise<void>
-  startVm(vm: string): Promise<void>
+  startVm(vm: string, options?: StartVmOptions): Promise<void>
   stopVm(vm: string, options?: { force?: boolean }): Promise<void>
   applyNetworkMapping(vm: string, mappings: NicMapping[]): Promise<void>
   writeEvent(event: HostEvent): Promise<void>

@@ -7,7 +7,13 @@ import type {
   Notification,
   NotificationChannel,
 } from '../../src/failover/index.js'
-import { type Hypervisor, type NicMapping, type VmInfo, VmNotFoundError } from '../../src/hyperv/index.js'
+import {
+  type Hypervisor,
+  type NicMapping,
+  type StartVmOptions,
+  type VmInfo,
+  VmNotFoundError,
+} from '../../src/hyperv/index.js'
 
 export class FakeNet {
   readonly handlers = new Map<
@@ -87,8 +93,9 @@ export class FakeHypervisor implements Hypervisor {
     this.vms.delete(vm)
     this.log.push(`unregister ${vm}`)
   }
-  async startVm(vm: string) {
+  async startVm(vm: string, options: StartVmOptions = {}) {
     await this.getVm(vm)
+    await options.gate?.()
     this.vms.get(vm)!.state = 'running'
     this.log.push(`start ${vm}`)
   }

@@ -1,5 +1,6 @@
 // Re-IP rules: per-site subnet rewrites keep the host part; per-NIC rules win; test failover
 // isolates every NIC; bad rules give clear errors. Also the failover config schema.
+import { availableParallelism } from 'node:os'
 import { describe, expect, it } from 'vitest'
 import {
   FailoverConfigError,
@@ -167,7 +168,8 @@ describe('failover config', () => {
     expect(c.vms.web1).toEqual({ tier: 'gold', priority: 100 })
     expect(c).toMatchObject({
       witness: null,
-      maxStartsPerHost: 4,
+      // Boot-storm cap: 8 starts per logical CPU of this host.
+      maxStartsPerHost: Math.min(1024, 8 * availableParallelism()),
       isolationResponse: 'stop',
       hubs: {},
     })

@@ -7,6 +7,7 @@ import type {
   Hypervisor,
   NicMapping,
   RegisterOptions,
+  StartVmOptions,
   VmInfo,
 } from '../hypervisor.js'
 import { VmNotFoundError } from '../hypervisor.js'
@@ -332,7 +333,8 @@ export class HyperVHypervisor implements Hypervisor {
     await this.run('unregister-vm', ops.UNREGISTER_VM, { vm })
   }
 
-  async startVm(vm: string): Promise<void> {
+  async startVm(vm: string, options: StartVmOptions = {}): Promise<void> {
+    await options.gate?.()
     await this.run('start-vm', ops.START_VM, { vm })
   }
 

@@ -14,7 +14,13 @@ import {
   GUEST_STOP_TIMEOUT_MS,
 } from './constants.js'
 import { GuestError, GuestWriteError, PointError } from './errors.js'
-import { GUEST_ARGV_MARKER, type GuestLaunch, type GuestRequest, type GuestToNode } from './guest-protocol.js'
+import {
+  GUEST_ARGV_MARKER,
+  type GuestLaunch,
+  type GuestRequest,
+  type GuestToNode,
+  type NodeToGuest,
+} from './guest-protocol.js'
 import { type VmConfig, type WorkloadOptions, workloadSettings } from './vm-config.js'
 
 type Ready = Extract<GuestToNode, { type: 'ready' }>
@@ -76,7 +82,9 @@ export class GuestProcess {
 
   /**
    * Forks the guest and resolves when it reports ready (rejects with its reason otherwise). With
-   * `config` (vm.json as the node checked it) the guest skips reading and checking it again.
+   * `config` (vm.json as the node checked it) the guest skips reading and checking it again. With
+   * `gate` (and `config`), the guest loads and opens its disks at once but runs only once the gate
+   * resolved; if it rejects, the guest is stopped and spawn rejects with the gate's error.
    */
   static async spawn(
     vm: string,
@@ -86,12 +94,15 @@ export class GuestProcess {
       workload?: WorkloadOptions
       script?: string
       onExit?: (code: number | null) => void
+      gate?: () => Promise<void>
     },
   ): Promise<GuestProcess> {
+    const hold = !!options.gate && !!options.config
     const launch: GuestLaunch | WorkloadOptions | undefined = options.config
       ? {
           config: options.config,
           workload: workloadSettings(options.config, options.workload),
+          ...(hold ? { hold } : {}),
         }
       : options.workload
     const logFd = openSync(join(vmDir, GUEST_LOG_FILE), 'a')
@@ -108,19 +119,35 @@ export class GuestProcess {
     }
     const guest = new GuestProcess(vm, child, join(vmDir, GUEST_LOG_FILE))
     if (options.onExit) void guest.exited.then(options.onExit)
-    await guest.waitReady()
+    if (hold && options.gate) {
+      await guest.waitFor('loaded')
+      try {
+        await options.gate()
+      } catch (err) {
+        await guest.stop()
+        throw err
+      }
+      child.send({ type: 'go' } satisfies NodeToGuest, () => {}) // a lost 'go' ends in 'exit' below
+    }
+    await guest.waitFor('ready')
     return guest
   }
 
-  private waitReady(): Promise<void> {
+  /** Resolves when the guest says `type` ('ready' is kept as `ready`); rejects if it exits first. */
+  private waitFor(type: 'loaded' | 'ready'): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.kill()
-        reject(new GuestError(this.vm, `the guest did not become ready within ${GUEST_READY_TIMEOUT_MS} ms`))
+        reject(
+          new GuestError(
+            this.vm,
+            `the guest did not ${type === 'ready' ? 'become ready' : 'load'} within ${GUEST_READY_TIMEOUT_MS} ms`,
+          ),
+        )
       }, GUEST_READY_TIMEOUT_MS)
       const onMessage = (m: GuestToNode) => {
-        if (m.type === 'ready') {
-          this.ready = m
+        if (m.type === type) {
+          if (m.type === 'ready') this.ready = m
           done()
           resolve()
         }

@@ -32,9 +32,14 @@ export interface GuestStatus {
   records: RecordSummary
 }
 
-export type NodeToGuest = { type: 'request'; id: number; request: GuestRequest }
+export type NodeToGuest =
+  | { type: 'request'; id: number; request: GuestRequest }
+  /** A guest launched with `hold` runs (writes its first record) only once this arrives. */
+  | { type: 'go' }
 
 export type GuestToNode =
+  /** A held guest has its disks open and waits for 'go' (see GuestLaunch.hold). */
+  | { type: 'loaded'; pid: number }
   | {
       type: 'ready'
       pid: number
@@ -52,6 +57,11 @@ export type GuestToNode =
 export interface GuestLaunch {
   config?: VmConfig
   workload?: WorkloadSettings
+  /**
+   * Load and open the disks, say 'loaded', then wait for 'go' before the VM runs (its first
+   * record, its workload): the node lets a start's cost overlap a wait it must honour first.
+   */
+  hold?: boolean
 }
 
 /** argv of the guest: <vmDir> [<GuestLaunch as JSON> | <workload options as JSON>] */

@@ -83,6 +83,8 @@ class Guest {
   /** The newest record that reached the disks (or the journal of a frozen point). */
   private lastWritten: StreamRecord | null = null
   private backlog: PlannedWrite[] = []
+  /** Lets a held start run (the node's 'go'). */
+  private go: () => void = () => {}
 
   constructor(
     private readonly config: VmConfig,
@@ -93,17 +95,16 @@ class Guest {
     this.planner = this.makePlanner(workload)
   }
 
-  async run(): Promise<void> {
+  /** With `hold`, the VM runs only once the node says 'go' (GuestLaunch.hold). */
+  async run(hold = false): Promise<void> {
     const newest = await this.volume.readNewestRecord()
     this.startSeq = newest?.seq ?? 0
     this.startTime = newest?.timeMs ?? 0
     this.seq = this.startSeq
     this.lastWritten = newest
-    await this.appendRecord()
-    this.timers.push(
-      setInterval(() => this.appendRecord().catch((e) => this.fail(e)), this.config.recordIntervalMs),
-    )
-    this.timers.push(setInterval(() => this.workloadTick(), WORKLOAD_TICK_MS))
+    const go = new Promise<void>((resolve) => {
+      this.go = resolve
+    })
     process.on('message', (m: NodeToGuest) => this.onMessage(m))
     process.on('disconnect', () => {
       log('node disconnected: shutting down')
@@ -116,6 +117,16 @@ class Guest {
       void this.shutdown(0)
       return
     }
+    if (hold) {
+      send({ type: 'loaded', pid: process.pid })
+      await go
+      if (this.stopping) return
+    }
+    await this.appendRecord()
+    this.timers.push(
+      setInterval(() => this.appendRecord().catch((e) => this.fail(e)), this.config.recordIntervalMs),
+    )
+    this.timers.push(setInterval(() => this.workloadTick(), WORKLOAD_TICK_MS))
     send({
       type: 'ready',
       pid: process.pid,
@@ -205,6 +216,7 @@ class Guest {
   }
 
   private onMessage(m: NodeToGuest): void {
+    if (m?.type === 'go') this.go()
     if (m?.type !== 'request') return
     this.handle(m.request).then(
       (result) => send({ type: 'response', id: m.id, ok: true, result }),
@@ -245,20 +257,21 @@ class Guest {
  */
 async function launchOf(vmDir: string, json: string | undefined): Promise<Required<GuestLaunch>> {
   const arg = json ? (JSON.parse(json) as GuestLaunch | Record<string, unknown>) : {}
-  if ('config' in arg && arg.config && 'workload' in arg && arg.workload) return arg as Required<GuestLaunch>
+  if ('config' in arg && arg.config && 'workload' in arg && arg.workload)
+    return { hold: false, ...arg } as Required<GuestLaunch>
   const { readVmConfig, workloadSettings } = await import('./vm-config.js')
   const config = await readVmConfig(vmDir)
-  return { config, workload: workloadSettings(config, arg as WorkloadOptions) }
+  return { config, workload: workloadSettings(config, arg as WorkloadOptions), hold: false }
 }
 
 /** The guest's entry: argv = [vmDir, launch JSON?]. Never returns on error: reports and exits. */
 export async function runGuest(vmDir: string, launchJson: string | undefined): Promise<void> {
   let pidFile: string | null = null
   try {
-    const { config, workload } = await launchOf(vmDir, launchJson)
+    const { config, workload, hold } = await launchOf(vmDir, launchJson)
     pidFile = await claimPidFile(vmDir)
     const volume = await GuestVolume.open(vmDir, config)
-    await new Guest(config, volume, pidFile, workload).run()
+    await new Guest(config, volume, pidFile, workload).run(hold)
   } catch (err) {
     const e = err as Error
     log(`cannot start: ${e.message}`)

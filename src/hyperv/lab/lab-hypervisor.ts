@@ -13,6 +13,7 @@ import {
   HypervisorError,
   type NicMapping,
   type RegisterOptions,
+  type StartVmOptions,
   type VmInfo,
   type VmState,
   VmStateError,
@@ -50,7 +51,7 @@ export interface LabHypervisorInit {
   pointReleaseWaitMs?: number
 }
 
-export interface StartLabVmOptions {
+export interface StartLabVmOptions extends StartVmOptions {
   /** Overrides vm.json's workload settings for this run. */
   workload?: WorkloadOptions
   signal?: AbortSignal
@@ -143,6 +144,8 @@ export class LabHypervisor implements Hypervisor {
         config: entry.config,
         workload: options.workload,
         script: this.init.guestScript,
+        // The guest forks and opens its disks while the gate (a failover's lease wait) runs.
+        gate: options.gate,
         onExit: (code) => {
           if (this.guests.get(id)?.running === false) this.guests.delete(id)
           if (code === 0) this.log.info({ vm: entry.config.name }, 'guest exited')

@@ -133,6 +133,60 @@ describe('lab VM life cycle', () => {
     await waitFor('stopped', async () => (await other.getVm('twice')).state === 'stopped')
   })
 
+  it('a gated start (a failover waiting out a lease): the guest loads meanwhile but runs only after the gate', async () => {
+    const { hv } = host
+    await hv.createVm('held', { sizeBytes: 8 * MiB, recordIntervalMs: 20 })
+    const vmDir = join(host.vmsDir, 'held')
+    const disk0 = (await hv.getVm('held')).disks[0].path
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    const pidOf = async () => JSON.parse(await readFile(join(vmDir, 'guest.pid'), 'utf8')).pid as number
+
+    // The gate is entered once the guest process has its disks open; while it waits, the VM is
+    // 'starting' and writes no record. Its first record comes after the gate resolved.
+    let heldPid = 0
+    await hv.startVm('held', {
+      gate: async () => {
+        heldPid = await pidOf()
+        expect(alive(heldPid)).toBe(true)
+        expect((await hv.getVm('held')).state).toBe('starting')
+        await sleep(300)
+        expect((await readDiskRecords(disk0)).lastSeq).toBe(0)
+      },
+    })
+    expect((await hv.getVm('held')).state).toBe('running')
+    expect(await pidOf()).toBe(heldPid)
+    await sleep(200)
+    await hv.stopVm('held')
+    const run = await readDiskRecords(disk0)
+    expect(run.lastSeq).toBeGreaterThan(2)
+    expect(run.startSeq).toBe(0)
+
+    // A gate that rejects: startVm rejects with its error, the guest is gone, nothing was written.
+    await expect(
+      hv.startVm('held', {
+        gate: async () => {
+          heldPid = await pidOf()
+          throw new Error('a newer epoch was promised meanwhile')
+        },
+      }),
+    ).rejects.toThrow('a newer epoch was promised meanwhile')
+    expect(alive(heldPid)).toBe(false)
+    expect((await hv.getVm('held')).state).toBe('stopped')
+    expect(await readDiskRecords(disk0)).toEqual(run)
+    // The rejected start left the stream as it was: the next run continues it.
+    await hv.startVm('held')
+    await hv.stopVm('held')
+    const next = await readDiskRecords(disk0)
+    expect(next.startSeq).toBe(run.lastSeq)
+  })
+
   it('re-IP rewrites vm.json addresses; register keeps disks where they are; events append', async () => {
     const { hv } = host
     await hv.createVm('net', {
