@@ -56,6 +56,9 @@ export class FakeHypervisor implements Hypervisor {
   readonly vms = new Map<string, VmInfo>()
   readonly log: string[] = []
   readonly mappings = new Map<string, NicMapping[]>()
+  /** When each VM's start began (its gate entered: a lab guest boots from then), and ran. */
+  readonly gated = new Map<string, number>()
+  readonly started = new Map<string, number>()
   async start() {}
   async stop() {}
   async listVms() {
@@ -95,7 +98,9 @@ export class FakeHypervisor implements Hypervisor {
   }
   async startVm(vm: string, options: StartVmOptions = {}) {
     await this.getVm(vm)
+    this.gated.set(vm, Date.now())
     await options.gate?.()
+    this.started.set(vm, Date.now())
     this.vms.get(vm)!.state = 'running'
     this.log.push(`start ${vm}`)
   }

@@ -51,7 +51,13 @@ const config = parseFailoverConfig({
   network: { sites: { C: { subnets: [{ from: '10.1.0.0/24', to: '10.3.0.0/24' }] } } },
 })
 
-function world(sims: Record<string, Sim>) {
+/** Mesh timing and each peer's last contact (ms since the epoch), for the owner lease. */
+interface WorldTiming {
+  timing: { downAfterMs: number; pingIntervalMs: number }
+  lastSeenMs: Record<string, number>
+}
+
+function world(sims: Record<string, Sim>, lease?: WorldTiming) {
   const net = new FakeNet()
   let seq = 1
   const nodes = new Map<
@@ -73,6 +79,7 @@ function world(sims: Record<string, Sim>) {
     const mesh = {
       peerId: id,
       site: s.site,
+      ...(lease ? { timing: lease.timing } : {}),
       peers: () =>
         Object.entries(sims)
           .filter(([other]) => other !== id)
@@ -81,6 +88,7 @@ function world(sims: Record<string, Sim>) {
             site: o.site,
             state: s.views[other] ?? 'alive',
             connected: s.views[other] !== 'down',
+            ...(lease?.lastSeenMs[other] ? { lastSeenMs: lease.lastSeenMs[other] } : {}),
             nodeState: s.views[other] === 'down' ? null : state(other, o, seq++),
           })),
       nodeStates: () =>
@@ -242,6 +250,55 @@ describe('FailoverService', () => {
     await until('a1 stopped web1', () => a1.hv.vms.get('web1')?.state === 'stopped')
     expect(a1.channel.kinds()).toEqual(['fenced:web1'])
     expect(a1.coordinator.ledger.current('web1')).toEqual({ vm: 'web1', epoch: 1, owner: 'c1' })
+  })
+
+  it("boots the failed host's VMs while waiting out its owner lease; they run only once it has run out", async () => {
+    const sims: Record<string, Sim> = {
+      a1: {
+        site: 'A',
+        alive: true,
+        views: {},
+        vms: ['db1', 'web1'].map((vm) => ({ id: `id-${vm}`, name: vm, state: 'running' as const, epoch: 0 })),
+        replicas: [],
+      },
+      b1: { site: 'B', alive: true, views: {}, vms: [], replicas: [] },
+      c1: {
+        site: 'C',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: ['db1', 'web1'].map((vm) => ({
+          vm,
+          lastPoint: { seq: 9, time: Date.now() - 500 },
+          epoch: 0,
+        })),
+      },
+    }
+    // Lease 400 ms (downAfterMs): a1's VMs may run from lastContact + 400 + ping 50 + check 250 +
+    // stop budget 1000 = lastContact + 1700 ms.
+    const lease = {
+      timing: { downAfterMs: 400, pingIntervalMs: 50 },
+      lastSeenMs: {} as Record<string, number>,
+    }
+    const { net, nodes } = world(sims, lease)
+    services = [...nodes.values()].map((n) => n.service)
+    const c1 = nodes.get('c1')!
+    for (const n of nodes.values()) await n.service.tick()
+
+    const lastContact = Date.now()
+    lease.lastSeenMs.a1 = lastContact
+    net.down.add('a1')
+    sims.b1.views = { a1: 'down' }
+    sims.c1.views = { a1: 'down' }
+    await nodes.get('b1')!.service.tick()
+    await c1.service.tick()
+    await until('both VMs run on c1', () => ['db1', 'web1'].every((vm) => c1.hv.started.has(vm)), 10_000)
+    // db1 (priority 10) booted (its gate entered) well before a1's lease ran out, and ran only after.
+    expect(c1.hv.gated.get('db1')! - lastContact).toBeLessThan(1_200)
+    for (const vm of ['db1', 'web1'])
+      expect(c1.hv.started.get(vm)! - lastContact).toBeGreaterThanOrEqual(1_700)
+    // web1 (priority 20) begins only once db1 runs: priorities are barriers.
+    expect(c1.hv.gated.get('web1')!).toBeGreaterThanOrEqual(c1.hv.started.get('db1')!)
   })
 
   it('one broken link does not fail anything over', async () => {
