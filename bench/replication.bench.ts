@@ -199,9 +199,18 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
       randomFillSync(block)
       await fh.write(block, 0, block.length, at)
     }
+    // The setup's files are made durable before anything is measured. Left dirty, the kernel
+    // writes them back (twice the seed size) once they are 30 s old (vm.dirty_expire_centisecs),
+    // which on an idle machine falls inside the lag window: every fdatasync of the target then
+    // queues behind that burst (lag harness, 2 GiB expiring mid-window: one commit 1.36 s, its
+    // pack fdatasync 842 ms, p99 2.5 s). A VM writing steadily has no such burst to flush.
+    await fh.datasync()
     await fh.close()
     const rsyncBase = join(ctx.tmpDir, 'rsync-base.raw')
     await copyFile(disk, rsyncBase)
+    const base = await open(rsyncBase, 'r+')
+    await base.datasync()
+    await base.close()
 
     const hv = new BenchHypervisor(disk, seedMiB * MiB)
     const lag = new LagTracker()
