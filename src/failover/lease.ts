@@ -7,7 +7,8 @@
 //
 //     promotion not before  lastContact + leaseMs + pingIntervalMs + tickMs + LEASE_STOP_BUDGET_MS
 //
-// which is `promotionDelayMs` after the confirmation. By default the lease is `downAfterMs`: an
+// which is `promotionDelayMs` after the confirmation (the start's gate, StartVmOptions: the
+// hypervisor prepares the start meanwhile, the VM runs only after). By default the lease is `downAfterMs`: an
 // owner fences itself after the silence that would have it declared down, so a slow machine (ping
 // answers late by a second or two under load: measured here) does not stop VMs for nothing, and a
 // failover costs pingIntervalMs + tickMs + LEASE_STOP_BUDGET_MS more. A lease shorter than

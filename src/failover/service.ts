@@ -8,7 +8,9 @@
 //     the holders of their newest points; each node computes the same plan and promotes only the
 //     VMs placed on itself, in boot order; alert-tier VMs are announced and wait for an operator.
 // Promotion: quorum epoch claim → replica disks made equal to a committed point → register →
-// re-IP → start → announce (the claim) → replication protects it from here.
+// re-IP → boot slot → start, gated: the hypervisor prepares the start (the lab forks the guest)
+// while the failed owner's lease runs out, and the VM runs only after → announce (the claim) →
+// replication protects it from here.
 // Planned failover (and failback): the owner stops the VM, replication commits one last point on
 // the target, the target promotes at epoch+1; the old owner learns the claim and becomes a replica.
 import type { Hypervisor, VmInfo } from '../hyperv/index.js'
