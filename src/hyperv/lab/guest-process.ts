@@ -170,6 +170,8 @@ export class GuestProcess {
       }
       this.child.on('message', onMessage)
       this.child.once('exit', onExit)
+      // It died while the node waited at the start's gate: its 'exit' has been and gone.
+      if (!this.running) void onExit(this.exitCode ?? null, null)
     })
   }
 

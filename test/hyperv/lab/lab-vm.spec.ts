@@ -180,7 +180,22 @@ describe('lab VM life cycle', () => {
     expect(alive(heldPid)).toBe(false)
     expect((await hv.getVm('held')).state).toBe('stopped')
     expect(await readDiskRecords(disk0)).toEqual(run)
-    // The rejected start left the stream as it was: the next run continues it.
+    // A guest that dies while its start waits at the gate: startVm says so once the gate ends.
+    const t0 = Date.now()
+    const died = await hv
+      .startVm('held', {
+        gate: async () => {
+          heldPid = await pidOf()
+          process.kill(heldPid, 'SIGKILL')
+          await waitFor('the guest is gone', async () => !alive(heldPid))
+        },
+      })
+      .catch((e: Error) => e)
+    expect(died).toBeInstanceOf(GuestError)
+    expect(Date.now() - t0).toBeLessThan(10_000) // not the 20 s ready timeout
+    expect((await hv.getVm('held')).state).toBe('stopped')
+    expect(await readDiskRecords(disk0)).toEqual(run)
+    // The rejected starts left the stream as it was: the next run continues it.
     await hv.startVm('held')
     await hv.stopVm('held')
     const next = await readDiskRecords(disk0)
