@@ -142,9 +142,11 @@ describe('replication pipeline (in process)', () => {
     cluster.hv.trackingBlockBytes = 64 * 1024
     await cluster.hv.createVm('files', [8 * MiB])
     await cluster.hv.write('files', 0, 0, randomBytes(8 * MiB))
+    // RPO 5 s: the point after the writes comes within about a second (RPO 60 s waited 9 s). Each
+    // write is in a chunk of its own, so split across points they still add up to 10 deltas.
     await a.service.protect({
       vm: 'files',
-      rpoSeconds: 60,
+      rpoSeconds: 5,
       rtoSeconds: 60,
       to: ['B'],
       chain: false,
