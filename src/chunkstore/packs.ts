@@ -40,12 +40,27 @@ export function parsePackFileName(name: string): number | null {
 
 function encodeHeader(record: PackRecord): Buffer {
   const h = Buffer.alloc(RECORD_HEADER_BYTES)
-  h.writeUInt32LE(RECORD_MAGIC, 0)
-  h.writeUInt8(record.flags, 4)
-  h.writeUInt32LE(record.rawLength, 8)
-  h.writeUInt32LE(record.stored.byteLength, 12)
-  record.id.copy(h, 16)
+  writeHeader(record, h, 0)
   return h
+}
+
+function writeHeader(record: PackRecord, h: Buffer, at: number): void {
+  h.fill(0, at, at + RECORD_HEADER_BYTES)
+  h.writeUInt32LE(RECORD_MAGIC, at)
+  h.writeUInt8(record.flags, at + 4)
+  h.writeUInt32LE(record.rawLength, at + 8)
+  h.writeUInt32LE(record.stored.byteLength, at + 12)
+  record.id.copy(h, at + 16)
+}
+
+/**
+ * A staging buffer of appendCopy: records are copied into it back to back and written from it;
+ * it is reused once every write from it is done (`writes` counts those not done yet).
+ */
+interface Staging {
+  buf: Buffer
+  used: number
+  writes: number
 }
 
 interface QueuedWrite {
@@ -87,6 +102,12 @@ function openPack(pack: number, file: StoreFile, end: number): OpenPack {
 const WRITEV_MAX_BUFFERS = 1024
 /** Bytes per writev at most, so one call does not hold every queued window's buffers. */
 const WRITEV_MAX_BYTES = 64 * 1024 * 1024
+/**
+ * appendCopy's staging buffers: their size, and how many exist at most (their total bounds the
+ * copied bytes waiting for their write; an append past it waits for a write to finish).
+ */
+export const STAGING_BUFFER_BYTES = 8 * 1024 * 1024
+const STAGING_BUFFERS = 4
 
 /** Appends records to the active pack, rolling to a new pack at the size limit. */
 export class PackWriter {
@@ -95,6 +116,10 @@ export class PackWriter {
   /** Bytes appended and not yet handed to their file, over all packs. */
   private unwritten = 0
   private unwrittenWaiters: (() => void)[] = []
+  private staging: Staging | null = null
+  private readonly spareStaging: Staging[] = []
+  private stagingMade = 0
+  private stagingWaiters: (() => void)[] = []
 
   constructor(
     private readonly fs: StoreFs,
@@ -113,14 +138,25 @@ export class PackWriter {
    * sequential writes, and the thread pool stays free for reads and index lookups.
    */
   async append(records: PackRecord[]): Promise<{ locations: RecordLocation[]; written: Promise<void> }> {
-    const target = await this.target()
     const buffers: Uint8Array[] = []
+    for (const r of records) buffers.push(encodeHeader(r), r.stored)
+    return this.appendBuffers(
+      records.map((r) => r.stored.byteLength),
+      buffers,
+    )
+  }
+
+  /** Queues `buffers` (records of these stored lengths, back to back) at the active pack's end. */
+  private async appendBuffers(
+    storedLengths: number[],
+    buffers: Uint8Array[],
+  ): Promise<{ locations: RecordLocation[]; written: Promise<void> }> {
+    const target = await this.target()
     const locations: RecordLocation[] = []
     let pos = target.end
-    for (const r of records) {
-      locations.push({ pack: target.pack, offset: pos, storedLength: r.stored.byteLength })
-      buffers.push(encodeHeader(r), r.stored)
-      pos += RECORD_HEADER_BYTES + r.stored.byteLength
+    for (const storedLength of storedLengths) {
+      locations.push({ pack: target.pack, offset: pos, storedLength })
+      pos += RECORD_HEADER_BYTES + storedLength
     }
     const start = target.end
     target.end = pos
@@ -135,6 +171,86 @@ export class PackWriter {
     void write.finally(() => target.pending.delete(write))
     this.pump(target)
     return { locations, written: write }
+  }
+
+  /**
+   * append() for records whose bytes the caller will reuse or drop at once (a receiver's chunk
+   * frames): they are copied into reused staging buffers, written from there, and the caller's
+   * buffers are never held. Memory stays bounded and a received chunk is garbage young (a buffer
+   * held until its pack write lives long enough to need a full collection: the receiver's largest
+   * cost before). `written` settles once the copies are written.
+   */
+  async appendCopy(records: PackRecord[]): Promise<{ locations: RecordLocation[]; written: Promise<void> }> {
+    let total = 0
+    for (const r of records) total += RECORD_HEADER_BYTES + r.stored.byteLength
+    if (total > STAGING_BUFFER_BYTES) {
+      // Larger than a staging buffer (only a caller passing many chunks at once): in parts.
+      const half = Math.ceil(records.length / 2)
+      if (records.length > 1) {
+        const a = await this.appendCopy(records.slice(0, half))
+        const b = await this.appendCopy(records.slice(half))
+        return {
+          locations: [...a.locations, ...b.locations],
+          written: Promise.all([a.written, b.written]).then(() => {}),
+        }
+      }
+      return this.append(records.map((r) => ({ ...r, stored: Buffer.from(r.stored) })))
+    }
+    const { slab, at } = await this.reserveStaging(total)
+    let pos = at
+    for (const r of records) {
+      writeHeader(r, slab.buf, pos)
+      slab.buf.set(r.stored, pos + RECORD_HEADER_BYTES)
+      pos += RECORD_HEADER_BYTES + r.stored.byteLength
+    }
+    let result: { locations: RecordLocation[]; written: Promise<void> }
+    try {
+      result = await this.appendBuffers(
+        records.map((r) => r.stored.byteLength),
+        [slab.buf.subarray(at, at + total)],
+      )
+    } catch (err) {
+      this.stagingDone(slab)
+      throw err
+    }
+    void result.written.finally(() => this.stagingDone(slab))
+    return result
+  }
+
+  /** Reserves `bytes` of a staging buffer (counted as a write), waiting while every one is in use. */
+  private async reserveStaging(bytes: number): Promise<{ slab: Staging; at: number }> {
+    for (;;) {
+      const c = this.staging
+      if (c && c.writes === 0) c.used = 0
+      if (c && c.used + bytes <= c.buf.length) {
+        const at = c.used
+        c.used += bytes
+        c.writes++
+        return { slab: c, at }
+      }
+      if (c) {
+        this.staging = null
+        if (c.writes === 0) this.spareStaging.push(c)
+      }
+      let next = this.spareStaging.pop() ?? null
+      if (!next && this.stagingMade < STAGING_BUFFERS) {
+        this.stagingMade++
+        next = { buf: Buffer.allocUnsafeSlow(STAGING_BUFFER_BYTES), used: 0, writes: 0 }
+      }
+      if (next) {
+        next.used = 0
+        this.staging = next
+        continue
+      }
+      await new Promise<void>((resolve) => this.stagingWaiters.push(resolve))
+    }
+  }
+
+  private stagingDone(slab: Staging): void {
+    slab.writes--
+    if (slab.writes > 0) return
+    if (slab !== this.staging) this.spareStaging.push(slab)
+    for (const wake of this.stagingWaiters.splice(0)) wake()
   }
 
   /** Writes the queued appends of a pack, one writev at a time, each taking all it may. */

@@ -351,7 +351,7 @@ export class ChunkStore {
   async putChunks(
     chunks: Array<{ hex: string; bytes: Uint8Array }>,
     lease?: ChunkLease,
-    options: { owned?: boolean } = {},
+    _options: { owned?: boolean } = {},
   ): Promise<Array<boolean | ChunkHashMismatchError>> {
     const results: Array<boolean | ChunkHashMismatchError> = chunks.map(({ hex, bytes }) => {
       const actual = this.hash(bytes).toString('hex')
@@ -377,15 +377,12 @@ export class ChunkStore {
       if (found[k] || seen.has(hex)) return
       seen.add(hex)
       results[i] = true
-      // The pack gets a copy, so the caller may reuse `bytes` at once and need not wait for the
-      // write (a receiver's next chunk overlaps it); only a backlog of unwritten bytes waits.
-      // `owned`: the caller never touches `bytes` again, so the pack may keep them as they are.
-      const kept = options.owned
-        ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-        : Buffer.from(bytes)
-      fresh.push({ id: Buffer.from(hex, 'hex'), bytes: kept, kind: 'data' })
+      fresh.push({ id: Buffer.from(hex, 'hex'), bytes, kind: 'data' })
     })
-    if (fresh.length > 0) await this.appendChunks(fresh)
+    // The pack writer copies the bytes into its reused staging buffers, so the caller may reuse
+    // `bytes` at once and need not wait for the write (a receiver's next chunk overlaps it); only
+    // a backlog of unwritten bytes waits. (`owned` changes nothing any more: nothing keeps `bytes`.)
+    if (fresh.length > 0) await this.appendChunks(fresh, { copy: true })
     await this.writer.waitForUnwrittenBelow(PUT_CHUNK_UNWRITTEN_BYTES)
     if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()
     return results
@@ -399,7 +396,10 @@ export class ChunkStore {
    * Appends new chunks (the caller checked they are absent) to the active pack as pending
    * entries. `written` settles when the callers' buffers may be reused.
    */
-  async appendChunks(chunks: NewChunk[]): Promise<{ storedBytes: number; written: Promise<void> }> {
+  async appendChunks(
+    chunks: NewChunk[],
+    options: { copy?: boolean } = {},
+  ): Promise<{ storedBytes: number; written: Promise<void> }> {
     const fresh = chunks.filter((c) => !this.pending.has(c.id.toString('hex')))
     const records = await Promise.all(
       fresh.map(async (c) => {
@@ -413,7 +413,10 @@ export class ChunkStore {
       }),
     )
     if (records.length === 0) return { storedBytes: 0, written: Promise.resolve() }
-    const { locations, written } = await this.writer.append(records)
+    // copy: the pack writer copies the bytes into its staging buffers and keeps no reference.
+    const { locations, written } = options.copy
+      ? await this.writer.appendCopy(records)
+      : await this.writer.append(records)
     let storedBytes = 0
     locations.forEach((loc, i) => {
       const r = records[i]

@@ -31,6 +31,63 @@ export interface CreditStreamInit {
   maxMessageBytes?: number
   /** Called once when the stream fails (malformed frame, overrun, remote reset). */
   onError?: (err: Error) => void
+  /**
+   * Large received messages go into reused buffers (see release()): a receiver that holds each
+   * message a while (a chunk until it is stored) then makes no garbage that outlives a young
+   * collection, where a fresh buffer per message cost it a full collection every few MiB.
+   */
+  pooled?: boolean
+}
+
+/** Messages of at least this many bytes go into pooled buffers (smaller ones are not worth it). */
+const POOLED_MIN_BYTES = 16 * 1024
+/** Size of a pooled receive buffer; messages are placed back to back in it. */
+const SLAB_BYTES = 8 * 1024 * 1024
+/** Free slabs kept for reuse; beyond that a freed slab is left to the garbage collector. */
+const SPARE_SLABS = 4
+
+interface Slab {
+  buf: Buffer
+  used: number
+  /** Messages placed in it and not yet released. */
+  live: number
+}
+
+/**
+ * Reused receive buffers: messages are placed back to back in 8 MiB slabs; a slab is reused once
+ * every message in it is released. A message never released only keeps its slab from reuse (it
+ * is then garbage like any buffer): forgetting release() costs memory churn, never correctness.
+ */
+class SlabPool {
+  private current: Slab | null = null
+  private readonly spare: Slab[] = []
+  private readonly slabs = new WeakMap<ArrayBufferLike, Slab>()
+
+  alloc(n: number): Uint8Array {
+    let c = this.current
+    if (c && c.live === 0) c.used = 0
+    if (!c || c.used + n > c.buf.length) {
+      if (c && c.live === 0 && this.spare.length < SPARE_SLABS) this.spare.push(c)
+      c = this.spare.pop() ?? null
+      if (!c || c.buf.length < n) {
+        c = { buf: Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, n)), used: 0, live: 0 }
+        this.slabs.set(c.buf.buffer, c)
+      }
+      c.used = 0
+      this.current = c
+    }
+    const out = c.buf.subarray(c.used, c.used + n)
+    c.used += n
+    c.live++
+    return out
+  }
+
+  release(bytes: Uint8Array): void {
+    const s = this.slabs.get(bytes.buffer)
+    if (!s) return
+    s.live--
+    if (s.live === 0 && s !== this.current && this.spare.length < SPARE_SLABS) this.spare.push(s)
+  }
 }
 
 export class StreamClosedError extends MeshError {
@@ -52,6 +109,8 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
   private remoteEnded = false
   private failure: Error | null = null
   private readonly pumping: Promise<void>
+  private readonly pool: SlabPool | null
+  private readonly allocBody: ((n: number) => Uint8Array) | undefined
 
   constructor(
     private readonly stream: DuplexByteStream,
@@ -62,6 +121,9 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
     if (this.maxMessageBytes > this.windowBytes)
       throw new RangeError('a credit window must hold at least one largest message')
     this.reader = new ByteReader(stream)
+    this.pool = init.pooled ? new SlabPool() : null
+    const pool = this.pool
+    this.allocBody = pool ? (n) => pool.alloc(n) : undefined
     this.sendControl(CREDIT, this.windowBytes)
     this.pumping = this.pump()
   }
@@ -127,6 +189,14 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
       }
     }
     if (this.failure) throw this.failure
+  }
+
+  /**
+   * Hands back a received message (or any part of it) of a pooled stream: its buffer may be
+   * reused for later messages. Call it once per message, only when nothing reads it any more.
+   */
+  release(message: Uint8Array): void {
+    this.pool?.release(message)
   }
 
   /** Ends our sending half; messages from the remote can still arrive. */
@@ -207,7 +277,10 @@ export class CreditStream implements AsyncIterable<Uint8Array> {
             throw new FrameError(
               `remote overran its credit: ${length} bytes beyond a window of ${this.windowBytes}`,
             )
-          const body = await this.reader.readExactly(length)
+          const body = await this.reader.readExactly(
+            length,
+            length >= POOLED_MIN_BYTES ? this.allocBody : undefined,
+          )
           if (body === null) throw new FrameError('stream ended inside a data frame')
           this.received.push(body)
           this.receivedBytes += body.byteLength

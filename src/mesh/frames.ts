@@ -36,15 +36,23 @@ export class ByteReader {
         this.ended = true
         break
       }
-      const bytes = next.value instanceof Uint8Array ? next.value : next.value.subarray()
-      if (bytes.byteLength === 0) continue
-      this.chunks.push(bytes)
-      this.buffered += bytes.byteLength
+      const value = next.value
+      if (value instanceof Uint8Array) this.push(value)
+      // A list of pieces (libp2p's Uint8ArrayList) is taken piece by piece: its subarray() would
+      // join them into a fresh buffer, one more copy and allocation per received piece.
+      else if (Symbol.iterator in value) for (const piece of value as Iterable<Uint8Array>) this.push(piece)
+      else this.push(value.subarray())
     }
     return this.buffered >= n
   }
 
-  private take(n: number): Uint8Array {
+  private push(bytes: Uint8Array): void {
+    if (bytes.byteLength === 0) return
+    this.chunks.push(bytes)
+    this.buffered += bytes.byteLength
+  }
+
+  private take(n: number, alloc?: (n: number) => Uint8Array): Uint8Array {
     const first = this.chunks[0]
     if (first.byteLength === n) {
       this.chunks.shift()
@@ -57,7 +65,7 @@ export class ByteReader {
       return first.subarray(0, n)
     }
     // Every byte is overwritten below: no zero-fill (a 256 KiB message spans several pieces).
-    const out = Buffer.allocUnsafe(n)
+    const out = alloc ? alloc(n) : Buffer.allocUnsafe(n)
     let at = 0
     while (at < n) {
       const c = this.chunks[0]
@@ -71,14 +79,17 @@ export class ByteReader {
     return out
   }
 
-  /** Exactly n bytes, or null if the stream ended cleanly before the first byte. */
-  async readExactly(n: number): Promise<Uint8Array | null> {
+  /**
+   * Exactly n bytes, or null if the stream ended cleanly before the first byte. `alloc` gives
+   * the buffer when the bytes span several received pieces (default: a fresh one).
+   */
+  async readExactly(n: number, alloc?: (n: number) => Uint8Array): Promise<Uint8Array | null> {
     if (n === 0) return new Uint8Array(0)
     if (!(await this.fill(n))) {
       if (this.buffered === 0) return null
       throw new TruncatedFrameError(`stream ended after ${this.buffered} of ${n} expected bytes`)
     }
-    return this.take(n)
+    return this.take(n, alloc)
   }
 
   /** The next frame's body, or null at a clean end of stream. */

@@ -25,8 +25,14 @@ export class MessageChannel<M> {
     windowBytes?: number,
     /** Encodes a message as the parts of one credit message (no prefix), when that saves a copy. */
     private readonly encodeParts?: (m: M) => Uint8Array[],
+    /**
+     * Receive large messages into reused buffers (CreditStream `pooled`): a message for which
+     * this returns true is kept until the caller passes its bytes to release(); any other is
+     * released as soon as it is decoded (decoding copies what it keeps).
+     */
+    private readonly keepPooled?: (m: M) => boolean,
   ) {
-    this.credit = new CreditStream(stream, { windowBytes, onError: () => {} })
+    this.credit = new CreditStream(stream, { windowBytes, onError: () => {}, pooled: !!keepPooled })
     this.iterator = this.credit[Symbol.asyncIterator]()
   }
 
@@ -52,8 +58,24 @@ export class MessageChannel<M> {
     const r = await this.iterator.next()
     if (r.done) return null
     this.stats.bytesReceived += r.value.length + CREDIT_HEADER_BYTES
-    return this.decode(decodeFrameBody(r.value))
+    const m = this.decode(decodeFrameBody(r.value))
+    if (this.keepPooled) {
+      if (this.keepPooled(m)) this.kept.set(m as object, r.value)
+      else this.credit.release(r.value)
+    }
+    return m
   }
+
+  /** A kept message of a pooled channel is done with: its buffer may be reused. */
+  release(m: M): void {
+    const body = this.kept.get(m as object)
+    if (!body) return
+    this.kept.delete(m as object)
+    this.credit.release(body)
+  }
+
+  /** Bodies of kept messages (pooled channels), until release(). */
+  private readonly kept = new WeakMap<object, Uint8Array>()
 
   /** The next message, which must exist and be of `type`. */
   async expect<T extends M & { type: string }>(type: T['type'], what: string): Promise<T> {

@@ -80,7 +80,17 @@ export class PointReceiver {
   constructor(private readonly c: ReceiverComponents) {}
 
   async handleChunks(stream: DuplexByteStream, ctx: { peerId: string }): Promise<void> {
-    const ch = new MessageChannel(stream, encodeChunksMessage, decodeChunksMessage)
+    // Chunk and delta frames are received into reused buffers and handed back once stored (the
+    // store copies what it keeps): a fresh buffer per frame, held until stored, cost a full
+    // garbage collection every few MiB.
+    const ch = new MessageChannel(
+      stream,
+      encodeChunksMessage,
+      decodeChunksMessage,
+      undefined,
+      undefined,
+      (m) => m.type === 'chunk' || m.type === 'delta',
+    )
     const lease = this.c.store.lease()
     let unflushed = 0
     const timer = setInterval(() => {
@@ -114,12 +124,23 @@ export class PointReceiver {
             }
           }
           stored += await this.storeChunks(batch, ch, lease, ctx.peerId)
-          if (after) stored += await this.onChunksMessage(after, ch, lease, ctx.peerId)
-        } else stored = await this.onChunksMessage(m, ch, lease, ctx.peerId)
+          for (const b of batch) ch.release(b)
+          if (after) {
+            stored += await this.onChunksMessage(after, ch, lease, ctx.peerId)
+            ch.release(after)
+          }
+        } else {
+          stored = await this.onChunksMessage(m, ch, lease, ctx.peerId)
+          ch.release(m)
+        }
         unflushed += stored
         unacked += stored
-        // Stored ids are acknowledged in batches: once the frames already received are handled,
-        // or a part of the sender's window is waiting for them.
+        // Stored ids are acknowledged in batches: once a part of the sender's window is waiting
+        // for them, or once the frames already received are handled and none came in during one
+        // more turn of the event loop (a receiver that keeps up finds its queue empty after
+        // nearly every chunk: an ack frame per chunk cost it a socket write and a cipher each).
+        if (acks.length > 0 && acks.length < ACK_BATCH_IDS && unacked < ACK_BATCH_BYTES && !ch.hasBuffered)
+          await new Promise<void>((resolve) => setImmediate(resolve))
         if (
           acks.length >= ACK_BATCH_IDS ||
           unacked >= ACK_BATCH_BYTES ||

@@ -59,3 +59,34 @@ describe('putChunks (a receiver storing several frames with one lookup)', () => 
     expect(await store.has([hex, otherHex])).toEqual([])
   })
 })
+
+describe('putChunks copies into reused staging buffers', () => {
+  it('keeps every chunk intact though the caller overwrites its buffer at once, across many staging buffers', async () => {
+    // One buffer the "receiver" reuses for every chunk: the store must have copied each before
+    // putChunks returned. 200 x 256 KiB = 50 MiB passes through several 8 MiB staging buffers.
+    const scratch = Buffer.allocUnsafe(256 * 1024)
+    const ids: Array<{ hex: string; seed: number }> = []
+    const fill = (seed: number) => {
+      for (let i = 0; i < scratch.length; i += 4) scratch.writeUInt32LE((seed * 2654435761 + i) >>> 0, i)
+    }
+    const lease = store.lease()
+    for (let seed = 0; seed < 200; seed++) {
+      fill(seed)
+      const hex = store.hash(scratch).toString('hex')
+      const [r] = await store.putChunks([{ hex, bytes: scratch }], lease)
+      expect(r).toBe(true)
+      ids.push({ hex, seed })
+      // Read back while still pending now and then (waits for its pack write).
+      if (seed % 37 === 0) expect((await store.getChunk(hex)).equals(scratch)).toBe(true)
+      scratch.fill(0xee)
+    }
+    await store.flush()
+    lease.release()
+    await store.close()
+    store = await openChunkStore({ dir: tmp.dir })
+    for (const { hex, seed } of ids) {
+      fill(seed)
+      expect((await store.getChunk(hex)).equals(scratch)).toBe(true)
+    }
+  })
+})

@@ -71,6 +71,51 @@ describe('credit flow control over libp2p', () => {
     await sender.done
   })
 
+  it('pooled: held messages stay intact while the buffers of released ones are reused', async () => {
+    const messageBytes = 200 * 1024
+    const count = 300
+    const fill = (m: Uint8Array, i: number) => {
+      for (let k = 0; k < m.length; k += 1024) m[k] = (i * 7 + k / 1024) % 256
+      m[m.length - 1] = i % 256
+    }
+    const intact = (m: Uint8Array, i: number) => {
+      for (let k = 0; k < m.length; k += 1024) if (m[k] !== (i * 7 + k / 1024) % 256) return false
+      return m[m.length - 1] === i % 256
+    }
+    const received: Promise<{ n: number; bad: number }> = new Promise((resolve, reject) => {
+      onStream = (stream) => {
+        const credit = new CreditStream(stream, { pooled: true })
+        ;(async () => {
+          // Holds the last 40 messages (8 MiB: more than one pooled buffer) before releasing each.
+          const held: Array<{ m: Uint8Array; i: number }> = []
+          let n = 0
+          let bad = 0
+          for await (const m of credit) {
+            held.push({ m, i: n++ })
+            if (held.length > 40) {
+              const h = held.shift()!
+              if (!intact(h.m, h.i)) bad++
+              credit.release(h.m)
+            }
+          }
+          for (const h of held) if (!intact(h.m, h.i)) bad++
+          await credit.end()
+          resolve({ n, bad })
+        })().catch(reject)
+      }
+    })
+    const stream = await a.dialProtocol(b.getMultiaddrs()[0], PROTOCOL)
+    const sender = new CreditStream(stream)
+    for (let i = 0; i < count; i++) {
+      const m = new Uint8Array(messageBytes)
+      fill(m, i)
+      await sender.send(m)
+    }
+    await sender.end()
+    expect(await received).toEqual({ n: count, bad: 0 })
+    await sender.done
+  })
+
   it('aborts a stream whose sender overruns its credit', async () => {
     const failed: Promise<Error> = new Promise((resolve) => {
       onStream = (stream) => {
