@@ -10,6 +10,21 @@ import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, PointReceiver } from '../src/replicat
 export const RAW_PROTOCOL = '/replimesh/bench-raw/1.0.0'
 
 const storeDir = process.argv[2]
+// REPLIMESH_BENCH_PEER_GC=<file>: append one line per garbage collection (monotonic µs, kind,
+// ms), to set beside the sender's phase marks (profiling runs).
+const gcLog = process.env.REPLIMESH_BENCH_PEER_GC
+if (gcLog) {
+  const { PerformanceObserver } = await import('node:perf_hooks')
+  const { appendFileSync } = await import('node:fs')
+  const lines: string[] = []
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind
+      lines.push(`${process.hrtime.bigint() / 1000n} ${kind} ${e.duration.toFixed(2)}`)
+    }
+  }).observe({ entryTypes: ['gc'] })
+  process.on('exit', () => appendFileSync(gcLog, `${lines.join('\n')}\n`))
+}
 const store = await openChunkStore({ dir: storeDir })
 const node = await createTransportNode({
   privateKey: await generateKeyPair('Ed25519'),

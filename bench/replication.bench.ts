@@ -90,7 +90,15 @@ async function startPeer(ctx: BenchContext): Promise<{ child: ChildProcess; peer
   })
   const line = await new Promise<string>((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! })
-    rl.once('line', resolve)
+    // The first JSON line is the peer's address; other lines (e.g. --trace-gc in
+    // REPLIMESH_BENCH_PEER_ARGS) are kept read, so the pipe never fills, and logged when asked.
+    let started = false
+    rl.on('line', (l) => {
+      if (!started && l.startsWith('{')) {
+        started = true
+        resolve(l)
+      } else if (process.env.REPLIMESH_BENCH_PEER_LOG === '1') ctx.log(`peer: ${l}`)
+    })
     child.once('exit', (code) => reject(new Error(`bench peer exited with ${code}`)))
     setTimeout(() => reject(new Error('bench peer did not start')), 30_000)
   })
