@@ -41,6 +41,7 @@ import type { VmObjectives } from './plan.js'
 import { bootWaves, decideVm, runInBootOrder, type Tier, type Trigger } from './policy.js'
 import { confirmDown, hasQuorum, type Member, type QuorumOutcome } from './quorum.js'
 import { RpoWatch, type TargetLag } from './rpo-watch.js'
+import { vmTier } from './tiers.js'
 
 export interface FailoverMeshView {
   readonly peerId: string
@@ -248,10 +249,7 @@ export class FailoverService {
   }
 
   private tier(vm: string): { tier: Tier; priority: number } {
-    const v = this.c.config.vms[vm]
-    const name = v?.tier ?? 'silver'
-    const t = this.c.config.tiers[name] ?? { rpoMs: 60_000, rtoMs: 900_000, mode: 'automatic' as const }
-    return { tier: { name, ...t }, priority: v?.priority ?? 100 }
+    return vmTier(this.c.config, vm)
   }
 
   /** One round of quorum, epoch learning, fencing and detection. Public for tests. */
