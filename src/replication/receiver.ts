@@ -76,8 +76,43 @@ export class PointReceiver {
 
   /** Stored ids not yet acknowledged, per chunks channel (see handleChunks). */
   private readonly acks = new WeakMap<MessageChannel<ChunksMessage>, ChunkId[]>()
+  /** Per VM: the tail of the fence() queue (a point's last check and store commit, or a change). */
+  private readonly fences = new Map<string, Promise<unknown>>()
 
   constructor(private readonly c: ReceiverComponents) {}
+
+  /**
+   * Runs `fn` while no point of `vm` is between its last check and its store commit. A change to
+   * what this node knows of `vm` (a newer epoch learned) made inside fence() is seen by every point
+   * not yet committed, and every point committed before it is in the store when `fn` runs: once it
+   * returns, no point it refuses can land.
+   */
+  fence<T>(vm: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.fences.get(vm) ?? Promise.resolve()).then(fn)
+    const tail = run.catch(() => {})
+    this.fences.set(vm, tail)
+    void tail.then(() => {
+      if (this.fences.get(vm) === tail) this.fences.delete(vm)
+    })
+    return run
+  }
+
+  /** Why a point of `header`'s VM and epoch is refused now (owned here, a newer epoch known), or null. */
+  private async fenced(
+    header: PointHeader,
+  ): Promise<{ reason: NackReason; message: string; missing: ChunkId[] } | null> {
+    const refusal = this.c.refuses?.(header.vm)
+    if (refusal) return { reason: 'stale', message: refusal, missing: [] }
+    const last = await this.c.store.lastPoint(header.vm)
+    const known = Math.max(last?.epoch ?? 0, (await this.c.epochFloor?.(header.vm)) ?? 0)
+    if (header.epoch < known)
+      return {
+        reason: 'stale',
+        message: `point of epoch ${header.epoch}, but ${header.vm} is at epoch ${known} here: its sender is fenced`,
+        missing: [],
+      }
+    return null
+  }
 
   async handleChunks(stream: DuplexByteStream, ctx: { peerId: string }): Promise<void> {
     // Chunk and delta frames are received into reused buffers and handed back once stored (the
@@ -454,13 +489,21 @@ export class PointReceiver {
         source: header.source,
         ...(header.signed ? { signed: header.signed } : {}),
       }
-      try {
-        await store.commitPoint(point)
-      } catch (err) {
-        if (err instanceof IncompletePointError)
-          return { reason: 'missing-chunks', message: err.message, missing: err.missing }
-        throw err
-      }
+      // Checked again at commit time, fenced against learnEpoch (see fence()): a newer epoch may
+      // have been learned since the check above, and a fenced sender's point must not land after.
+      const late = await this.fence(header.vm, async () => {
+        const refused = await this.fenced(header)
+        if (refused) return refused
+        try {
+          await store.commitPoint(point)
+        } catch (err) {
+          if (err instanceof IncompletePointError)
+            return { reason: 'missing-chunks' as const, message: err.message, missing: err.missing }
+          throw err
+        }
+        return null
+      })
+      if (late) return late
       this.c.logger.info(
         { vm: header.vm, seq: header.seq, from: peer },
         `committed point ${header.vm}@${header.seq}`,

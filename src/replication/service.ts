@@ -512,12 +512,17 @@ export class ReplicationService {
   /** A newer owner of `vm` was announced: replicas here take no points of older epochs. */
   async learnEpoch(vm: string, epoch: number, owner: string): Promise<void> {
     if (owner === this.init.mesh.peerId) return
-    const r = await this.replicas.read(vm)
-    if (!r || (r.epoch ?? 0) >= epoch) return
-    await this.replicas.update(vm, (x) =>
-      x ? { ...x, epoch: Math.max(x.epoch ?? 0, epoch), source: owner } : x,
-    )
-    await this.publishReplicas()
+    // Fenced against commits (receiver.fence): a point of an older epoch that passed its check
+    // before this is committed before the epoch rises, or refused; none lands after it returns.
+    const learned = await this.receiver.fence(vm, async () => {
+      const r = await this.replicas.read(vm)
+      if (!r || (r.epoch ?? 0) >= epoch) return false
+      await this.replicas.update(vm, (x) =>
+        x ? { ...x, epoch: Math.max(x.epoch ?? 0, epoch), source: owner } : x,
+      )
+      return true
+    })
+    if (learned) await this.publishReplicas()
   }
 
   /** No new points while false (the node lacks quorum: the other side may own the future). */

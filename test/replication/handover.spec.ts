@@ -51,9 +51,25 @@ describe('hand-over (in process)', () => {
     const record = await until('the replica record on B', async () => b.service.replicas.read('web'))
     expect(record).toMatchObject({ source: 'A', rpoSeconds: 1, rtoSeconds: 60, replicaSet: ['B'], epoch: 0 })
 
-    await b.service.learnEpoch('web', 3, 'C')
-    const held = (await b.store.lastPoint('web'))?.seq
+    // The race: a point of epoch 0 passed the epoch check on B, and B learns epoch 3 before the
+    // point reaches the store. The store wrapper runs learnEpoch exactly there, inside the commit
+    // (building the point's manifest is the only use of lookupProtected on a target), so the
+    // ordering does not depend on timing. Once learnEpoch has returned, no point of epoch 0 may
+    // land on B: the commit re-checks the epoch, fenced against learnEpoch, and A is refused.
+    const store = b.store
+    const lookup = store.lookupProtected.bind(store)
+    let learned: Promise<number | undefined> | null = null
+    store.lookupProtected = (ids, lease) => {
+      learned ??= b.service
+        .learnEpoch('web', 3, 'C')
+        .then(() => store.lastPoint('web'))
+        .then((p) => p?.seq)
+      return learned.then(() => lookup(ids, lease))
+    }
     await cluster.hv.write('web', 0, 2 * MiB, randomBytes(4096))
+    await until('a commit on B to build its manifest', async () => learned !== null)
+    const held = await learned
+    expect(held).toBe(first.seq) // the hooked point is the next one after the first point
     await until('A to be refused', async () =>
       /epoch 0, but web is at epoch 3/.test(a.service.protection('web').targets[0]?.lastError ?? ''),
     )
