@@ -1,14 +1,15 @@
-// The control protocol, /replimesh/control/1.0.0 (DESIGN.md §4): one request and one reply per
+// The control protocol, /replimesh/control/2.0.0 (DESIGN.md §4): one request and one reply per
 // stream, each a length-prefixed JSON frame checked against its schema before use. The stream's
 // peer is authenticated by the mesh (Noise, then the membership proof), so a vote is the voter's.
-// Requests: `promise` (will you promise epoch E of VM V to owner O?), `announce` (O won epoch E),
-// `query` (what do you know of V?).
+// Requests: `prepare` and `accept` (the two phases of the Paxos instance that decides who owns
+// epoch E of VM V, epoch.ts), `announce` (O won epoch E), `query` (what do you know of V?).
 import type { Stream } from '@libp2p/interface'
 import { z } from 'zod'
 import { ByteReader, MAX_CONTROL_FRAME_BYTES, type MeshNode, writeJsonFrame } from '../mesh/index.js'
 import { CONTROL_REQUEST_TIMEOUT_MS } from './constants.js'
 
-export const CONTROL_PROTOCOL = '/replimesh/control/1.0.0'
+/** 2.0.0: the epoch vote became two-phase (prepare/accept with ballots); 1.0.0 had one-phase promises. */
+export const CONTROL_PROTOCOL = '/replimesh/control/2.0.0'
 
 const claimSchema = z.object({
   vm: z.string().min(1).max(256),
@@ -16,16 +17,35 @@ const claimSchema = z.object({
   owner: z.string().min(1).max(128),
 })
 
+const ballotSchema = z.object({
+  round: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  by: z.string().max(128),
+})
+
+const acceptedSchema = z.object({ ballot: ballotSchema, owner: z.string().min(1).max(128) })
+
+const fromSchema = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+
 export const controlRequestSchema = z.discriminatedUnion('type', [
   /**
-   * `from`: the epoch the claim raises from (compare-and-set: granted only by a member whose
-   * known epoch is exactly `from` and that promised `from`+1 to nobody else); `base`: the
-   * announced claim at `from`, which a member that missed it learns first.
+   * Phase 1 at `ballot` of the instance deciding epoch `epoch` of `vm`. `from`: the epoch it
+   * raises from (compare-and-set: a member votes only while the owner it knows is at `from`);
+   * `base`: the announced claim at `from`, which a member that missed it learns first.
    */
   z.object({
-    type: z.literal('promise'),
+    type: z.literal('prepare'),
+    vm: z.string().min(1).max(256),
+    epoch: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+    from: fromSchema,
+    ballot: ballotSchema,
+    base: claimSchema.optional(),
+  }),
+  /** Phase 2: accept `claim.owner` for `claim.epoch` at `ballot` (`from`, `base` as above). */
+  z.object({
+    type: z.literal('accept'),
     claim: claimSchema,
-    from: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
+    from: fromSchema,
+    ballot: ballotSchema,
     base: claimSchema.optional(),
   }),
   /** `previous`: the owner before, when the announcer knows it (where failback goes). */
@@ -50,9 +70,22 @@ export const controlRequestSchema = z.discriminatedUnion('type', [
 export type ControlRequest = z.infer<typeof controlRequestSchema>
 
 export const controlReplySchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('granted'), claim: claimSchema }),
-  /** `current`: the highest promise or owner the member knows; `committed`: its announced owner. */
-  z.object({ type: z.literal('refused'), current: claimSchema, committed: claimSchema.optional() }),
+  /** Phase 1 granted: `accepted`, the owner this member accepted in the instance, if any. */
+  z.object({ type: z.literal('promised'), ballot: ballotSchema, accepted: acceptedSchema.nullable() }),
+  /** Phase 2 granted. */
+  z.object({ type: z.literal('accepted'), ballot: ballotSchema, claim: claimSchema }),
+  /**
+   * `current`: the highest owner the member knows (announced, else accepted in the instance);
+   * `committed`: its announced owner; `promised`/`accepted`: its state of the instance.
+   */
+  z.object({
+    type: z.literal('refused'),
+    why: z.enum(['decided', 'behind', 'ballot']),
+    current: claimSchema,
+    committed: claimSchema.optional(),
+    promised: ballotSchema.optional(),
+    accepted: acceptedSchema.optional(),
+  }),
   z.object({ type: z.literal('learned'), result: z.enum(['newer', 'same', 'stale', 'conflict']) }),
   z.object({
     type: z.literal('known'),

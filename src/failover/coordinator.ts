@@ -1,20 +1,42 @@
-// EpochCoordinator: this node's side of the epoch protocol (see epoch.ts for the rules). As a
-// voter it answers promise/announce/query requests from its ledger, saving the ledger before it
-// replies (a promise forgotten in a crash could be given twice). As a promoter, claim() asks every
-// live member at once for a promise, counts the answers by site, and on quorum records and
-// announces the new owner. Announcements that reach a node running the VM lead to fencing,
-// through the onClaim callback the failover service supplies.
-// A claim names the exact epoch it raises from (compare-and-set): a member grants epoch e+1 only
-// while the owner it knows is at epoch e and it promised e+1 to nobody else. Two nodes that place
-// a failed host's VM on themselves from lagging gossip both ask for e+1; members promise it to
-// whichever asked first, so at most one gathers a quorum, and the other's refusals name the
-// winner (EpochLostError) instead of a later claim at e+2 overtaking it. A promoter that missed
-// an announcement learns it from the refusals and, when that owner is the one it replaces, asks
-// once more from the right epoch.
+// EpochCoordinator: this node's side of the epoch protocol (epoch.ts has the rules). Who owns
+// epoch e+1 of a VM is one single-decree Paxos instance, the ledger being each member's acceptor.
+// As a voter it answers prepare/accept/announce/query requests from its ledger, saving the ledger
+// before it replies (a vote forgotten in a crash could be given twice); saves of many VMs are
+// shared (group commit). As a proposer, claim():
+// 1. takes a ballot (a round above all it saw in the instance, and its peer id), records it with
+//    its own prepare (saved first: a ballot is never reused), then asks every live member at once;
+// 2. on a quorum of sites of promises, proposes the owner accepted at the highest ballot among
+//    them, else its own; on a quorum of accepts, announces that owner to the members. When it had
+//    to propose another node's owner, it completes that node's win and throws EpochLostError
+//    naming it;
+// 3. refused by a higher ballot with no decided owner visible (racing proposers), it retries with
+//    a higher round after a short randomized backoff, a few times, so duelling proposers converge
+//    and a split vote never leaves an epoch undecidable.
+// A claim names the exact epoch it raises from (compare-and-set): members vote in instance e+1
+// only while the owner they know is at epoch e, so a node placing a failed host's VM from lagging
+// gossip cannot overtake the owner that replaced it; refusals carry the announced owner, and a
+// loser learns it (EpochLostError naming it). A promoter that missed an announcement learns it from
+// the refusals and, when that owner is the one it replaces, asks once more from the right epoch.
+// Announcements that reach a node running the VM lead to fencing, through the onClaim callback
+// the failover service supplies.
 import type { ControlPeer, ControlReply, ControlRequest, ControlTransport } from './control.js'
-import { type EpochClaim, EpochLedger, tallyPromises } from './epoch.js'
+import {
+  type AcceptedOwner,
+  type Ballot,
+  compareBallots,
+  type EpochClaim,
+  EpochLedger,
+  type PhaseReply,
+  tallyPromises,
+} from './epoch.js'
 import { EpochLostError, EpochQuorumError } from './errors.js'
 import type { Member, QuorumOutcome } from './quorum.js'
+
+/** Ballots one claim tries before it gives up (racing proposers: see the top). */
+export const CLAIM_ATTEMPTS = 6
+/** Backoff before retry n: random in [0, CLAIM_BACKOFF_MS * 2^n], at most CLAIM_BACKOFF_MAX_MS. */
+export const CLAIM_BACKOFF_MS = 8
+const CLAIM_BACKOFF_MAX_MS = 300
 
 export interface CoordinatorComponents {
   self: Member
@@ -31,6 +53,8 @@ export interface CoordinatorComponents {
   delegate?: (from: ControlPeer, req: ControlRequest) => Promise<ControlReply>
   /** Called after a newer claim was learned (fencing, replication re-pointing). */
   onClaim?: (claim: EpochClaim, from: string) => void | Promise<void>
+  /** Ballots per claim and the base of the randomized backoff (tests). */
+  retry?: { attempts?: number; backoffMs?: number }
 }
 
 export interface ClaimResult {
@@ -38,9 +62,31 @@ export interface ClaimResult {
   /** The epoch the claim raised from (the owner it replaced held it). */
   from: number
   quorum: QuorumOutcome
+  /** The members whose accepts made the quorum (phase 2). */
   granted: string[]
   refused: Array<{ peerId: string; current: EpochClaim }>
   unreachable: Array<{ peerId: string; reason: string }>
+  /** Ballots this claim tried (1 when nobody raced it). */
+  attempts?: number
+}
+
+type Refused = Extract<ControlReply, { type: 'refused' }>
+
+/** The answers to one phase of one ballot. */
+interface PhaseOutcome {
+  granted: string[]
+  quorum: QuorumOutcome
+  /** Phase 1: the owners the granting members accepted earlier in the instance. */
+  accepted: AcceptedOwner[]
+  refused: Array<{ peerId: string; reply: Refused }>
+  unreachable: Array<{ peerId: string; reason: string }>
+}
+
+/** Whom a claim asks: live members and the witness; the rest are reported unreachable. */
+interface Electorate {
+  ask: string[]
+  witness: string | null
+  down: Array<{ peerId: string; reason: string }>
 }
 
 export class EpochCoordinator {
@@ -130,8 +176,13 @@ export class EpochCoordinator {
       const current = this.ledger.current(req.vm) ?? null
       return Promise.resolve({ type: 'known', highest: this.ledger.highest(req.vm), current })
     }
+    if (req.type === 'prepare' || req.type === 'accept') {
+      const vm = req.type === 'prepare' ? req.vm : req.claim.vm
+      return this.locked(vm, () => this.vote(from, req))
+    }
+    if (req.type !== 'announce')
+      return Promise.resolve({ type: 'error', message: `unknown request ${(req as { type: string }).type}` })
     return this.locked(req.claim.vm, async () => {
-      if (req.type === 'promise') return this.vote(from, req)
       const result = this.ledger.learn(req.claim, req.previous)
       if (result === 'newer') {
         await this.save()
@@ -141,47 +192,39 @@ export class EpochCoordinator {
     })
   }
 
-  /** One promise, under the lock. With `from`, the compare-and-set rule (see the top). */
+  /** One acceptor's answer to a prepare or an accept, under the VM's lock, saved before it is given. */
   private async vote(
     from: ControlPeer,
-    req: Extract<ControlRequest, { type: 'promise' }>,
+    req: Extract<ControlRequest, { type: 'prepare' | 'accept' }>,
   ): Promise<ControlReply> {
-    const { claim } = req
-    if (req.from !== undefined) {
-      // An announced owner this member missed: learn it first (as an announcement would teach it).
-      const base = req.base
-      if (base && base.vm === claim.vm && base.epoch === req.from && this.ledger.learn(base) === 'newer') {
-        await this.save()
-        await this.c.onClaim?.(base, from.peerId)
-      }
-      const known = this.ledger.current(claim.vm)?.epoch ?? 0
-      if (claim.epoch !== req.from + 1 || known !== req.from || this.ledger.highest(claim.vm) > claim.epoch)
-        return this.refusal(claim.vm)
+    const vm = req.type === 'prepare' ? req.vm : req.claim.vm
+    // An announced owner this member missed: learn it first (as an announcement would teach it).
+    const base = req.base
+    if (base && base.vm === vm && base.epoch === req.from && this.ledger.learn(base) === 'newer') {
+      await this.save()
+      await this.c.onClaim?.(base, from.peerId)
     }
-    const reply = this.ledger.vote(claim)
-    if (!reply.granted) return this.refusal(claim.vm)
+    const r: PhaseReply =
+      req.type === 'prepare'
+        ? this.ledger.prepare(vm, req.epoch, req.from, req.ballot)
+        : this.ledger.accept(req.claim, req.from, req.ballot)
+    if (!r.ok) {
+      const { ok: _, ...refusal } = r
+      return { type: 'refused', ...refusal }
+    }
     await this.save()
-    return { type: 'granted', claim: reply.claim }
-  }
-
-  private refusal(vm: string): ControlReply {
-    const committed = this.ledger.current(vm)
-    const promised = this.ledger.promise(vm)
-    // The highest claim known: a promise above the announced owner, else that owner.
-    const current =
-      promised && promised.epoch > (committed?.epoch ?? 0)
-        ? promised
-        : (committed ?? promised ?? { vm, epoch: this.ledger.highest(vm), owner: 'unknown' })
-    return { type: 'refused', current, ...(committed ? { committed } : {}) }
+    return req.type === 'prepare'
+      ? { type: 'promised', ballot: req.ballot, accepted: r.accepted }
+      : { type: 'accepted', ballot: req.ballot, claim: req.claim }
   }
 
   /**
    * Makes `owner` (this node by default) the owner of `vm` at the epoch after the one this node
    * knows (or `minEpoch`, when replication knows a later one). Throws EpochLostError when another
-   * node was promised that epoch or owns a newer one, EpochQuorumError (naming who refused and
-   * who was unreachable) when the promises do not form a quorum of sites. When the refusals show
-   * an announcement this node missed and its owner is `previous` (the owner being replaced), the
-   * claim is made once more from that epoch.
+   * node owns that epoch (this claim may have completed its win) or a newer one, EpochQuorumError
+   * (naming who refused and who was unreachable) when no quorum of sites voted. When the refusals
+   * show an announcement this node missed and its owner is `previous` (the owner being replaced),
+   * the claim is made once more from that epoch.
    */
   async claim(
     vm: string,
@@ -202,77 +245,191 @@ export class EpochCoordinator {
     vm: string,
     options: { owner?: string; minEpoch?: number; previous?: string; signal?: AbortSignal },
   ): Promise<ClaimResult> {
-    const owner = options.owner ?? this.c.self.peerId
+    const self = this.c.self.peerId
+    const owner = options.owner ?? self
     const current = this.ledger.current(vm)
     const from = Math.max(current?.epoch ?? 0, options.minEpoch ?? 0)
-    const claim: EpochClaim = { vm, epoch: from + 1, owner }
-    const req: ControlRequest = {
-      type: 'promise',
-      claim,
-      from,
-      ...(current && current.epoch === from ? { base: current } : {}),
-    }
-    const local = await this.answer(this.c.self, req)
-    const result: ClaimResult = {
-      claim,
-      from,
-      quorum: null as unknown as QuorumOutcome,
-      granted: [],
-      refused: [],
-      unreachable: [],
-    }
-    const committedSeen: EpochClaim[] = []
-    const refusedBy = (peerId: string, reply: Extract<ControlReply, { type: 'refused' }>) => {
-      result.refused.push({ peerId, current: reply.current })
-      if (reply.committed) committedSeen.push(reply.committed)
-    }
-    if (local.type === 'granted') result.granted.push(this.c.self.peerId)
-    else if (local.type === 'refused') refusedBy(this.c.self.peerId, local)
-    const alive = new Set(this.c.alive())
-    const voters = this.c.members().filter((m) => alive.has(m.peerId))
-    for (const m of this.c.members())
-      if (!alive.has(m.peerId))
-        result.unreachable.push({ peerId: m.peerId, reason: 'not reachable from this node' })
-    const witness = this.c.witness && alive.has(this.c.witness.peerId) ? this.c.witness.peerId : null
-    const ask = [
-      ...voters.map((m) => m.peerId),
-      ...(witness && !voters.some((v) => v.peerId === witness) ? [witness] : []),
-    ]
-    const replies = await Promise.all(
-      ask.map(async (peerId) => {
-        try {
-          return { peerId, reply: await this.c.transport.request(peerId, req, { signal: options.signal }) }
-        } catch (err) {
-          return { peerId, error: (err as Error).message }
+    const epoch = from + 1
+    const claim: EpochClaim = { vm, epoch, owner }
+    const base = current && current.epoch === from ? { base: { ...current } } : {}
+    const electorate = this.electorate()
+    const attempts = Math.max(1, this.c.retry?.attempts ?? CLAIM_ATTEMPTS)
+    let atLeast = 0
+    let last: PhaseOutcome
+    for (let attempt = 1; ; attempt++) {
+      options.signal?.throwIfAborted()
+      const ballot: Ballot = { round: this.ledger.nextRound(vm, epoch, atLeast), by: self }
+      const prepared = await this.phase(
+        { type: 'prepare', vm, epoch, from, ballot, ...base },
+        electorate,
+        options,
+      )
+      last = prepared
+      const known = await this.settled(claim, from, prepared, attempt, options)
+      if (known) return known
+      if (prepared.quorum.reached) {
+        const value = adopt(prepared.accepted) ?? owner
+        const decided: EpochClaim = { vm, epoch, owner: value }
+        const accepted = await this.phase(
+          { type: 'accept', claim: decided, from, ballot, ...base },
+          electorate,
+          options,
+        )
+        last = accepted
+        if (accepted.quorum.reached) {
+          await this.announce(decided, electorate.ask, { previous: options.previous, signal: options.signal })
+          const refused = refusedList(accepted)
+          if (value !== owner)
+            throw new EpochLostError(claim, accepted.quorum, refused, accepted.unreachable, {
+              epoch,
+              owner: value,
+              announced: true,
+            })
+          return {
+            claim,
+            from,
+            quorum: accepted.quorum,
+            granted: accepted.granted,
+            refused,
+            unreachable: accepted.unreachable,
+            attempts: attempt,
+          }
         }
-      }),
+        const settled = await this.settled(claim, from, accepted, attempt, options)
+        if (settled) return settled
+      }
+      // Not decided at this ballot. Retry only when a higher ballot was in the way (a racing
+      // proposer) and its voters, granting, could make a quorum: unreachable members won't.
+      const higher = last.refused.filter((r) => r.reply.why === 'ballot' && r.reply.promised)
+      const top = higher
+        .map((r) => r.reply.promised as Ballot)
+        .sort(compareBallots)
+        .at(-1)
+      const reachable = this.tally([...last.granted, ...higher.map((r) => r.peerId)], electorate.witness)
+      if (!top || attempt >= attempts || !reachable.reached) break
+      atLeast = Math.max(top.round, ballot.round)
+      await sleep(
+        Math.random() *
+          Math.min(CLAIM_BACKOFF_MAX_MS, (this.c.retry?.backoffMs ?? CLAIM_BACKOFF_MS) * 2 ** attempt),
+        options.signal,
+      )
+    }
+    const refused = refusedList(last)
+    const rival = rivalOf(claim, refused, this.ledger.current(vm))
+    if (rival) throw new EpochLostError(claim, last.quorum, refused, last.unreachable, rival)
+    throw new EpochQuorumError(claim, last.quorum, refused, last.unreachable)
+  }
+
+  /**
+   * After a phase: adopts the announced owners the refusals showed; when one is at the claimed
+   * epoch or above, the instance is decided: the claim's own owner won (returned as won), or
+   * another node did (EpochLostError), or this node was behind the owner it replaces
+   * (EpochQuorumError, which claim() answers by asking from that owner's epoch). Null: undecided.
+   */
+  private async settled(
+    claim: EpochClaim,
+    from: number,
+    outcome: PhaseOutcome,
+    attempt: number,
+    options: { previous?: string },
+  ): Promise<ClaimResult | null> {
+    await this.learnFromRefusals(
+      outcome.refused.flatMap((r) => (r.reply.committed ? [r.reply.committed] : [])),
     )
-    let witnessGranted = false
-    for (const r of replies) {
-      if ('error' in r) result.unreachable.push({ peerId: r.peerId, reason: r.error ?? 'no reply' })
-      else if (r.reply.type === 'granted') {
-        if (r.peerId === witness) witnessGranted = true
-        result.granted.push(r.peerId)
-      } else if (r.reply.type === 'refused') refusedBy(r.peerId, r.reply)
-      else result.unreachable.push({ peerId: r.peerId, reason: `unexpected reply ${r.reply.type}` })
-    }
-    result.quorum = tallyPromises({
-      members: [this.c.self, ...this.c.members()],
-      granted: result.granted,
+    const cur = this.ledger.current(claim.vm)
+    if (!cur || cur.epoch < claim.epoch) return null
+    const refused = refusedList(outcome)
+    if (cur.epoch === claim.epoch && cur.owner === claim.owner)
+      return {
+        claim,
+        from,
+        quorum: outcome.quorum,
+        granted: outcome.granted,
+        refused,
+        unreachable: outcome.unreachable,
+        attempts: attempt,
+      }
+    if (cur.owner !== claim.owner && cur.owner !== options.previous)
+      throw new EpochLostError(claim, outcome.quorum, refused, outcome.unreachable, {
+        epoch: cur.epoch,
+        owner: cur.owner,
+        announced: true,
+      })
+    throw new EpochQuorumError(claim, outcome.quorum, refused, outcome.unreachable)
+  }
+
+  /** Live members and the witness, asked in every phase; the others, unreachable. */
+  private electorate(): Electorate {
+    const self = this.c.self.peerId
+    const alive = new Set(this.c.alive())
+    const members = this.c.members().filter((m) => m.peerId !== self)
+    const voters = members.filter((m) => alive.has(m.peerId)).map((m) => m.peerId)
+    const down = members
+      .filter((m) => !alive.has(m.peerId))
+      .map((m) => ({ peerId: m.peerId, reason: 'not reachable from this node' }))
+    const witness = this.c.witness && alive.has(this.c.witness.peerId) ? this.c.witness.peerId : null
+    return { ask: [...voters, ...(witness && !voters.includes(witness) ? [witness] : [])], witness, down }
+  }
+
+  private tally(granted: string[], witness: string | null): QuorumOutcome {
+    return tallyPromises({
+      members: [this.c.self, ...this.c.members().filter((m) => m.peerId !== this.c.self.peerId)],
+      granted,
       witnessConfigured: !!this.c.witness,
-      witnessGranted,
+      witnessGranted: witness !== null && granted.includes(witness),
     })
-    if (!result.quorum.reached) {
-      await this.learnFromRefusals(committedSeen)
-      const winner = lostTo(claim, result.refused, this.ledger.current(vm), options.previous)
-      if (winner) throw new EpochLostError(claim, result.quorum, result.refused, result.unreachable, winner)
-      throw new EpochQuorumError(claim, result.quorum, result.refused, result.unreachable)
+  }
+
+  /**
+   * Sends one phase's request to this node and every member it can reach, and counts the answers.
+   * A prepare is answered here first: its save records the ballot before any other member sees it.
+   */
+  private async phase(
+    req: Extract<ControlRequest, { type: 'prepare' | 'accept' }>,
+    electorate: Electorate,
+    options: { signal?: AbortSignal },
+  ): Promise<PhaseOutcome> {
+    const self = this.c.self.peerId
+    const out: PhaseOutcome = {
+      granted: [],
+      quorum: null as unknown as QuorumOutcome,
+      accepted: [],
+      refused: [],
+      unreachable: [...electorate.down],
     }
-    await this.announce(claim, [...voters.map((m) => m.peerId)], {
-      previous: options.previous,
-      signal: options.signal,
-    })
-    return result
+    const take = (peerId: string, reply: ControlReply) => {
+      if (reply.type === 'promised' || reply.type === 'accepted') {
+        out.granted.push(peerId)
+        if (reply.type === 'promised' && reply.accepted) out.accepted.push(reply.accepted)
+      } else if (reply.type === 'refused') out.refused.push({ peerId, reply })
+      else out.unreachable.push({ peerId, reason: `unexpected reply ${reply.type}` })
+    }
+    const local = async () => {
+      const reply = await this.answer(this.c.self, req)
+      // A refused prepare saved nothing: save the round it used (nextRound) all the same.
+      if (req.type === 'prepare' && reply.type !== 'promised') await this.save()
+      return reply
+    }
+    const first = req.type === 'prepare' ? await local() : null
+    const [localReply, replies] = await Promise.all([
+      first ?? local(),
+      Promise.all(
+        electorate.ask.map(async (peerId) => {
+          try {
+            return { peerId, reply: await this.c.transport.request(peerId, req, { signal: options.signal }) }
+          } catch (err) {
+            return { peerId, error: (err as Error).message }
+          }
+        }),
+      ),
+    ])
+    take(self, localReply)
+    for (const r of replies) {
+      if ('error' in r) out.unreachable.push({ peerId: r.peerId, reason: r.error ?? 'no reply' })
+      else take(r.peerId, r.reply)
+    }
+    out.quorum = this.tally(out.granted, electorate.witness)
+    return out
   }
 
   /** Announced owners the refusals showed: adopted here like any announcement. */
@@ -300,20 +457,32 @@ export class EpochCoordinator {
 }
 
 /**
- * Who beat `claim`: an announced owner at or above its epoch other than the one being replaced,
- * or a member's promise of that epoch (or a higher one) to another node. Null when no winner is
- * known: a quorum was out of reach, or this node was behind the owner it replaces.
+ * The owner phase 2 must propose: the one accepted at the highest ballot among the promises.
+ * Equal ballots name one owner, except LOWEST_BALLOT (promises of older ledgers): the owner most
+ * of them name, then the lowest id.
  */
-function lostTo(
+function adopt(accepted: AcceptedOwner[]): string | null {
+  if (accepted.length === 0) return null
+  const top = accepted.reduce((a, b) => (compareBallots(a.ballot, b.ballot) >= 0 ? a : b)).ballot
+  const count = new Map<string, number>()
+  for (const a of accepted)
+    if (compareBallots(a.ballot, top) === 0) count.set(a.owner, (count.get(a.owner) ?? 0) + 1)
+  return [...count].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0][0]
+}
+
+function refusedList(outcome: PhaseOutcome): Array<{ peerId: string; current: EpochClaim }> {
+  return outcome.refused.map((r) => ({ peerId: r.peerId, current: r.reply.current }))
+}
+
+/**
+ * When a claim gives up undecided: another owner members accepted for its epoch (or promised a
+ * higher one to), not announced yet. Null when none is known: a quorum was out of reach.
+ */
+function rivalOf(
   claim: EpochClaim,
   refused: Array<{ peerId: string; current: EpochClaim }>,
   committed: EpochClaim | undefined,
-  replacing: string | undefined,
 ): { epoch: number; owner: string; announced: boolean } | null {
-  if (committed && committed.epoch >= claim.epoch && committed.owner !== claim.owner) {
-    if (committed.owner !== replacing)
-      return { epoch: committed.epoch, owner: committed.owner, announced: true }
-  }
   const rival = refused
     .map((r) => r.current)
     .filter(
@@ -325,4 +494,20 @@ function lostTo(
     )
     .sort((a, b) => b.epoch - a.epoch)[0]
   return rival ? { epoch: rival.epoch, owner: rival.owner, announced: false } : null
+}
+
+/** Waits `ms`, or rejects when `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason)
+    const onAbort = () => {
+      clearTimeout(timer)
+      reject(signal?.reason)
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
 }

@@ -31,6 +31,14 @@ export class NetworkMappingError extends Error {
   override name = 'NetworkMappingError'
 }
 
+/** A saved epoch ledger (epochs.json) that is neither this version's format nor an older one. */
+export class EpochLedgerError extends Error {
+  override name = 'EpochLedgerError'
+  constructor(readonly problems: string[]) {
+    super(`unreadable epoch ledger: ${problems.slice(0, 5).join('; ')}`)
+  }
+}
+
 /** A promotion did not gather a quorum of promises for its epoch. */
 export class EpochQuorumError extends Error {
   override name = 'EpochQuorumError'
@@ -56,8 +64,9 @@ export class EpochQuorumError extends Error {
 }
 
 /**
- * A claim lost to another node: a member promised the same epoch to `winner`, or `winner` owns
- * the VM at a newer epoch already (compare-and-set claims, coordinator.ts).
+ * A claim lost to another node: `winner` owns the VM at that epoch or a newer one (announced: the
+ * loser may have completed the winner's decision itself), or, when its retries ran out, members
+ * accepted `winner` for that epoch (announced: false). See coordinator.ts.
  */
 export class EpochLostError extends EpochQuorumError {
   override name = 'EpochLostError'
@@ -71,7 +80,7 @@ export class EpochLostError extends EpochQuorumError {
     super(claim, quorum, refused, unreachable)
     this.message =
       `${claim.owner} lost ${claim.vm} to ${winner.owner} (epoch ${winner.epoch} ` +
-      `${winner.announced ? 'is announced' : 'was promised'} to it): ${this.message}`
+      `${winner.announced ? 'is announced to it' : 'was accepted for it by members'}): ${this.message}`
   }
 }
 
