@@ -58,20 +58,25 @@ describe('replication pipeline (in process)', () => {
     await until('seed on C', async () => (await c.store.lastPoint('web')) ?? null)
     expect((await restoredBytes(c, 'web', 1 * MiB, seed.length)).equals(seed)).toBe(true)
 
+    // The RPO is about the point, not about this process's speed: the write is carried to B and C
+    // by a point frozen within the RPO of it. The first point on each that holds the write is
+    // awaited with a deadline (how long shipping, restoring and comparing take here under machine
+    // load is not what the RPO promises), then its freeze time is checked against the write's.
     const write = randomBytes(4096)
     const t0 = Date.now()
     await cluster.hv.write('web', 0, 9 * MiB + 8192, write)
     for (const n of [b, c]) {
-      await until(`write on ${n.name}`, async () => {
-        const last = await n.store.lastPoint('web')
-        return (
-          last &&
-          last.time >= t0 &&
-          (await restoredBytes(n, 'web', 9 * MiB + 8192, 4096, last.seq)).equals(write)
-        )
+      const checked = new Set<number>()
+      const covering = await until(`a point on ${n.name} holding the write`, async () => {
+        const since = (await n.store.listPoints('web')).filter((pt) => pt.time >= t0 && !checked.has(pt.seq))
+        for (const pt of since.sort((x, y) => x.seq - y.seq)) {
+          checked.add(pt.seq)
+          if ((await restoredBytes(n, 'web', 9 * MiB + 8192, 4096, pt.seq)).equals(write)) return pt
+        }
+        return null
       })
+      expect(covering.time - t0).toBeLessThanOrEqual(2000)
     }
-    expect(Date.now() - t0).toBeLessThan(2000)
     const progress = a.service.protection('web').targets.find((t) => t.peer === 'B')
     expect(progress?.deltasSent).toBeGreaterThan(0)
     // Chain: the source sends only to B; C is fed by B.
@@ -91,11 +96,17 @@ describe('replication pipeline (in process)', () => {
     await disk.close()
     expect(got.equals(write)).toBe(true)
 
+    // C reports its lag from its newest point: at most the time since the one its record named
+    // before the call (a point arriving meanwhile only lowers it), whatever the machine's load.
+    const named = await c.service.replicas.read('web')
     const rows = await c.service.vmStatus()
+    const asked = Date.now()
     expect(rows).toEqual([
       expect.objectContaining({ name: 'web', role: 'replica', rpoSeconds: 2, owner: 'A' }),
     ])
-    expect(rows[0].lagSeconds).toBeLessThan(5)
+    expect(named?.lastPointTime).toBeGreaterThanOrEqual(t0)
+    expect(rows[0].lagSeconds).toBeGreaterThanOrEqual(0)
+    expect(rows[0].lagSeconds).toBeLessThanOrEqual((asked - (named?.lastPointTime ?? 0)) / 1000)
     expect(c.mesh.replicasPublished.map((r) => r.vm)).toEqual(['web'])
   })
 
