@@ -135,12 +135,16 @@ describe('EpochCoordinator (in-memory network)', () => {
       const winner = won[0].claim
       expect(winner.epoch).toBe(2)
       winners.set(winner.owner, (winners.get(winner.owner) ?? 0) + 1)
-      if (won[0].attempts > 1) retried++
+      if ((won[0].attempts ?? 1) > 1) retried++
       // Every loser names the winner, announced (it learned it, or completed it itself).
       results.forEach((r, i) => {
         if (r.status === 'fulfilled') return expect(racers[i]).toBe(winner.owner)
         expect(r.reason, racers[i]).toBeInstanceOf(EpochLostError)
-        expect((r.reason as EpochLostError).winner).toEqual({ epoch: 2, owner: winner.owner, announced: true })
+        expect((r.reason as EpochLostError).winner).toEqual({
+          epoch: 2,
+          owner: winner.owner,
+          announced: true,
+        })
       })
       for (const n of nodes.values()) {
         expect(n.ledger.highest('w')).toBe(2)
@@ -163,13 +167,17 @@ describe('EpochCoordinator (in-memory network)', () => {
     const vote = async (voter: string, owner: string) => {
       const ballot = { round: 1, by: owner }
       const n = nodes.get(voter)!
-      expect(await n.answer(from(owner), { type: 'prepare', vm: 'w', epoch: 2, from: 1, ballot, base })).toEqual({
+      expect(
+        await n.answer(from(owner), { type: 'prepare', vm: 'w', epoch: 2, from: 1, ballot, base }),
+      ).toEqual({
         type: 'promised',
         ballot,
         accepted: null,
       })
       const claim = { vm: 'w', epoch: 2, owner }
-      expect((await n.answer(from(owner), { type: 'accept', claim, from: 1, ballot, base })).type).toBe('accepted')
+      expect((await n.answer(from(owner), { type: 'accept', claim, from: 1, ballot, base })).type).toBe(
+        'accepted',
+      )
     }
     for (const [voter, owner] of [
       ['a1', 'a1'],
@@ -227,16 +235,33 @@ describe('EpochCoordinator (in-memory network)', () => {
       a1.answer(x, { type: 'accept', claim: { vm: 'w', epoch: 2, owner }, from: 1, ballot: { round, by } })
     const b1At1 = { vm: 'w', epoch: 1, owner: 'b1' }
     // Not from the epoch it knows: refused, and told the owner it knows.
-    expect(await prepare(3, 2, 1)).toEqual({ type: 'refused', why: 'behind', current: b1At1, committed: b1At1 })
+    expect(await prepare(3, 2, 1)).toEqual({
+      type: 'refused',
+      why: 'behind',
+      current: b1At1,
+      committed: b1At1,
+    })
     // Not exactly one above its base: refused.
     expect(await prepare(3, 1, 1)).toMatchObject({ type: 'refused', why: 'behind' })
-    expect(await prepare(2, 1, 2)).toEqual({ type: 'promised', ballot: { round: 2, by: 'x' }, accepted: null })
+    expect(await prepare(2, 1, 2)).toEqual({
+      type: 'promised',
+      ballot: { round: 2, by: 'x' },
+      accepted: null,
+    })
     // The same ballot again, or a lower one: refused, naming the ballot promised.
-    expect(await prepare(2, 1, 2)).toMatchObject({ type: 'refused', why: 'ballot', promised: { round: 2, by: 'x' } })
+    expect(await prepare(2, 1, 2)).toMatchObject({
+      type: 'refused',
+      why: 'ballot',
+      promised: { round: 2, by: 'x' },
+    })
     expect(await prepare(2, 1, 1, 'z')).toMatchObject({ type: 'refused', why: 'ballot' })
     // Equal rounds are ordered by the proposer's id.
     expect((await prepare(2, 1, 2, 'y')).type).toBe('promised')
-    expect(await accept('c1', 2)).toMatchObject({ type: 'refused', why: 'ballot', promised: { round: 2, by: 'y' } })
+    expect(await accept('c1', 2)).toMatchObject({
+      type: 'refused',
+      why: 'ballot',
+      promised: { round: 2, by: 'y' },
+    })
     expect(await accept('c1', 2, 'y')).toEqual({
       type: 'accepted',
       ballot: { round: 2, by: 'y' },
@@ -339,7 +364,9 @@ describe('EpochCoordinator (in-memory network)', () => {
         const ballot = { round: 1, by: 'x' }
         const reply = await c.answer(from, { type: 'prepare', vm, epoch: 1, from: 0, ballot })
         // Answered only once a finished save holds this promise.
-        expect(durable.some((d) => d.instances.some((p) => p.vm === vm && p.promised?.round === 1))).toBe(true)
+        expect(durable.some((d) => d.instances.some((p) => p.vm === vm && p.promised?.round === 1))).toBe(
+          true,
+        )
         return reply
       }),
     )
