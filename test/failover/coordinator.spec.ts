@@ -138,7 +138,10 @@ describe('EpochCoordinator (in-memory network)', () => {
       if ((won[0].attempts ?? 1) > 1) retried++
       // Every loser names the winner, announced (it learned it, or completed it itself).
       results.forEach((r, i) => {
-        if (r.status === 'fulfilled') return expect(racers[i]).toBe(winner.owner)
+        if (r.status === 'fulfilled') {
+          expect(racers[i]).toBe(winner.owner)
+          return
+        }
         expect(r.reason, racers[i]).toBeInstanceOf(EpochLostError)
         expect((r.reason as EpochLostError).winner).toEqual({
           epoch: 2,
