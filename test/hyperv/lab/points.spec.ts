@@ -7,7 +7,7 @@ import type { ChangedRange, ConsistencyPoint, LabHypervisor } from '../../../src
 import { RECORD_REGION_BYTES } from '../../../src/hyperv/index.js'
 import { newestRecord } from '../../../src/hyperv/lab/records.js'
 import { hasTool, oracle, qemuImg } from '../../helpers/oracles.js'
-import { type LabHost, MiB, makeLabHost, sleep, useBuildSnapshot } from './helpers.js'
+import { type LabHost, MiB, makeLabHost, useBuildSnapshot, waitFor } from './helpers.js'
 
 const HAS_QEMU = oracle('qemu-img', hasTool('qemu-img'))
 const BLOCK = 64 * 1024
@@ -55,6 +55,15 @@ function expectExactChanges(before: Buffer[], after: Buffer[], point: Consistenc
   return changedBlocks
 }
 
+/** Waits until the guest's workload completed `bytes` more writes than when called. */
+async function workloadWrites(hv: LabHypervisor, vm: string, bytes: number): Promise<void> {
+  const base = (await hv.vmStatus(vm)).bytesWritten
+  await waitFor(
+    `${bytes} more bytes of ${vm}'s workload`,
+    async () => (await hv.vmStatus(vm)).bytesWritten >= base + bytes,
+  )
+}
+
 describe('lab consistency points', () => {
   const build = useBuildSnapshot()
   let host: LabHost
@@ -76,7 +85,7 @@ describe('lab consistency points', () => {
     const p0 = await hv.createPoint('dm')
     const img0 = await readPoint(hv, p0)
     const ref0 = await hv.releasePoint(p0)
-    await sleep(800)
+    await workloadWrites(hv, 'dm', 512 * 1024) // 128 writes of 4 KiB over 128 blocks
     const p1 = await hv.createPoint('dm', { sinceReference: ref0 })
     const img1 = await readPoint(hv, p1)
     const changed1 = expectExactChanges(img0, img1, p1)
@@ -84,11 +93,11 @@ describe('lab consistency points', () => {
     const ref1 = await hv.releasePoint(p1)
 
     // More writes, a clean stop, a new node process on the same folder, more writes.
-    await sleep(300)
+    await workloadWrites(hv, 'dm', 256 * 1024)
     await hv.stopVm('dm')
     hv = await host.restart()
     await hv.startVm('dm')
-    await sleep(300)
+    await workloadWrites(hv, 'dm', 256 * 1024)
     const p2 = await hv.createPoint('dm', { sinceReference: ref1 })
     const img2 = await readPoint(hv, p2)
     expect(expectExactChanges(img1, img2, p2)).toBeGreaterThan(10)
@@ -110,7 +119,7 @@ describe('lab consistency points', () => {
     const p0 = await hv.createPoint('st')
     const img0 = await readPoint(hv, p0)
     const ref0 = await hv.releasePoint(p0)
-    await sleep(300)
+    await workloadWrites(hv, 'st', 256 * 1024)
     await hv.stopVm('st')
     const p1 = await hv.createPoint('st', { sinceReference: ref0 })
     const img1 = await readPoint(hv, p1)
@@ -156,7 +165,7 @@ describe('lab consistency points', () => {
     try {
       let lastSeq = 0
       for (let round = 0; round < 3; round++) {
-        await sleep(150)
+        await waitFor('a newer record', async () => (await hv.vmStatus('fz')).records.lastSeq > lastSeq)
         const p = await hv.createPoint('fz')
         const first = await readPoint(hv, p)
         const r0 = newestRecord(first[0].subarray(first[0].length - RECORD_REGION_BYTES))
@@ -168,10 +177,11 @@ describe('lab consistency points', () => {
         expect([c0, c0 - 1]).toContain(c1) // never a later write on disk 1 than on disk 0
         lastSeq = r0?.seq ?? 0
         // The guest goes on writing (into the journal); the frozen view does not move.
-        await sleep(200)
-        const status = await hv.vmStatus('fz')
-        expect(status.frozen).toBe(true)
-        expect(status.journalBytes).toBeGreaterThan(16 * 1024) // writes went on during the freeze
+        await waitFor('writes into the journal during the freeze', async () => {
+          const status = await hv.vmStatus('fz')
+          expect(status.frozen).toBe(true)
+          return status.journalBytes > 16 * 1024
+        })
         const again = await readPoint(hv, p)
         expect(again[0].equals(first[0]) && again[1].equals(first[1])).toBe(true)
         await hv.releasePoint(p)
