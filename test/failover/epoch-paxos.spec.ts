@@ -30,7 +30,7 @@ function rng(seed: number): () => number {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 interface Chaos {
   drop: number
