@@ -4,8 +4,10 @@ import { describe, expect, it } from 'vitest'
 import {
   type EpochClaim,
   EpochLedger,
+  EpochLedgerError,
   fenceDecision,
   hasQuorum,
+  LOWEST_BALLOT,
   type Member,
   mayProducePoints,
   tallyPromises,
@@ -60,6 +62,110 @@ describe('EpochLedger', () => {
     const again = new EpochLedger(JSON.parse(JSON.stringify(l)))
     expect(again.vote({ vm: 'w', epoch: 5, owner: 'a1' }).granted).toBe(false)
     expect(again.current('w')).toEqual({ vm: 'w', epoch: 4, owner: 'b1' })
+  })
+})
+
+describe('EpochLedger as a Paxos acceptor', () => {
+  const b = (round: number, by: string) => ({ round, by })
+
+  it('promises only rising ballots, accepts unless a higher one was promised, reports what it accepted', () => {
+    const l = new EpochLedger()
+    l.learn({ vm: 'w', epoch: 1, owner: 'b1' })
+    expect(l.prepare('w', 2, 1, b(1, 'a1'))).toEqual({ ok: true, accepted: null })
+    expect(l.highest('w')).toBe(2)
+    expect(l.prepare('w', 2, 1, b(1, 'a1'))).toMatchObject({ ok: false, why: 'ballot' })
+    expect(l.prepare('w', 2, 1, b(1, 'c1'))).toEqual({ ok: true, accepted: null }) // (1,c1) > (1,a1)
+    expect(l.accept({ vm: 'w', epoch: 2, owner: 'a1' }, 1, b(1, 'a1'))).toMatchObject({
+      ok: false,
+      why: 'ballot',
+      promised: b(1, 'c1'),
+    })
+    expect(l.accept({ vm: 'w', epoch: 2, owner: 'c1' }, 1, b(1, 'c1')).ok).toBe(true)
+    // A higher ballot may accept without a prepare here (it had a quorum elsewhere).
+    expect(l.accept({ vm: 'w', epoch: 2, owner: 'c1' }, 1, b(4, 'a2')).ok).toBe(true)
+    expect(l.prepare('w', 2, 1, b(5, 'a1'))).toEqual({
+      ok: true,
+      accepted: { ballot: b(4, 'a2'), owner: 'c1' },
+    })
+    expect(l.promise('w')).toEqual({ vm: 'w', epoch: 2, owner: 'c1' })
+    expect(l.current('w')).toEqual({ vm: 'w', epoch: 1, owner: 'b1' }) // accepted is not announced
+  })
+
+  it('votes only in the instance after the owner it knows (compare-and-set), closed by learning it', () => {
+    const l = new EpochLedger()
+    l.learn({ vm: 'w', epoch: 3, owner: 'b1' })
+    expect(l.prepare('w', 3, 2, b(1, 'a1'))).toMatchObject({
+      ok: false,
+      why: 'decided',
+      current: { epoch: 3 },
+    })
+    expect(l.prepare('w', 5, 4, b(1, 'a1'))).toMatchObject({ ok: false, why: 'behind' })
+    expect(l.prepare('w', 5, 3, b(1, 'a1'))).toMatchObject({ ok: false, why: 'behind' })
+    expect(l.prepare('w', 4, 3, b(1, 'a1')).ok).toBe(true)
+    expect(l.accept({ vm: 'w', epoch: 4, owner: 'a1' }, 3, b(1, 'a1')).ok).toBe(true)
+    expect(l.learn({ vm: 'w', epoch: 4, owner: 'a1' })).toBe('newer')
+    expect(l.instance('w')).toBeUndefined()
+    expect(l.highest('w')).toBe(4)
+    expect(l.accept({ vm: 'w', epoch: 4, owner: 'c1' }, 3, b(9, 'c1'))).toMatchObject({
+      ok: false,
+      why: 'decided',
+    })
+  })
+
+  it('never hands out one ballot twice, across a restart too', () => {
+    const l = new EpochLedger()
+    expect(l.nextRound('w', 1)).toBe(1)
+    expect(l.nextRound('w', 1)).toBe(2) // two claims at once on one node: two ballots
+    expect(l.nextRound('w', 1, 7)).toBe(8)
+    l.prepare('w', 1, 0, b(11, 'x'))
+    expect(l.nextRound('w', 1)).toBe(12)
+    const again = new EpochLedger(JSON.parse(JSON.stringify(l)))
+    expect(again.nextRound('w', 1)).toBe(13)
+    expect(again.nextRound('w', 2)).toBe(1) // another instance
+  })
+
+  it('loads a one-phase ledger: an old promise is an owner accepted at the lowest ballot', () => {
+    const old = {
+      promised: [
+        { vm: 'w', epoch: 2, owner: 'c1' },
+        { vm: 'x', epoch: 1, owner: 'a1' }, // announced since: nothing open
+      ],
+      committed: [
+        { vm: 'w', epoch: 1, owner: 'b1' },
+        { vm: 'x', epoch: 1, owner: 'a1' },
+      ],
+      previous: [['w', 'a1']],
+    }
+    const l = new EpochLedger(JSON.parse(JSON.stringify(old)))
+    expect(l.current('w')).toEqual({ vm: 'w', epoch: 1, owner: 'b1' })
+    expect(l.previousOwner('w')).toBe('a1')
+    expect(l.highest('w')).toBe(2)
+    expect(l.instance('w')).toEqual({
+      vm: 'w',
+      epoch: 2,
+      promised: LOWEST_BALLOT,
+      accepted: { ballot: LOWEST_BALLOT, owner: 'c1' },
+    })
+    expect(l.instance('x')).toBeUndefined()
+    // Any real ballot is above it, and learns the old promise (which a quorum may have given).
+    expect(l.prepare('w', 2, 1, b(1, 'a1'))).toEqual({
+      ok: true,
+      accepted: { ballot: LOWEST_BALLOT, owner: 'c1' },
+    })
+    // Saved in the new format, read back the same.
+    const again = new EpochLedger(JSON.parse(JSON.stringify(l.toJSON())))
+    expect(again.instance('w')?.promised).toEqual(b(1, 'a1'))
+    expect(again.toJSON()).toEqual(l.toJSON())
+    // The shape every version wrote when nothing was ever claimed.
+    expect(new EpochLedger({ promised: [], committed: [] }).claims()).toEqual([])
+    expect(new EpochLedger(undefined).claims()).toEqual([])
+  })
+
+  it('refuses a ledger file it cannot read, naming the problem', () => {
+    expect(() => new EpochLedger({ committed: [{ vm: 'w', epoch: 'two', owner: 'b1' }] })).toThrow(
+      EpochLedgerError,
+    )
+    expect(() => new EpochLedger([1, 2])).toThrow(/unreadable epoch ledger/)
   })
 })
 
