@@ -75,6 +75,13 @@ export interface OfferItem {
   /** A patch against a chunk the target holds, when one pays; null to send the whole chunk. */
   delta?(): Promise<DeltaPatch | null>
   length: number
+  /**
+   * Called once when the session is done with the item's bytes: the target stored it, held it
+   * already, or it was a duplicate of an id already offered. Never called for an item still in
+   * flight when the session fails or closes (a frame queued on the dead stream may still read
+   * it): the caller then must not reuse the bytes.
+   */
+  release?(): void
 }
 
 export interface SessionStats {
@@ -211,15 +218,20 @@ export class TargetSession {
 
   /** Asks which items the target lacks and sends those, waiting for room in the window. */
   async offer(items: OfferItem[]): Promise<void> {
-    const fresh = items.filter((it) => !this.sent.has(it.id))
-    const unique = [...new Map(fresh.map((it) => [it.id, it])).values()]
-    const asked = unique.filter((it) => this.asked.has(it.id))
-    const rest = unique.filter((it) => !this.asked.has(it.id))
+    // Ids sent before in this session and repeats within `items` are not sent again.
+    const unique = new Map<ChunkId, OfferItem>()
+    for (const it of items) {
+      if (this.sent.has(it.id) || unique.has(it.id)) it.release?.()
+      else unique.set(it.id, it)
+    }
+    const asked = [...unique.values()].filter((it) => this.asked.has(it.id))
+    const rest = [...unique.values()].filter((it) => !this.asked.has(it.id))
     for (const it of asked) {
       const lacks = await this.asked.get(it.id)!
       this.asked.delete(it.id)
       this.sent.add(it.id)
       if (lacks) await this.sendItem(it, 0, true)
+      else it.release?.()
     }
     for (let at = 0; at < rest.length; at += MAX_IDS_PER_FRAME) {
       const batch = rest.slice(at, at + MAX_IDS_PER_FRAME)
@@ -227,6 +239,7 @@ export class TargetSession {
       for (let i = 0; i < batch.length; i++) {
         this.sent.add(batch[i].id)
         if (lacking[i]) await this.sendItem(batch[i], 0, true)
+        else batch[i].release?.()
       }
     }
   }
@@ -404,7 +417,7 @@ export class TargetSession {
           this.queries.get(m.req)?.resolve(m.lacking)
           this.queries.delete(m.req)
         } else if (m.type === 'stored') {
-          for (const id of m.ids) this.landed(id)
+          for (const id of m.ids) this.landed(id)?.item.release?.()
         } else if (m.type === 'reject') {
           await this.rejected(m.id, m.reason)
         } else {
@@ -419,11 +432,13 @@ export class TargetSession {
     }
   }
 
-  private landed(id: ChunkId): void {
+  /** Takes a chunk out of the window; returns its entry (the caller releases it or sends it again). */
+  private landed(id: ChunkId): InFlight | undefined {
     const f = this.inFlight.get(id)
-    if (!f) return
+    if (!f) return undefined
     this.inFlight.delete(id)
     this.bytesInFlight -= f.bytes
+    return f
   }
 
   private async rejected(id: ChunkId, reason: string): Promise<void> {
