@@ -29,6 +29,8 @@ export interface HandOverHost {
   ownerFromGossip(vm: string): string | undefined
   /** Where the plan would run `vm` if its owner failed, or why nowhere. */
   placement(vm: string): { placement: { peerId: string } | null; reason?: string } | undefined
+  /** How long failback waits for its target to hold a point of the current epoch. Default 10 s. */
+  resyncWaitMs?: number
 }
 
 /** Failback waits this long for its target to show (in gossip) a point of the current epoch. */
@@ -75,7 +77,7 @@ export class PlannedHandOver {
    * copy while the VM is stopped. Waits briefly for gossip to catch up.
    */
   private async awaitResynced(vm: string, to: string, epoch: number, signal?: AbortSignal): Promise<void> {
-    const deadline = Date.now() + FAILBACK_RESYNC_WAIT_MS
+    const deadline = Date.now() + (this.h.resyncWaitMs ?? FAILBACK_RESYNC_WAIT_MS)
     for (;;) {
       signal?.throwIfAborted()
       const held = this.h

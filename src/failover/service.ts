@@ -110,6 +110,8 @@ export interface FailoverServiceComponents {
   logger?: NotifyLogger
   /** How often detection runs. Default 250 ms. */
   tickMs?: number
+  /** How long failback waits for its target to hold a point of the current epoch. Default 10 s. */
+  failbackResyncWaitMs?: number
 }
 
 export interface FailoverOutcome {
@@ -198,6 +200,7 @@ export class FailoverService {
       nodeStates: () => c.mesh.nodeStates(),
       ownerFromGossip: (vm) => this.ownerFromGossip(vm),
       placement: (vm) => this.plan([this.self.peerId], 'manual').decisions.find((x) => x.vm === vm),
+      resyncWaitMs: c.failbackResyncWaitMs,
     })
     c.coordinator.setDelegate((from, req) => this.onRequest(from, req))
   }
