@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll } from 'vitest'
-import { createLabHypervisor, type LabHypervisor } from '../../../src/hyperv/index.js'
+import { createLabHypervisor, type LabHypervisor, type LabLogger } from '../../../src/hyperv/index.js'
 import { snapshotBuild } from '../../helpers/nodes.js'
 
 export interface BuildSnapshot {
@@ -54,7 +54,7 @@ export interface LabHost {
 
 export async function makeLabHost(
   guestScript?: string,
-  options: { pointReleaseWaitMs?: number } = {},
+  options: { pointReleaseWaitMs?: number; logger?: LabLogger } = {},
 ): Promise<LabHost> {
   const dir = await mkdtemp(join(tmpdir(), 'replimesh-lab-'))
   const vmsDir = join(dir, 'vms')

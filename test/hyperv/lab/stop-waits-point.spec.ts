@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { readDiskRecords, VmStateError } from '../../../src/hyperv/index.js'
-import { type LabHost, MiB, makeLabHost, sleep, useBuildSnapshot } from './helpers.js'
+import { type LabHost, MiB, makeLabHost, useBuildSnapshot, waitFor } from './helpers.js'
 
 /** Settles a promise into a flag the test can look at without awaiting it. */
 function track<T>(p: Promise<T>) {
@@ -25,21 +25,27 @@ function track<T>(p: Promise<T>) {
 describe('lab stop and start wait for an open point', () => {
   const build = useBuildSnapshot()
   let host: LabHost | null = null
+  /** What the hypervisor logged: a stop or start that waits for a point says so once it does. */
+  let logged: string[] = []
+  const logger = { info: (_: object, msg?: string) => logged.push(msg ?? ''), warn() {} }
+  const waiting = (op: 'stop' | 'start') =>
+    waitFor(`the ${op} to wait for the open point`, () => logged.includes(`${op} waits for an open point`))
 
   afterEach(async () => {
     await host?.cleanup()
     host = null
+    logged = []
   })
 
   it('stop of a running VM waits for the point, blocks new points, then stops cleanly', async () => {
-    host = await makeLabHost(build().guestScript)
+    host = await makeLabHost(build().guestScript, { logger })
     const { hv } = host
     const { dir } = await hv.createVm('w', { sizeBytes: 8 * MiB })
     await hv.startVm('w')
     const point = await hv.createPoint('w')
     const view = await hv.openPointDisk(point, 0)
     const stop = track(hv.stopVm('w'))
-    await sleep(400)
+    await waiting('stop')
     expect(stop.done).toBe(false)
     expect((await hv.getVm('w')).state).toBe('running')
     // The reader still sees its frozen instant while the stop waits.
@@ -61,13 +67,15 @@ describe('lab stop and start wait for an open point', () => {
   })
 
   it('no new point opens while a stop waits for the release', async () => {
-    host = await makeLabHost(build().guestScript)
+    host = await makeLabHost(build().guestScript, { logger })
     const { hv } = host
     await hv.createVm('n', { sizeBytes: 8 * MiB })
     await hv.startVm('n')
     const point = await hv.createPoint('n')
     const stop = track(hv.stopVm('n'))
-    await sleep(100)
+    // The stop must be under way before the release (a fixed 100 ms did not ensure it under load:
+    // a stop not yet begun would let the next point open: 'a point opened').
+    await waiting('stop')
     // Release, then at once ask again (replication's next round): the stop wins, the point is refused.
     const released = hv.releasePoint(point)
     const next = hv.createPoint('n').then(
@@ -86,12 +94,12 @@ describe('lab stop and start wait for an open point', () => {
   })
 
   it('start of a stopped VM waits for the point replication reads', async () => {
-    host = await makeLabHost(build().guestScript)
+    host = await makeLabHost(build().guestScript, { logger })
     const { hv } = host
     await hv.createVm('s', { sizeBytes: 8 * MiB })
     const point = await hv.createPoint('s') // a stopped VM's point: its disks, read in place
     const start = track(hv.startVm('s'))
-    await sleep(400)
+    await waiting('start')
     expect(start.done).toBe(false)
     expect((await hv.getVm('s')).state).toBe('starting')
     await hv.releasePoint(point)
