@@ -43,7 +43,12 @@ describe('guests and their node', () => {
       const { guestPid, reference } = JSON.parse(line)
       strays.push(guestPid)
       expect(isAlive(guestPid)).toBe(true)
-      await sleep(300) // the workload and record stream run
+      // The guest runs: a record on each disk (records mark the dirty maps the restart diffs from).
+      const disks = (await host.hv.getVm('orphan')).disks.map((d) => d.path)
+      await waitFor('a record on each disk', async () => {
+        const records = await Promise.all(disks.map((d) => readDiskRecords(d).catch(() => null)))
+        return records.every((r) => r !== null && r.lastSeq > 0)
+      })
       owner.kill('SIGKILL')
       await waitFor('the guest to exit after its node was killed', () => !isAlive(guestPid), 10_000)
 
