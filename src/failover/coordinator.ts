@@ -257,7 +257,6 @@ export class EpochCoordinator {
     let atLeast = 0
     let last: PhaseOutcome
     for (let attempt = 1; ; attempt++) {
-      options.signal?.throwIfAborted()
       const ballot: Ballot = { round: this.ledger.nextRound(vm, epoch, atLeast), by: self }
       const prepared = await this.phase(
         { type: 'prepare', vm, epoch, from, ballot, ...base },
@@ -306,13 +305,14 @@ export class EpochCoordinator {
         .sort(compareBallots)
         .at(-1)
       const reachable = this.tally([...last.granted, ...higher.map((r) => r.peerId)], electorate.witness)
-      if (!top || attempt >= attempts || !reachable.reached) break
+      // Aborted (the caller's deadline): give up with what this ballot learned, like running out.
+      if (!top || attempt >= attempts || !reachable.reached || options.signal?.aborted) break
       atLeast = Math.max(top.round, ballot.round)
-      await sleep(
-        Math.random() *
-          Math.min(CLAIM_BACKOFF_MAX_MS, (this.c.retry?.backoffMs ?? CLAIM_BACKOFF_MS) * 2 ** attempt),
-        options.signal,
+      const backoff = Math.min(
+        CLAIM_BACKOFF_MAX_MS,
+        (this.c.retry?.backoffMs ?? CLAIM_BACKOFF_MS) * 2 ** attempt,
       )
+      if (!(await pause(Math.random() * backoff, options.signal))) break
     }
     const refused = refusedList(last)
     const rival = rivalOf(claim, refused, this.ledger.current(vm))
@@ -496,17 +496,17 @@ function rivalOf(
   return rival ? { epoch: rival.epoch, owner: rival.owner, announced: false } : null
 }
 
-/** Waits `ms`, or rejects when `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason)
+/** Waits `ms`: true, or false as soon as `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false)
+  return new Promise((resolve) => {
     const onAbort = () => {
       clearTimeout(timer)
-      reject(signal?.reason)
+      resolve(false)
     }
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', onAbort)
-      resolve()
+      resolve(true)
     }, ms)
     signal?.addEventListener('abort', onAbort, { once: true })
   })

@@ -297,6 +297,29 @@ describe('EpochCoordinator (in-memory network)', () => {
     })
   })
 
+  it('a ballot beaten by a higher one retries above it; an aborted claim gives up with EpochQuorumError', async () => {
+    const { nodes } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
+    await nodes.get('b1')!.claim('w')
+    // A proposer (long gone) prepared round 100 at a1 and c1.
+    for (const id of ['a1', 'c1'])
+      await nodes
+        .get(id)!
+        .answer(
+          { peerId: 'zz', site: 'Z' },
+          { type: 'prepare', vm: 'w', epoch: 2, from: 1, ballot: { round: 100, by: 'zz' } },
+        )
+    const aborted = await nodes
+      .get('b1')!
+      .claim('w', { previous: 'b1', signal: AbortSignal.abort() })
+      .catch((e: Error) => e)
+    expect(aborted).toBeInstanceOf(EpochQuorumError)
+    expect(aborted).not.toBeInstanceOf(EpochLostError)
+    const r = await nodes.get('b1')!.claim('w', { previous: 'b1' })
+    expect(r.claim).toEqual({ vm: 'w', epoch: 2, owner: 'b1' })
+    expect(r.attempts).toBe(2)
+    expect(nodes.get('a1')!.ledger.current('w')).toEqual(r.claim)
+  })
+
   it('a promoter that missed an announcement learns it from the refusals and claims from it', async () => {
     const { net, nodes } = cluster({ a1: 'A', b1: 'B', c1: 'C' })
     await nodes.get('b1')!.claim('w')
