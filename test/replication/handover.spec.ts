@@ -68,12 +68,14 @@ describe('hand-over (in process)', () => {
     }
     await cluster.hv.write('web', 0, 2 * MiB, randomBytes(4096))
     await until('a commit on B to build its manifest', async () => learned !== null)
+    // What B held when learnEpoch returned (A may have committed more points than the first
+    // before the wrapper was in place: A takes points every few hundred ms).
     const held = await learned
-    expect(held).toBe(first.seq) // the hooked point is the next one after the first point
+    expect(held).toBeGreaterThanOrEqual(first.seq)
     await until('A to be refused', async () =>
       /epoch 0, but web is at epoch 3/.test(a.service.protection('web').targets[0]?.lastError ?? ''),
     )
-    expect((await b.store.lastPoint('web'))?.seq).toBe(held)
+    expect((await b.store.lastPoint('web'))?.seq, 'a point landed on B after learnEpoch returned').toBe(held)
     expect((await b.service.vmStatus()).find((r) => r.name === 'web')).toMatchObject({
       role: 'replica',
       owner: 'C',
