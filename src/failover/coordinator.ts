@@ -278,8 +278,16 @@ export class EpochCoordinator {
         if (accepted.quorum.reached) {
           await this.announce(decided, electorate.ask, { previous: options.previous, signal: options.signal })
           const refused = refusedList(accepted)
+          // Members voted for the owner this ballot had to carry, none for the claim's own.
+          const none = {
+            ...accepted.quorum,
+            reached: false,
+            votes: 0,
+            agreeingSites: [],
+            witnessCounted: false,
+          }
           if (value !== owner)
-            throw new EpochLostError(claim, accepted.quorum, refused, accepted.unreachable, {
+            throw new EpochLostError(claim, none, refused, accepted.unreachable, {
               epoch,
               owner: value,
               announced: true,

@@ -198,7 +198,9 @@ describe('EpochCoordinator (in-memory network)', () => {
       .catch((e: Error) => e)
     expect(lost).toBeInstanceOf(EpochLostError)
     expect((lost as EpochLostError).winner).toEqual({ epoch: 2, owner: 'c2', announced: true })
-    expect((lost as Error).message).toMatch(/^a1 lost w to c2 \(epoch 2 is announced to it\)/)
+    expect((lost as Error).message).toMatch(
+      /^a1 lost w to c2 \(epoch 2 is announced to it\): no quorum to make a1 the owner of w at epoch 2: 0 of 2 site votes/,
+    )
     for (const n of nodes.values()) expect(n.ledger.current('w')).toEqual({ vm: 'w', epoch: 2, owner: 'c2' })
     // And the VM can be failed over again: c2 fails, a2 replaces it at epoch 3 in one ballot.
     const again = await nodes.get('a2')!.claim('w', { previous: 'c2' })
