@@ -3,8 +3,9 @@
 // As a voter it answers prepare/accept/announce/query requests from its ledger, saving the ledger
 // before it replies (a vote forgotten in a crash could be given twice); saves of many VMs are
 // shared (group commit). As a proposer, claim():
-// 1. takes a ballot (a round above all it saw in the instance, and its peer id), records it with
-//    its own prepare (saved first: a ballot is never reused), then asks every live member at once;
+// 1. takes a ballot (a round above all it saw in the instance, and its peer id), recorded with its
+//    own prepare (saved before any accept carries it: a ballot never carries two owners), and
+//    asks every live member at once;
 // 2. on a quorum of sites of promises, proposes the owner accepted at the highest ballot among
 //    them, else its own; on a quorum of accepts, announces that owner to the members. When it had
 //    to propose another node's owner, it completes that node's win and throws EpochLostError
@@ -389,8 +390,10 @@ export class EpochCoordinator {
   }
 
   /**
-   * Sends one phase's request to this node and every member it can reach, and counts the answers.
-   * A prepare is answered here first: its save records the ballot before any other member sees it.
+   * Sends one phase's request to this node and every member it can reach at once, and counts the
+   * answers. Every answer, this node's too, is in before the next phase: so this node's save of a
+   * ballot's round (nextRound, with its own prepare) is durable before any accept carries the
+   * ballot, and a restart never sends two owners at one ballot.
    */
   private async phase(
     req: Extract<ControlRequest, { type: 'prepare' | 'accept' }>,
@@ -418,9 +421,8 @@ export class EpochCoordinator {
       if (req.type === 'prepare' && reply.type !== 'promised') await this.save()
       return reply
     }
-    const first = req.type === 'prepare' ? await local() : null
     const [localReply, replies] = await Promise.all([
-      first ?? local(),
+      local(),
       Promise.all(
         electorate.ask.map(async (peerId) => {
           try {
@@ -459,8 +461,10 @@ export class EpochCoordinator {
       claim,
       ...(options.previous ? { previous: options.previous } : {}),
     }
-    await this.answer(this.c.self, req)
-    await Promise.allSettled(peers.map((p) => this.c.transport.request(p, req, { signal: options.signal })))
+    await Promise.all([
+      this.answer(this.c.self, req),
+      Promise.allSettled(peers.map((p) => this.c.transport.request(p, req, { signal: options.signal }))),
+    ])
   }
 }
 
