@@ -29,6 +29,15 @@ export interface ReplicaRecord {
   diskDir?: string
 }
 
+/**
+ * An epoch learned for a VM this node holds no replica record of yet (<vm>/epoch.json): kept so
+ * an older owner's first point is refused, and listed nowhere (it is not a replica, holds no data).
+ */
+export interface LearnedEpoch {
+  epoch: number
+  owner: string
+}
+
 export function replicaDiskPath(replicasDir: string, vm: string, disk: number, diskDir?: string): string {
   return diskDir
     ? join(replicasDir, vm, diskDir, `disk${disk}.vhdx`)
@@ -66,19 +75,56 @@ export class ReplicaDisks {
     await rename(tmp, join(dir, 'replica.json'))
   }
 
-  /** Read-modify-write of a VM's record, serialised per VM. */
+  /**
+   * Read-modify-write of a VM's record, serialised per VM (with learnEpoch). `learned` is an
+   * epoch learned before the record existed: a record created now carries it.
+   */
   update(
     vm: string,
-    mutate: (r: ReplicaRecord | null) => ReplicaRecord | null,
+    mutate: (r: ReplicaRecord | null, learned: LearnedEpoch | null) => ReplicaRecord | null,
   ): Promise<ReplicaRecord | null> {
-    const prev = this.updating.get(vm) ?? Promise.resolve()
-    const next = prev
-      .catch(() => {})
-      .then(async () => {
-        const r = mutate(await this.read(vm))
-        if (r) await this.write(r)
-        return r
-      })
+    return this.serialUpdate(vm, async () => {
+      const prior = await this.read(vm)
+      const r = mutate(prior, prior ? null : await this.learned(vm))
+      if (r) await this.write(r)
+      return r
+    })
+  }
+
+  /** The epoch learned for `vm` while this node held no record of it, or null. */
+  async learned(vm: string): Promise<LearnedEpoch | null> {
+    try {
+      return JSON.parse(await readFile(join(this.replicasDir, vm, 'epoch.json'), 'utf8')) as LearnedEpoch
+    } catch {
+      return null
+    }
+  }
+
+  /**
+   * `owner` owns `vm` at `epoch`: raises the record's epoch, or, with no record yet, keeps the
+   * epoch durably beside it (epoch.json, no replica). Serialised with update(); true when the
+   * record changed (gossip it).
+   */
+  learnEpoch(vm: string, epoch: number, owner: string): Promise<boolean> {
+    return this.serialUpdate(vm, async () => {
+      const r = await this.read(vm)
+      if (r) {
+        if ((r.epoch ?? 0) >= epoch) return false
+        await this.write({ ...r, epoch, source: owner })
+        return true
+      }
+      if (((await this.learned(vm))?.epoch ?? -1) >= epoch) return false
+      const dir = join(this.replicasDir, vm)
+      await mkdir(dir, { recursive: true })
+      const tmp = join(dir, 'epoch.json.tmp')
+      await writeFile(tmp, JSON.stringify({ epoch, owner } satisfies LearnedEpoch), { flush: true })
+      await rename(tmp, join(dir, 'epoch.json'))
+      return false
+    })
+  }
+
+  private serialUpdate<T>(vm: string, fn: () => Promise<T>): Promise<T> {
+    const next = (this.updating.get(vm) ?? Promise.resolve()).catch(() => {}).then(fn)
     this.updating.set(vm, next)
     return next
   }

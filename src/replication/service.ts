@@ -122,8 +122,11 @@ export class ReplicationService {
   private readonly handingOver = new Set<string>()
   /** Hand-over work per VM runs one at a time. */
   private readonly vmQueue = new Map<string, Promise<unknown>>()
-  /** After-commit work (replica record, replica disk apply) still running: stop() waits for it. */
-  private readonly afterCommit = new Set<Promise<void>>()
+  /**
+   * After-commit work (replica record, replica disk apply) still running, with its VM: stop()
+   * waits for all of it, prepareReplica for its VM's.
+   */
+  private readonly afterCommit = new Map<Promise<void>, string>()
   private stopping = false
 
   /** Per-link limits and compression (<dir>/links.json), shared by every protected VM. */
@@ -163,7 +166,7 @@ export class ReplicationService {
               init.logger.warn({ vm: point.vm, reason: (err as Error).message }, 'after-commit work failed'),
             )
             .finally(() => this.afterCommit.delete(work))
-          this.afterCommit.add(work)
+          this.afterCommit.set(work, point.vm)
         }
         this.forwarder.forward(point, header)
       },
@@ -174,7 +177,11 @@ export class ReplicationService {
             ? `${vm} is being promoted on this node`
             : null,
       epochFloor: async (vm) =>
-        Math.max(this.ownedEpochs.get(vm) ?? 0, (await this.replicas.read(vm))?.epoch ?? 0),
+        Math.max(
+          this.ownedEpochs.get(vm) ?? 0,
+          (await this.replicas.read(vm))?.epoch ?? 0,
+          (await this.replicas.learned(vm))?.epoch ?? 0,
+        ),
       memberKey: (peerId) => this.memberKey(peerId),
     })
   }
@@ -231,8 +238,12 @@ export class ReplicationService {
     await this.replicas.close()
   }
 
-  private async afterCommitIdle(): Promise<void> {
-    while (this.afterCommit.size > 0) await Promise.allSettled([...this.afterCommit])
+  private async afterCommitIdle(vm?: string): Promise<void> {
+    for (;;) {
+      const running = [...this.afterCommit].filter(([, v]) => vm === undefined || v === vm)
+      if (running.length === 0) return
+      await Promise.allSettled(running.map(([work]) => work))
+    }
   }
 
   /** Starts (or changes) protection of a VM of this host; targets are chosen now and persisted. */
@@ -421,7 +432,22 @@ export class ReplicationService {
     vm: string,
     options: { signal?: AbortSignal; test?: boolean } = {},
   ): Promise<PreparedReplica> {
-    return this.serial(vm, () => prepareReplica(this.parts, vm, options))
+    return this.serial(vm, async () => {
+      // The hold takes effect inside the receiver's fence: a point of `vm` past its last check is
+      // in the store before it (and refused after it: refuses() sees the hold). The commit's
+      // after-commit work (its replica record; its apply is skipped, held) is registered before
+      // the fence runs the next change (receiver.commit calls onCommitted as soon as its fenced
+      // commit resolves, a microtask ahead of the next fenced function), and is awaited here, so
+      // the record is complete before prepareReplica reads it and nothing rewrites it afterwards.
+      await this.receiver.fence(vm, () => this.replicas.hold(vm))
+      try {
+        await this.afterCommitIdle(vm)
+      } catch (err) {
+        await releaseHold(this.parts, vm)
+        throw err
+      }
+      return prepareReplica(this.parts, vm, options)
+    })
   }
 
   releaseTest(vm: string): Promise<void> {
@@ -440,6 +466,7 @@ export class ReplicationService {
       last?.epoch ?? 0,
       this.ownedEpochs.get(vm) ?? 0,
       (await this.replicas.read(vm))?.epoch ?? 0,
+      (await this.replicas.learned(vm))?.epoch ?? 0,
     )
   }
 
@@ -482,10 +509,10 @@ export class ReplicationService {
         const diskDir = prior ? prior.diskDir : await replicaDiskDir(this.parts, vm, epoch)
         const vmId =
           prior?.vmId ?? protection?.vmId ?? (await this.init.hypervisor?.getVm(vm).catch(() => null))?.id
-        await this.replicas.update(vm, (r) => ({
+        await this.replicas.update(vm, (r, learned) => ({
           vm,
           vmId: r?.vmId ?? vmId ?? vm,
-          source: owner,
+          source: learned && learned.epoch > epoch ? learned.owner : owner,
           rpoSeconds: r?.rpoSeconds ?? protection?.rpoSeconds ?? 60,
           rtoSeconds: r?.rtoSeconds ?? protection?.rtoSeconds,
           replicaSet: r?.replicaSet ?? protection?.targets,
@@ -494,7 +521,7 @@ export class ReplicationService {
           applyingSeq: r?.applyingSeq ?? null,
           lastSeq: r?.lastSeq ?? null,
           lastPointTime: r?.lastPointTime ?? null,
-          epoch: Math.max(r?.epoch ?? 0, epoch),
+          epoch: Math.max(r?.epoch ?? 0, learned?.epoch ?? 0, epoch),
           ...(diskDir ? { diskDir } : {}),
         }))
         await this.files.remove(vm)
@@ -514,15 +541,10 @@ export class ReplicationService {
     if (owner === this.init.mesh.peerId) return
     // Fenced against commits (receiver.fence): a point of an older epoch that passed its check
     // before this is committed before the epoch rises, or refused; none lands after it returns.
-    const learned = await this.receiver.fence(vm, async () => {
-      const r = await this.replicas.read(vm)
-      if (!r || (r.epoch ?? 0) >= epoch) return false
-      await this.replicas.update(vm, (x) =>
-        x ? { ...x, epoch: Math.max(x.epoch ?? 0, epoch), source: owner } : x,
-      )
-      return true
-    })
-    if (learned) await this.publishReplicas()
+    // With no replica record yet (before the first commit), the epoch is kept beside it
+    // (replicas.learnEpoch): no replica is listed, and the first commit's record takes it over.
+    const changed = await this.receiver.fence(vm, () => this.replicas.learnEpoch(vm, epoch, owner))
+    if (changed) await this.publishReplicas()
   }
 
   /** No new points while false (the node lacks quorum: the other side may own the future). */
@@ -642,16 +664,22 @@ export class ReplicationService {
   }
 
   private async onReplicaCommitted(point: RecoveryPoint, header: PointHeader, from: string): Promise<void> {
-    await this.replicas.update(point.vm, (prior) => ({
+    await this.replicas.update(point.vm, (prior, learned) => ({
       ...prior,
       vm: point.vm,
       vmId: header.vmId,
-      // A point of an older epoch (committed while a newer owner was being learned) names no owner.
-      source: point.epoch >= (prior?.epoch ?? 0) ? point.source || from : (prior?.source ?? point.source),
+      // A point of an older epoch (committed while a newer owner was being learned, before or
+      // after this record existed) names no owner.
+      source:
+        learned && learned.epoch > point.epoch
+          ? learned.owner
+          : point.epoch >= (prior?.epoch ?? 0)
+            ? point.source || from
+            : (prior?.source ?? point.source),
       rpoSeconds: header.rpoSeconds,
       rtoSeconds: header.rtoSeconds ?? prior?.rtoSeconds,
       replicaSet: header.replicaSet ?? prior?.replicaSet,
-      epoch: Math.max(point.epoch, prior?.epoch ?? 0),
+      epoch: Math.max(point.epoch, prior?.epoch ?? 0, learned?.epoch ?? 0),
       forward: header.forward,
       appliedSeq: prior?.appliedSeq ?? null,
       applyingSeq: prior?.applyingSeq ?? null,
