@@ -476,16 +476,27 @@ export class ReplicationService {
    */
   becomeOwner(vm: string, epoch: number): Promise<void> {
     return this.serial(vm, async () => {
-      this.handingOver.delete(vm)
-      const protection = await ownAfterPromotion(this.parts, vm, epoch)
-      await this.stopProtector(vm)
-      if (protection) await this.startProtector(protection)
-      else this.ownedEpochs.set(vm, epoch)
-      await this.publishReplicas()
-      this.init.logger.info(
-        { vm, epoch, targets: protection?.targets ?? [] },
-        `${vm} is owned here at epoch ${epoch}; protecting it to ${protection?.targets.join(', ') || 'nobody'}`,
-      )
+      // Owned here from now on, inside the receiver's fence: ownAfterPromotion forgets the replica
+      // record and lifts the hold before the protector starts, and an old owner's point taking
+      // that gap (its epoch no longer known here, nothing refusing it) would recreate the record
+      // and apply to the disks the VM runs from. Points are refused from here on.
+      await this.receiver.fence(vm, async () => {
+        this.handingOver.add(vm)
+        this.ownedEpochs.set(vm, Math.max(this.ownedEpochs.get(vm) ?? 0, epoch))
+      })
+      try {
+        const protection = await ownAfterPromotion(this.parts, vm, epoch)
+        await this.stopProtector(vm)
+        if (protection) await this.startProtector(protection)
+        else this.ownedEpochs.set(vm, epoch)
+        await this.publishReplicas()
+        this.init.logger.info(
+          { vm, epoch, targets: protection?.targets ?? [] },
+          `${vm} is owned here at epoch ${epoch}; protecting it to ${protection?.targets.join(', ') || 'nobody'}`,
+        )
+      } finally {
+        this.handingOver.delete(vm)
+      }
     })
   }
 

@@ -173,3 +173,53 @@ describe('replica fencing races', () => {
     expect(await b.service.replicas.read('web')).toMatchObject({ epoch: 3, source: 'C', lastSeq: seq })
   })
 })
+
+describe('replica fencing races (promotion)', () => {
+  it("an old owner's point in the gap between the replica's release and the new owner's protector is refused", async () => {
+    const a = await cluster.node('A', { site: 's1', hypervisor: true })
+    const b = await cluster.node('B', { site: 's2', hypervisor: true })
+    await cluster.hv.createVm('web', [4 * MiB])
+    await cluster.hv.write('web', 0, 0, randomBytes(MiB))
+    await a.service.protect({
+      vm: 'web',
+      rpoSeconds: 1,
+      rtoSeconds: 60,
+      to: ['B'],
+      chain: false,
+      copies: null,
+    })
+    await until('a point on B', async () => b.store.lastPoint('web'))
+    const prep = await b.service.prepareReplica('web')
+
+    // The race: A (partitioned away, still running web at epoch 0) keeps sending points while B
+    // takes web over at epoch 1. becomeOwner forgets B's replica record and lifts the hold, then
+    // reads the point's manifests for the new protection: the store wrapper waits there until
+    // B has answered A's next point (committed it, or refused it as the new owner).
+    const store = b.store
+    const readManifest = store.readManifest.bind(store)
+    let owning = false
+    let paused = false
+    const aError = () => a.service.protection('web').targets[0]?.lastError ?? ''
+    store.readManifest = (disk) => {
+      if (!owning || paused) return readManifest(disk)
+      paused = true
+      return (async function* () {
+        await until("B's answer to A's next point", async () => {
+          const last = await store.lastPoint('web')
+          return (last && last.seq > prep.point.seq) || /protects web itself/.test(aError())
+        })
+        yield* readManifest(disk)
+      })()
+    }
+    owning = true
+    await b.service.becomeOwner('web', 1)
+    expect(paused, 'becomeOwner read no manifest: the hook never ran').toBe(true)
+    await b.service.idle()
+    expect((await b.store.lastPoint('web'))?.seq, "a point of A's old epoch landed on the new owner").toBe(
+      prep.point.seq,
+    )
+    expect(await b.service.replicas.read('web'), 'the new owner holds a replica record again').toBeNull()
+    expect(b.mesh.replicasPublished).toEqual([])
+    expect(aError()).toMatch(/protects web itself/)
+  })
+})
