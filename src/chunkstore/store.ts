@@ -351,7 +351,16 @@ export class ChunkStore {
   async putChunks(
     chunks: Array<{ hex: string; bytes: Uint8Array }>,
     lease?: ChunkLease,
-    _options: { owned?: boolean } = {},
+    options: {
+      owned?: boolean
+      /**
+       * Given: the store writes the chunks from the caller's `bytes` without copying them, and
+       * hands this callback the promise that settles once they are written; the caller keeps the
+       * bytes unchanged until then (a receiver's reused receive buffers). Absent: the bytes are
+       * copied into the pack writer's staging buffers and may be reused at once.
+       */
+      retain?: (written: Promise<void>) => void
+    } = {},
   ): Promise<Array<boolean | ChunkHashMismatchError>> {
     const results: Array<boolean | ChunkHashMismatchError> = chunks.map(({ hex, bytes }) => {
       const actual = this.hash(bytes).toString('hex')
@@ -379,10 +388,14 @@ export class ChunkStore {
       results[i] = true
       fresh.push({ id: Buffer.from(hex, 'hex'), bytes, kind: 'data' })
     })
-    // The pack writer copies the bytes into its reused staging buffers, so the caller may reuse
-    // `bytes` at once and need not wait for the write (a receiver's next chunk overlaps it); only
-    // a backlog of unwritten bytes waits. (`owned` changes nothing any more: nothing keeps `bytes`.)
-    if (fresh.length > 0) await this.appendChunks(fresh, { copy: true })
+    // Without `retain`, the pack writer copies the bytes into its reused staging buffers, so the
+    // caller may reuse `bytes` at once; with it, the writer writes from `bytes` and the caller
+    // holds them until `written`. Either way the caller need not wait for the write (a receiver's
+    // next chunk overlaps it); only a backlog of unwritten bytes waits. (`owned` changes nothing.)
+    if (fresh.length > 0) {
+      const { written } = await this.appendChunks(fresh, { copy: !options.retain })
+      options.retain?.(written)
+    }
     await this.writer.waitForUnwrittenBelow(PUT_CHUNK_UNWRITTEN_BYTES)
     if (this.pending.size >= INGEST_FLUSH_CHUNKS) await this.flush()
     return results

@@ -158,8 +158,14 @@ export class PointReceiver {
               break
             }
           }
-          stored += await this.storeChunks(batch, ch, lease, ctx.peerId)
-          for (const b of batch) ch.release(b)
+          const put = await this.storeChunks(batch, ch, lease, ctx.peerId)
+          stored += put.bytes
+          // The store writes from the frames' buffers: they are reused once written.
+          const release = () => {
+            for (const b of batch) ch.release(b)
+          }
+          if (put.written) void put.written.finally(release)
+          else release()
           if (after) {
             stored += await this.onChunksMessage(after, ch, lease, ctx.peerId)
             ch.release(after)
@@ -184,6 +190,10 @@ export class PointReceiver {
           unacked = 0
           await ch.send({ type: 'stored', ids: acks.splice(0) })
         }
+        // At most one flush runs. A receiver a whole interval ahead of it waits for it, so the
+        // bytes acknowledged and not yet durable (a restarted target asks for them again) stay
+        // under two intervals however slow fdatasync is (a loaded machine let them pile up).
+        if (unflushed >= FLUSH_EVERY_BYTES && flushing) await flushing
         if (unflushed >= FLUSH_EVERY_BYTES && !flushing) {
           unflushed = 0
           flushing = this.c.store
@@ -284,18 +294,28 @@ export class PointReceiver {
     return bytes.length
   }
 
-  /** Stores chunk frames (store() for several, with one index lookup); returns the bytes stored. */
+  /**
+   * Stores chunk frames (store() for several, with one index lookup); returns the bytes stored
+   * and, when the store writes from the frames' own buffers, when that write is done (the
+   * frames must not be released before).
+   */
   private async storeChunks(
     batch: Array<Extract<ChunksMessage, { type: 'chunk' }>>,
     ch: MessageChannel<ChunksMessage>,
     lease: ChunkLease,
     peer: string,
-  ): Promise<number> {
-    // The bytes are these frames' own (nothing reuses them): the store keeps them without a copy.
+  ): Promise<{ bytes: number; written: Promise<void> | null }> {
+    // The pack writer writes straight from the frames' (reused, pooled) receive buffers instead
+    // of copying each chunk into its staging buffers first: one copy of every byte less.
+    let written: Promise<void> | null = null
     const results = await this.c.store.putChunks(
       batch.map((m) => ({ hex: m.id, bytes: m.bytes })),
       lease,
-      { owned: true },
+      {
+        retain: (w) => {
+          written = w
+        },
+      },
     )
     let bytes = 0
     for (const [i, result] of results.entries()) {
@@ -309,7 +329,7 @@ export class PointReceiver {
       bytes += data.length
       await this.ack(ch, id)
     }
-    return bytes
+    return { bytes, written }
   }
 
   /** Acknowledges a stored chunk: batched on a handleChunks stream, at once elsewhere. */

@@ -90,3 +90,40 @@ describe('putChunks copies into reused staging buffers', () => {
     }
   })
 })
+
+describe('putChunks with retain writes from the caller’s buffers', () => {
+  it('hands over the write promise only for new chunks; buffers reused once it settles keep every chunk intact', async () => {
+    // A receiver's pooled slab: chunks are views of one buffer, reused after `written`.
+    const slab = Buffer.allocUnsafe(4 * 256 * 1024)
+    const chunks: Array<{ hex: string; bytes: Buffer; copy: Buffer }> = []
+    const lease = store.lease()
+    for (let round = 0; round < 20; round++) {
+      const batch = [0, 1, 2, 3].map((k) => {
+        const bytes = slab.subarray(k * 256 * 1024, (k + 1) * 256 * 1024)
+        randomBytes(bytes.length).copy(bytes)
+        return { hex: store.hash(bytes).toString('hex'), bytes, copy: Buffer.from(bytes) }
+      })
+      const handed: Array<Promise<void>> = []
+      const results = await store.putChunks(batch, lease, { retain: (w) => handed.push(w) })
+      expect(results).toEqual([true, true, true, true])
+      expect(handed).toHaveLength(1)
+      // Read back while pending (waits for its write, which reads the slab as it still is).
+      if (round % 7 === 0) expect((await store.getChunk(batch[1].hex)).equals(batch[1].copy)).toBe(true)
+      await handed[0]
+      chunks.push(...batch)
+    }
+    // Nothing new: no write to wait for, and the callback is not called.
+    const again: Array<Promise<void>> = []
+    const last = chunks.at(-1)!
+    expect(
+      await store.putChunks([{ hex: last.hex, bytes: last.copy }], lease, { retain: (w) => again.push(w) }),
+    ).toEqual([false])
+    expect(again).toHaveLength(0)
+    slab.fill(0xee)
+    await store.flush()
+    lease.release()
+    await store.close()
+    store = await openChunkStore({ dir: tmp.dir })
+    for (const c of chunks) expect((await store.getChunk(c.hex)).equals(c.copy)).toBe(true)
+  })
+})
