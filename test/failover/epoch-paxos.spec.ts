@@ -17,18 +17,7 @@ import {
   EpochLostError,
   type Member,
 } from '../../src/failover/index.js'
-
-/** mulberry32: a small seeded generator, so a failing case replays exactly. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { prng } from '../helpers/prng.js'
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
@@ -73,7 +62,7 @@ class SimCluster {
     seed: number,
   ) {
     this.chaos = chaos
-    this.random = rng(seed)
+    this.random = prng(seed)
     for (const m of [...members, ...(witness ? [witness] : [])]) {
       const node: SimNode = { member: m, incarnation: 0, crashed: false, saved: undefined } as SimNode
       this.nodes.set(m.peerId, node)

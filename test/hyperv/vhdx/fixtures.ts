@@ -114,17 +114,7 @@ print(json.dumps({"mediaSize": f.get_media_size(), "bytesPerSector": f.get_bytes
   return JSON.parse(execFileSync(SYSTEM_PYTHON, ['-c', script, path], { encoding: 'utf8' }))
 }
 
-/** mulberry32: a small seeded PRNG so a failing case can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { prng } from '../../helpers/prng.js'
 
 /** `length` pseudo-random bytes keyed by the PRNG (AES-CTR: fast and replayable). */
 export function randomBytes(rand: () => number, length: number): Buffer {
