@@ -3,7 +3,8 @@
 // hands out positions at once and writes in the background; `sync()` waits for every write,
 // fdatasyncs the touched packs and returns their durable lengths, which the caller commits to the
 // index in the same LevelDB batch as the entries that point into them. Bytes past a pack's
-// committed length are unreachable and are cut off when the store next opens.
+// committed length are unreachable until the store next opens, which indexes the whole records
+// among them that verify by their hash and cuts off the rest (repair.ts).
 import { join } from 'node:path'
 import { BACKGROUND_SYNC_BYTES } from './constants.js'
 import { ChunkVerifyError } from './errors.js'
@@ -51,6 +52,20 @@ function writeHeader(record: PackRecord, h: Buffer, at: number): void {
   h.writeUInt32LE(record.rawLength, at + 8)
   h.writeUInt32LE(record.stored.byteLength, at + 12)
   record.id.copy(h, at + 16)
+}
+
+/** A record header's fields, or null when `h` (RECORD_HEADER_BYTES long) is not one. */
+export function parseHeader(
+  h: Uint8Array,
+): { id: Buffer; flags: number; rawLength: number; storedLength: number } | null {
+  const b = Buffer.from(h.buffer, h.byteOffset, h.byteLength)
+  if (b.byteLength < RECORD_HEADER_BYTES || b.readUInt32LE(0) !== RECORD_MAGIC) return null
+  return {
+    id: Buffer.from(b.subarray(16, 16 + ID_BYTES)),
+    flags: b.readUInt8(4),
+    rawLength: b.readUInt32LE(8),
+    storedLength: b.readUInt32LE(12),
+  }
 }
 
 /**

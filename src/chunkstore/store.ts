@@ -4,7 +4,9 @@
 // in memory. A commit (flush, or commitPoint) waits for the pack writes, fdatasyncs the packs,
 // then writes one LevelDB batch holding the pending entries, the packs' new committed lengths,
 // reference-count changes and (for commitPoint) the point itself. A crash before the batch leaves
-// only unreachable bytes past a pack's committed length, which open() cuts off.
+// only unindexed bytes past a pack's committed length: open() indexes the whole records among
+// them that hash to their ids (a restarted receiver need not fetch them again) and cuts off the
+// rest (repair.ts).
 //
 // Garbage collection never removes a chunk that a running ingest or an uncommitted putChunk may
 // still need: those ids are *protected* by a lease until the caller commits or gives up.
@@ -106,6 +108,8 @@ export class ChunkStore {
   readonly reader: PackReader
   /** Packs whose committed length exceeds their file at open (verify reports their chunks). */
   readonly shortPacks: number[] = []
+  /** Chunks written after the last commit before the store was last closed, indexed at open. */
+  recoveredAtOpen = { chunks: 0, bytes: 0 }
   readonly writer: PackWriter
 
   private constructor(
@@ -153,10 +157,16 @@ export class ChunkStore {
         meta = { version: 1, hash: init.hash ?? DEFAULT_HASH, createdAt: Date.now() }
         await db.put('meta', jsonValue(meta), { sync: true })
       }
-      const { resume, nextPack, short } = await repairPacks(fs, packsDir, db)
+      const { resume, nextPack, short, recovered } = await repairPacks(
+        fs,
+        packsDir,
+        db,
+        hashFunction(meta.hash),
+      )
       const limit = init.packSizeLimit ?? DEFAULT_PACK_SIZE_LIMIT
       const store = new ChunkStore(init.dir, db, fs, meta, nextPack, resume, limit, init.compression ?? 'off')
       store.shortPacks.push(...short)
+      store.recoveredAtOpen = recovered
       return store
     } catch (err) {
       await db.close()

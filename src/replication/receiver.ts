@@ -41,7 +41,10 @@ import { serveFetch } from './restore-pull.js'
 import type { SeedPuller } from './seed-pull.js'
 import type { ReplicationLogger } from './session.js'
 
-/** Received bytes after which the store is flushed, so a restarted seed resumes from them. */
+/**
+ * Received bytes after which the store is flushed (durable and indexed; a killed receiver's
+ * written records are indexed again when its store opens, see chunkstore/repair.ts).
+ */
 const FLUSH_EVERY_BYTES = 16 * 1024 * 1024
 const FLUSH_EVERY_MS = 1000
 
@@ -127,16 +130,26 @@ export class PointReceiver {
       (m) => m.type === 'chunk' || m.type === 'delta',
     )
     const lease = this.c.store.lease()
-    let unflushed = 0
-    const timer = setInterval(() => {
-      if (unflushed === 0) return
-      unflushed = 0
-      this.c.store.flush().catch(() => {})
-    }, FLUSH_EVERY_MS)
-    // A flush (pack fdatasync, then an index batch) runs beside the receive loop, one at a time:
+    // A flush (pack fdatasync, then an index batch) runs beside the receive loop, one at a time
+    // (the timer's too: one of its own beside the loop's let three intervals pile up):
     // awaiting it stalled the stream for every 16 MiB. Its failure ends the stream at the next frame.
+    let unflushed = 0
     let flushing: Promise<void> | null = null
     let flushFailure: unknown = null
+    const startFlush = () => {
+      unflushed = 0
+      flushing = this.c.store
+        .flush()
+        .catch((err) => {
+          flushFailure = err
+        })
+        .finally(() => {
+          flushing = null
+        })
+    }
+    const timer = setInterval(() => {
+      if (unflushed > 0 && !flushing) startFlush()
+    }, FLUSH_EVERY_MS)
     const acks: ChunkId[] = []
     let unacked = 0
     this.acks.set(ch, acks)
@@ -194,17 +207,7 @@ export class PointReceiver {
         // bytes acknowledged and not yet durable (a restarted target asks for them again) stay
         // under two intervals however slow fdatasync is (a loaded machine let them pile up).
         if (unflushed >= FLUSH_EVERY_BYTES && flushing) await flushing
-        if (unflushed >= FLUSH_EVERY_BYTES && !flushing) {
-          unflushed = 0
-          flushing = this.c.store
-            .flush()
-            .catch((err) => {
-              flushFailure = err
-            })
-            .finally(() => {
-              flushing = null
-            })
-        }
+        if (unflushed >= FLUSH_EVERY_BYTES && !flushing) startFlush()
       }
       if (acks.length > 0) await ch.send({ type: 'stored', ids: acks.splice(0) })
       await ch.end()

@@ -1,7 +1,9 @@
 // Issue 6, end to end: kill -9 of the target mid-seed; after its restart the seed resumes and
 // transfers little more than what was missing (counted in bytes), and the point is intact.
+// Re-sent on this machine kind at load 2-3.5: 7-10 MiB of 180 MiB.
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
+import { DEFAULT_BYTES_IN_FLIGHT } from '../../src/replication/constants.js'
 import { createTestMesh, type TestMesh, type TestNode, waitFor } from '../helpers/nodes.js'
 import {
   cli,
@@ -72,10 +74,13 @@ describe('seeding resumes after kill -9 of the target (real processes)', () => {
     console.log(
       `after restart the target stored ${(after.bytesStored / MiB).toFixed(1)} MiB; the source sent ${(progress.targets[0].payloadBytes / MiB).toFixed(1)} MiB in all for ${total / MiB} MiB of data`,
     )
-    // The restarted target received only what it lacked: what was stored before the kill, less
-    // what was not yet durable (flushed every 16 MiB or 1 s), is not sent again.
-    expect(after.bytesStored).toBeLessThan(total - storedBeforeKill + 40 * MiB)
-    expect(progress.targets[0].payloadBytes).toBeLessThan(total + 40 * MiB)
+    // The restarted target received only what it lacked: every record written before the kill
+    // (flushed or not: the store indexes the whole ones again when it opens) is not sent again;
+    // only what was in flight is (the sender's window, and acknowledged bytes whose pack write
+    // was still queued). Before the store recovered unflushed records, 36-61 MiB were sent again.
+    const resendBound = DEFAULT_BYTES_IN_FLIGHT + 8 * MiB
+    expect(after.bytesStored).toBeLessThan(total - storedBeforeKill + resendBound)
+    expect(progress.targets[0].payloadBytes).toBeLessThan(total + resendBound)
     for (let i = 0; i < 3; i++) {
       const got = await restoredBytes(b, 'big', seeded.seq, 8 * MiB + i * 64 * MiB, data[i].length)
       expect(got.equals(data[i]), `region ${i} of the seeded point`).toBe(true)

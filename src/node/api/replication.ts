@@ -74,6 +74,12 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 
 export async function replicationRoutes(app: FastifyInstance, components: NodeComponents): Promise<void> {
   const store = await openChunkStore({ dir: nodePaths(components.dir).store })
+  const { recoveredAtOpen } = store
+  if (recoveredAtOpen.chunks > 0)
+    components.logger.info(
+      { module: 'chunkstore', chunks: recoveredAtOpen.chunks, bytes: recoveredAtOpen.bytes },
+      'chunk store: indexed the chunks written after its last commit',
+    )
   const corrupt = Number(process.env.REPLIMESH_FAULT_CORRUPT_CHUNKS ?? 0)
   const service = new ReplicationService({
     dir: components.dir,
