@@ -265,7 +265,7 @@ export class EpochCoordinator {
         options,
       )
       last = prepared
-      const known = await this.settled(claim, from, prepared, attempt, options)
+      const known = await this.settled(claim, from, prepared, attempt, options, electorate.ask)
       if (known) return known
       if (prepared.quorum.reached) {
         const value = adopt(prepared.accepted) ?? owner
@@ -303,7 +303,7 @@ export class EpochCoordinator {
             attempts: attempt,
           }
         }
-        const settled = await this.settled(claim, from, accepted, attempt, options)
+        const settled = await this.settled(claim, from, accepted, attempt, options, electorate.ask)
         if (settled) return settled
       }
       // Not decided at this ballot. Retry only when a higher ballot was in the way (a racing
@@ -340,7 +340,8 @@ export class EpochCoordinator {
     from: number,
     outcome: PhaseOutcome,
     attempt: number,
-    options: { previous?: string },
+    options: { previous?: string; signal?: AbortSignal },
+    ask: string[],
   ): Promise<ClaimResult | null> {
     await this.learnFromRefusals(
       outcome.refused.flatMap((r) => (r.reply.committed ? [r.reply.committed] : [])),
@@ -348,7 +349,22 @@ export class EpochCoordinator {
     const cur = this.ledger.current(claim.vm)
     if (!cur || cur.epoch < claim.epoch) return null
     const refused = refusedList(outcome)
-    if (cur.epoch === claim.epoch && cur.owner === claim.owner)
+    const decided = cur.epoch === claim.epoch && cur.owner === claim.owner
+    if (decided || (cur.owner !== claim.owner && cur.owner !== options.previous)) {
+      // This node missed that announcement, so others may have too (it was lost, or they were
+      // down): it tells every member it asked that did not show it. Gossip would, later.
+      const knew = new Set(
+        outcome.refused
+          .filter((r) => r.reply.committed?.vm === claim.vm && r.reply.committed.epoch >= cur.epoch)
+          .map((r) => r.peerId),
+      )
+      await this.announce(
+        cur,
+        ask.filter((p) => !knew.has(p)),
+        { signal: options.signal },
+      )
+    }
+    if (decided)
       return {
         claim,
         from,
