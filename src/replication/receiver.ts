@@ -416,12 +416,7 @@ export class PointReceiver {
     }
     const held = await findPoint(store, header.vm, header.seq)
     if (held && held.epoch === header.epoch) return null
-    if (held)
-      return {
-        reason: 'stale',
-        message: `holds point ${header.seq} of epoch ${held.epoch}, not ${header.epoch}`,
-        missing: [],
-      }
+    if (held) return stalePoint(header, held)
     const last = await store.lastPoint(header.vm)
     const known = Math.max(last?.epoch ?? 0, (await this.c.epochFloor?.(header.vm)) ?? 0)
     if (header.epoch < known)
@@ -514,7 +509,11 @@ export class PointReceiver {
       }
       // Checked again at commit time, fenced against learnEpoch (see fence()): a newer epoch may
       // have been learned since the check above, and a fenced sender's point must not land after.
+      // The same point may come by two routes at once (a chain and a direct target): the one that
+      // commits second finds it held here, inside the fence, and is answered as committed.
       const late = await this.fence(header.vm, async () => {
+        const again = await findPoint(store, header.vm, header.seq)
+        if (again) return again.epoch === header.epoch ? 'held' : stalePoint(header, again)
         const refused = await this.fenced(header)
         if (refused) return refused
         try {
@@ -526,6 +525,7 @@ export class PointReceiver {
         }
         return null
       })
+      if (late === 'held') return null
       if (late) return late
       this.c.logger.info(
         { vm: header.vm, seq: header.seq, from: peer },
@@ -547,6 +547,18 @@ export class PointReceiver {
       `refused ${err.message}; sent by ${peer}, nothing committed`,
     )
     return { reason: 'signature', message: err.message, missing: [] }
+  }
+}
+
+/** The refusal of a point whose seq is held here at another epoch. */
+function stalePoint(
+  header: PointHeader,
+  held: RecoveryPoint,
+): { reason: NackReason; message: string; missing: ChunkId[] } {
+  return {
+    reason: 'stale',
+    message: `holds point ${header.seq} of epoch ${held.epoch}, not ${header.epoch}`,
+    missing: [],
   }
 }
 

@@ -222,4 +222,34 @@ describe('replica fencing races (promotion)', () => {
     expect(b.mesh.replicasPublished).toEqual([])
     expect(aError()).toMatch(/protects web itself/)
   })
+
+  it('the same point arriving by two routes at once is committed once; the later one is answered as held', async () => {
+    const { b } = await protectedPair()
+    // The race: one point reaches B twice at once (a chain hop and a direct target): both pass
+    // the checks before either commits. The wrapper delivers the next point twice, concurrently.
+    type Commit = (header: { seq: number }, entries: unknown, peer: string) => Promise<unknown>
+    type OnCommitted = (point: RecoveryPoint, ...rest: unknown[]) => void
+    const receiver = (
+      b.service as unknown as { receiver: { commit: Commit; c: { onCommitted: OnCommitted } } }
+    ).receiver
+    const commit = receiver.commit.bind(receiver)
+    let doubled: { seq: number; results: Promise<unknown[]> } | null = null
+    receiver.commit = (header, entries, peer) => {
+      if (doubled) return commit(header, entries, peer)
+      const results = Promise.all([commit(header, entries, peer), commit(header, entries, peer)])
+      doubled = { seq: header.seq, results }
+      return results.then(([first]) => first)
+    }
+    const onCommitted = receiver.c.onCommitted
+    const committed: number[] = []
+    receiver.c.onCommitted = (point: RecoveryPoint, ...rest: unknown[]) => {
+      committed.push(point.seq)
+      return onCommitted(point, ...rest)
+    }
+    await cluster.hv.write('web', 0, 0, randomBytes(4096))
+    const { seq, results } = await until('a point delivered twice', async () => doubled)
+    expect(await results, 'both deliveries are answered as committed').toEqual([null, null])
+    expect(committed.filter((s) => s === seq)).toEqual([seq])
+    expect((await b.store.lastPoint('web'))?.seq).toBeGreaterThanOrEqual(seq)
+  })
 })
