@@ -2,7 +2,8 @@
 // bytes put on the wire (its rate follows the link's schedule), a meter of the rate achieved, and
 // per-chunk compression where it pays. LinkTable resolves a peer to its link (peer id, then site,
 // then "*") from <dir>/links.json and re-reads the file when it changes, so `replimesh link set`
-// takes effect on a running node within LINKS_RELOAD_MS, without a restart.
+// takes effect on a running node at once (it asks the node to re-read the file) or, edited by
+// hand, within LINKS_RELOAD_MS, without a restart.
 //
 // Compression: brotli at quality 0, measured on this machine kind against deflate level 1 and
 // brotli 1 (Node 20 has no zstd): about the ratio of deflate 1 on binary content at 3-4x its
@@ -287,27 +288,35 @@ export class LinkTable {
     this.timer = null
   }
 
-  /** Re-reads the file if it changed; a bad file is logged and the previous settings kept. */
-  async reload(): Promise<void> {
+  /**
+   * Re-reads the file if it changed (`force`: whatever its time stamp says, as `replimesh link
+   * set` asks); a bad file is logged and the previous settings kept. Returns why it was ignored,
+   * or null when the settings in effect are the file's.
+   */
+  async reload(force = false): Promise<string | null> {
     let mtimeMs: number
     try {
       mtimeMs = (await stat(this.init.file)).mtimeMs
     } catch {
       mtimeMs = 0
     }
-    if (mtimeMs === this.mtimeMs) return
+    if (mtimeMs === this.mtimeMs && !force) return null
     this.mtimeMs = mtimeMs
     try {
       this.settings =
         mtimeMs === 0 ? { links: [] } : parseLinksFile(await readFile(this.init.file, 'utf8'), this.init.file)
     } catch (err) {
-      this.init.logger.warn(
-        { reason: (err as Error).message },
-        'links file ignored; previous link settings kept',
-      )
-      return
+      const reason = (err as Error).message
+      this.init.logger.warn({ reason }, 'links file ignored; previous link settings kept')
+      return reason
     }
     for (const [name, link] of this.links) link.update(this.entryFor(name) ?? { ...DEFAULT_ENTRY, to: name })
+    return null
+  }
+
+  /** The settings in effect (the file as last read). */
+  get entries(): LinkEntry[] {
+    return this.settings.links.map((l) => ({ ...l }))
   }
 
   /** The link a peer is reached over. */

@@ -22,6 +22,7 @@ import {
 } from './handover.js'
 import { LagTracker, lagSeconds } from './lag.js'
 import { LINKS_FILE, type LinkStatus, LinkTable } from './link.js'
+import type { LinkEntry } from './link-settings.js'
 import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, type PointHeader, VM_NAME_PATTERN } from './messages.js'
 import { describePointSignature, type PointSignatureStatus } from './point-signature.js'
 import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
@@ -396,6 +397,12 @@ export class ReplicationService {
   /** Links this node has sent over, with their limit now, measured rate and compression. */
   linkStatus(): LinkStatus[] {
     return this.links.status()
+  }
+
+  /** Re-reads links.json now; the settings in effect, or why the file was ignored. */
+  async reloadLinks(): Promise<{ settings: LinkEntry[]; error: string | null }> {
+    const error = await this.links.reload(true)
+    return { settings: this.links.entries, error }
   }
 
   /** Path of a replica's materialised disk on this node (in its default folder). */

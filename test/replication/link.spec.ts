@@ -1,4 +1,7 @@
 // Link settings (rates, schedules, the links file) and the token bucket, with a fake clock.
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import {
   type ChunksMessage,
@@ -11,6 +14,7 @@ import {
   FrameError,
   Link,
   LinkSettingsError,
+  LinkTable,
   parseLinksFile,
   parseRate,
   parseSchedule,
@@ -118,6 +122,41 @@ describe('links file', () => {
     [{ links: [{ to: 'a', speed: 1 }] }, /^links.json: links.0: /],
   ])('names the bad field in one line (%#)', (content, message) => {
     expect(() => parseLinksFile(JSON.stringify(content), 'links.json')).toThrow(message)
+  })
+})
+
+describe('LinkTable reload', () => {
+  it('a forced reload reads the file whatever its time stamp; a bad file is named and changes nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'replimesh-links-'))
+    try {
+      const file = join(dir, 'links.json')
+      const write = (links: object[]) => {
+        writeFileSync(file, JSON.stringify({ links }))
+        utimesSync(file, 1_000_000, 1_000_000) // the same time stamp every write
+      }
+      write([{ to: 'lyon', limit: '4M' }])
+      const warnings: string[] = []
+      const table = new LinkTable({
+        file,
+        siteOf: () => 'lyon',
+        logger: { warn: (_o, msg) => warnings.push(msg ?? '') },
+      })
+      await table.reload()
+      const link = table.forPeer('peer-1')
+      expect(link.status()).toMatchObject({ name: 'lyon', limitBytesPerSecond: 4 * MiB })
+      write([{ to: 'lyon', limit: '8M' }])
+      expect(await table.reload()).toBeNull()
+      expect(link.status().limitBytesPerSecond, 'an unforced reload trusts the time stamp').toBe(4 * MiB)
+      expect(await table.reload(true)).toBeNull()
+      expect(link.status().limitBytesPerSecond).toBe(8 * MiB)
+      expect(table.entries).toEqual([{ to: 'lyon', limit: '8M', compress: 'auto', wan: false }])
+      writeFileSync(file, '{"links": [{"to": "lyon", "limit": "fast"}]}')
+      expect(await table.reload(true)).toMatch(/links\.0\.limit: 'fast' is not a rate/)
+      expect(link.status().limitBytesPerSecond).toBe(8 * MiB)
+      expect(warnings).toEqual(['links file ignored; previous link settings kept'])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 

@@ -10,6 +10,7 @@
 //   GET    /replication/holders/:vm      peers that gossip a committed point of vm (newest first)
 //   GET    /replication/receiver         chunks stored / rejected on this node (tests, bench)
 //   GET    /replication/links            links used: limit now, measured rate, compression
+//   POST   /replication/links/reload     re-read links.json now (`link set`/`rm` ask it): 422 if bad
 // It also replaces components.vmStatus so `status` shows protected VMs' lag and replicas held here.
 import { resolve } from 'node:path'
 import type { FastifyInstance } from 'fastify'
@@ -154,6 +155,11 @@ export async function replicationRoutes(app: FastifyInstance, components: NodeCo
   )
 
   app.get('/replication/links', async () => service.linkStatus())
+  app.post('/replication/links/reload', async () => {
+    const { settings, error } = await service.reloadLinks()
+    if (error) throw new HttpError(422, `links file ignored, previous settings kept: ${error}`)
+    return { settings }
+  })
 }
 
 /**

@@ -294,10 +294,11 @@ function registerLinks(program: Command): void {
           }
           return { links: [...links.filter((l) => l.to !== to), next], result: next }
         })
-        if (o.json) printJson(entry)
+        const applied = await applyLinks(o.dir)
+        if (o.json) printJson({ ...entry, applied })
         else
           process.stdout.write(
-            `link ${entry.to}: limit ${entry.limit}, compression ${entry.compress}${entry.wan ? ', WAN' : ''} (a running node applies it within seconds)\n`,
+            `link ${entry.to}: limit ${entry.limit}, compression ${entry.compress}${entry.wan ? ', WAN' : ''} (${applied ? 'applied by the running node' : 'the node applies it when it starts'})\n`,
           )
       },
     )
@@ -311,7 +312,10 @@ function registerLinks(program: Command): void {
         if (!links.some((l) => l.to === to)) throw new Error(`no link settings for '${to}' in ${o.dir}`)
         return { links: links.filter((l) => l.to !== to), result: null }
       })
-      process.stdout.write(`link ${to}: settings removed\n`)
+      const applied = await applyLinks(o.dir)
+      process.stdout.write(
+        `link ${to}: settings removed (${applied ? 'applied by the running node' : 'the node applies it when it starts'})\n`,
+      )
     })
 
   link
@@ -348,6 +352,18 @@ function registerLinks(program: Command): void {
 }
 
 type LinkEntry = import('../../replication/index.js').LinkEntry
+
+/** Asks the running node to re-read links.json; false when no node runs in `dir`. */
+async function applyLinks(dir: string): Promise<boolean> {
+  return withNode(
+    dir,
+    async (call) => {
+      await call(dir, 'POST', '/replication/links/reload')
+      return true
+    },
+    async () => false,
+  )
+}
 
 async function readLinks(dir: string): Promise<{ file: string; links: LinkEntry[] }> {
   const [{ readFile, stat }, { join }, { LINKS_FILE, parseLinksFile }] = await Promise.all([
