@@ -14,6 +14,11 @@ export const CHANNEL_SEND_TIMEOUT_MS = 20_000
 export const CONTROL_REQUEST_TIMEOUT_MS = 5_000
 /** A failover handed to another node: it runs the whole promotion before it replies. */
 export const FAILOVER_REQUEST_TIMEOUT_MS = 300_000
+/**
+ * A host still down this long after its VMs were placed is placed again from fresher gossip: two
+ * nodes that each placed a VM on the other (their views of each other lagged) both promote none.
+ */
+export const REPLAN_DOWN_HOST_MS = 2_000
 /** Every this many detection ticks, VMs running here are checked against their peers' owners. */
 export const RECONCILE_EVERY_TICKS = 8
 /** After start, losing quorum is not notified for this long (the mesh is still forming). */

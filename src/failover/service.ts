@@ -4,9 +4,12 @@
 //  2. Learn epochs from gossip (signed node states carry each owner's VMs and epochs); a higher
 //     epoch for a VM running here fences it: stop, become a replica.
 //  3. Detect: for every peer, gather every live member's view and confirm "down" by a quorum of
-//     sites. A newly confirmed host is handled once: its VMs (from its last state) are placed among
+//     sites. A newly confirmed host is handled: its VMs (from its last state) are placed among
 //     the holders of their newest points; each node computes the same plan and promotes only the
 //     VMs placed on itself, in boot order; alert-tier VMs are announced and wait for an operator.
+//     While it stays down its VMs nobody owns yet are placed again every REPLAN_DOWN_HOST_MS
+//     (plans made from lagging gossip can each place a VM on the other node); a node acts on a VM
+//     of one failure once.
 // Promotion: quorum epoch claim → replica disks made equal to a committed point → register →
 // re-IP → boot slot → start, gated: the hypervisor prepares the start (the lab forks the guest)
 // while the failed owner's lease runs out, and the VM runs only after → announce (the claim) →
@@ -23,6 +26,7 @@ import {
   PROBE_FRESH_MS,
   PROBE_INTERVAL_MS,
   RECONCILE_EVERY_TICKS,
+  REPLAN_DOWN_HOST_MS,
   STARTUP_GRACE_MS,
 } from './constants.js'
 import type { ControlPeer, ControlReply, ControlRequest } from './control.js'
@@ -167,7 +171,8 @@ type PromoteOptions = {
 
 export class FailoverService {
   private timer: NodeJS.Timeout | null = null
-  private readonly handled = new Set<string>()
+  /** Confirmed-down hosts: when their VMs were last placed, and the VMs this node acted on. */
+  private readonly handled = new Map<string, { at: number; acted: Set<string> }>()
   private readonly lastState = new Map<string, NodeState>()
   private quorum: QuorumOutcome | null = null
   private readonly busy = new Map<string, Promise<FailoverOutcome>>()
@@ -312,10 +317,15 @@ export class FailoverService {
         })
         // Not down any more (alive, or back to suspect): a later confirmation is a new failure.
         if (d.state !== 'down') this.handled.delete(target.peerId)
-        if (d.state === 'down' && !this.handled.has(target.peerId)) {
-          this.handled.add(target.peerId)
-          this.log.info({ peer: target.peerId, reason: d.reason }, 'host confirmed down')
-          void this.onHostDown(target.peerId, target.site, d.quorum.agreeingSites, now).catch((err) =>
+        const seen = this.handled.get(target.peerId)
+        if (d.state === 'down' && (!seen || now - seen.at >= REPLAN_DOWN_HOST_MS)) {
+          const failure = { at: now, acted: seen?.acted ?? new Set<string>() }
+          this.handled.set(target.peerId, failure)
+          if (!seen) this.log.info({ peer: target.peerId, reason: d.reason }, 'host confirmed down')
+          void this.onHostDown(target.peerId, target.site, d.quorum.agreeingSites, now, {
+            again: !!seen,
+            acted: failure.acted,
+          }).catch((err) =>
             this.log.warn(
               { peer: target.peerId, err: (err as Error).message },
               'handling a failed host failed',
@@ -568,12 +578,23 @@ export class FailoverService {
     return { vms, decisions, warnings: placement.warnings, aliveIds }
   }
 
-  private async onHostDown(peerId: string, site: string, confirmedBy: string[], now: number): Promise<void> {
+  /**
+   * Places a failed host's VMs nobody owns yet and promotes those placed here. `again`: a later
+   * placement of the same failure (no host-down notice); `acted`: the VMs this node already
+   * promoted or announced as waiting for it in this failure, never acted on twice.
+   */
+  private async onHostDown(
+    peerId: string,
+    site: string,
+    confirmedBy: string[],
+    now: number,
+    failure: { again: boolean; acted: Set<string> } = { again: false, acted: new Set() },
+  ): Promise<void> {
     const last = this.lastState.get(peerId)
     const { vms, decisions, warnings: planWarnings, aliveIds } = this.plan([peerId], 'host-down', now)
     const plan = { warnings: planWarnings }
     const reporterId = [this.self.peerId, ...aliveIds].filter((id) => id !== peerId).sort()[0]
-    if (reporterId === this.self.peerId) {
+    if (reporterId === this.self.peerId && !failure.again) {
       await this.c.notifier.notify(
         messages.hostDown(this.reporter(), {
           peer: peerId,
@@ -586,7 +607,13 @@ export class FailoverService {
       for (const w of plan.warnings)
         await this.c.notifier.notify(messages.overSubscribed(this.reporter(), { ...w, peer: w.peerId }))
     }
-    const mine = decisions.filter((d) => d.placement?.peerId === this.self.peerId)
+    const mine = decisions.filter((d) => d.placement?.peerId === this.self.peerId && !failure.acted.has(d.vm))
+    if (failure.again && mine.length > 0)
+      this.log.info(
+        { peer: peerId, vms: mine.map((d) => d.vm) },
+        'placed again from newer gossip: VMs of the failed host nobody owns yet go to this node',
+      )
+    for (const d of mine) failure.acted.add(d.vm)
     for (const d of mine.filter((x) => x.action === 'await-operator'))
       await this.c.notifier.notify(
         messages.awaitingOperator(this.reporter(), {
@@ -670,6 +697,11 @@ export class FailoverService {
       let registered = await this.c.hypervisor.getVm(name).catch(() => null)
       if (registered && registered.state !== 'stopped')
         throw new FailoverError(vm, `${name} is ${registered.state} on this node already`)
+      // Replacing `previous`: if another node replaced it meanwhile (an announcement came in since
+      // this promotion was decided), claiming the next epoch would take the VM from that node.
+      const current = this.c.coordinator.ledger.current(vm)
+      if (!test && previous && current && current.owner !== previous)
+        throw new FailoverError(vm, `${current.owner} owns it already (epoch ${current.epoch})`)
       const minEpoch = test ? 0 : ((await this.c.replicas.knownEpoch?.(vm)) ?? 0)
       // Peers place a failed host's VMs from gossip that can lag, so two nodes may both claim it:
       // the claim names the epoch it raises from, exactly one wins, and the other gets

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { NetnsLab, netnsUnavailable } from '../helpers/netns.js'
 import {
   createTestMesh,
@@ -254,6 +254,19 @@ describe.runIf(unavailable === null)('partitions between sites in network namesp
     const [a, b, c] = mesh!.nodes
     const epochBefore = (await a.call<Owners>('GET', '/failover')).owners.find((o) => o.vm === VM)?.epoch ?? 0
     const cutAt = Date.now()
+    // On failure: every node's failover and mesh log lines since the cut, in time order.
+    onTestFailed(() => {
+      const lines = mesh!.nodes.flatMap((n) =>
+        n
+          .jsonLogs()
+          .filter((l) => Number(l.time) >= cutAt - 1000 && /failover|mesh/.test(String(l.module)))
+          .map((l) => ({
+            t: Number(l.time),
+            text: `${n.name} +${Number(l.time) - cutAt} ms ${l.msg} ${JSON.stringify({ ...l, msg: undefined, time: undefined, pid: undefined, hostname: undefined, level: undefined })}`,
+          })),
+      )
+      for (const l of lines.sort((x, y) => x.t - y.t)) console.log(l.text)
+    })
     await lab!.cut('A')
     let healed = false
     try {

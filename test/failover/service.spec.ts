@@ -3,6 +3,7 @@
 // the quorum side confirms it, places its VMs, promotes those placed on itself in boot order,
 // re-IPs and starts them; alert-tier VMs wait; the old host comes back and fences itself.
 import { afterEach, describe, expect, it } from 'vitest'
+import { REPLAN_DOWN_HOST_MS } from '../../src/failover/constants.js'
 import {
   EpochCoordinator,
   FailoverService,
@@ -337,6 +338,65 @@ describe('FailoverService', () => {
     await new Promise((r) => setTimeout(r, 50))
     expect(nodes.get('c1')!.hv.log).toEqual([])
     expect(nodes.get('c1')!.coordinator.ledger.current('web1')).toBeUndefined()
+  })
+
+  it("two nodes that each placed a failed host's VM on the other (lagging gossip) place it again; one runs it", async () => {
+    const recent = () => ({ time: Date.now() - 1500, epoch: 0 })
+    const sims: Record<string, Sim> = {
+      a1: {
+        site: 'A',
+        alive: true,
+        views: {},
+        vms: [{ id: 'id-web1', name: 'web1', state: 'running', epoch: 0 }],
+        replicas: [],
+      },
+      b1: {
+        site: 'B',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: [{ vm: 'web1', lastPoint: { seq: 9, time: recent().time }, epoch: 0 }],
+      },
+      c1: {
+        site: 'C',
+        alive: true,
+        views: {},
+        vms: [],
+        replicas: [{ vm: 'web1', lastPoint: { seq: 10, time: recent().time }, epoch: 0 }],
+      },
+    }
+    const { net, nodes } = world(sims)
+    services = [...nodes.values()].map((n) => n.service)
+    const b1 = nodes.get('b1')!
+    const c1 = nodes.get('c1')!
+    for (const n of nodes.values()) await n.service.tick()
+    net.down.add('a1')
+    sims.b1.views = { a1: 'down' }
+    sims.c1.views = { a1: 'down' }
+    const t0 = Date.now()
+    // b1 sees c1 ahead (point 10 against its 9): web1 goes to c1.
+    await b1.service.tick(t0)
+    // Then b1 commits point 11, and c1 places from that: web1 goes to b1. Neither promotes.
+    sims.b1.replicas = [{ vm: 'web1', lastPoint: { seq: 11, time: recent().time }, epoch: 0 }]
+    await c1.service.tick(t0)
+    await new Promise((r) => setTimeout(r, 100))
+    expect([...b1.hv.log, ...c1.hv.log]).toEqual([])
+    // The host is still down a while later, and both place from the same gossip: b1 runs web1.
+    await b1.service.tick(t0 + REPLAN_DOWN_HOST_MS)
+    await c1.service.tick(t0 + REPLAN_DOWN_HOST_MS)
+    await until('web1 runs on b1', () => b1.hv.vms.get('web1')?.state === 'running')
+    expect(c1.hv.log).toEqual([])
+    expect(c1.coordinator.ledger.current('web1')).toEqual({ vm: 'web1', epoch: 1, owner: 'b1' })
+    // Placed again, not reported again: one host-down notice (b1 reports, b1 < c1).
+    await until('the notice of the failover', () => b1.channel.kinds().includes('failover-completed:web1'))
+    expect(b1.channel.kinds().sort()).toEqual(['failover-completed:web1', 'host-down'])
+    expect(c1.channel.kinds()).toEqual([])
+    // Later placements leave a VM someone owns alone.
+    await b1.service.tick(t0 + 2 * REPLAN_DOWN_HOST_MS)
+    await c1.service.tick(t0 + 2 * REPLAN_DOWN_HOST_MS)
+    await new Promise((r) => setTimeout(r, 100))
+    expect(c1.hv.log).toEqual([])
+    expect(b1.hv.log.filter((l) => l.startsWith('start'))).toEqual(['start web1'])
   })
 
   it('an isolated node stops producing points and says so', async () => {
