@@ -54,7 +54,14 @@ describe.runIf(oracle('snmptrapd', hasTool('snmptrapd', ['-v'])))(
     })
 
     afterAll(async () => {
-      trapd?.kill('SIGTERM')
+      // snmptrapd saves its persistent state into `dir` as it exits: remove the folder after.
+      if (trapd && trapd.exitCode === null && trapd.signalCode === null) {
+        const exited = new Promise<void>((resolve) => trapd.once('exit', () => resolve()))
+        trapd.kill('SIGTERM')
+        const deadline = setTimeout(() => trapd.kill('SIGKILL'), 5_000)
+        await exited
+        clearTimeout(deadline)
+      }
       await rm(dir, { recursive: true, force: true })
     })
 
