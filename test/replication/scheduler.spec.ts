@@ -4,8 +4,8 @@ import { LagTracker, lagSeconds, PointScheduler } from '../../src/replication/in
 describe('PointScheduler', () => {
   it.each([
     // rpoMs, cycles observed, last cycle, lag, expected delay
-    ['fresh, 5 s RPO: aims at 0.75 s', 5000, [], 0, 0, 750],
-    ['fast link: waits out the interval minus the cycle', 5000, [50], 50, 100, 650],
+    ['fresh, 5 s RPO: aims at 0.5 s', 5000, [], 0, 0, 500],
+    ['fast link: waits out the interval minus the cycle', 5000, [50], 50, 100, 400],
     ['slower link: shorter interval', 5000, [400], 400, 500, 0],
     ['interval never below the minimum', 5000, [700], 100, 500, 100],
     ['lag past the RPO: back to back', 5000, [100], 100, 6000, 0],
@@ -23,7 +23,7 @@ describe('PointScheduler', () => {
     const slow = s.intervalMs()
     s.observeCycle(20)
     expect(s.intervalMs()).toBeGreaterThan(slow)
-    expect(s.intervalMs()).toBe(730)
+    expect(s.intervalMs()).toBe(480)
   })
 
   it('smooths cycles', () => {
