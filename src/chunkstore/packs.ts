@@ -6,10 +6,11 @@
 // committed length are unreachable until the store next opens, which indexes the whole records
 // among them that verify by their hash and cuts off the rest (repair.ts).
 import { join } from 'node:path'
+import { inflateRaw } from './compress.js'
 import { BACKGROUND_SYNC_BYTES } from './constants.js'
 import { ChunkVerifyError } from './errors.js'
 import type { StoreFile, StoreFs } from './fs.js'
-import { ID_BYTES } from './hash.js'
+import { type HashFn, ID_BYTES } from './hash.js'
 
 export const RECORD_HEADER_BYTES = 48
 const RECORD_MAGIC = 0x31434d52 // 'RMC1' little-endian
@@ -54,18 +55,41 @@ function writeHeader(record: PackRecord, h: Buffer, at: number): void {
   record.id.copy(h, at + 16)
 }
 
-/** A record header's fields, or null when `h` (RECORD_HEADER_BYTES long) is not one. */
+/**
+ * A record header's fields, or null when `h` (RECORD_HEADER_BYTES long) is not one. `id` is a
+ * view of `h`, not a copy.
+ */
 export function parseHeader(
   h: Uint8Array,
 ): { id: Buffer; flags: number; rawLength: number; storedLength: number } | null {
   const b = Buffer.from(h.buffer, h.byteOffset, h.byteLength)
   if (b.byteLength < RECORD_HEADER_BYTES || b.readUInt32LE(0) !== RECORD_MAGIC) return null
   return {
-    id: Buffer.from(b.subarray(16, 16 + ID_BYTES)),
+    id: b.subarray(16, 16 + ID_BYTES),
     flags: b.readUInt8(4),
     rawLength: b.readUInt32LE(8),
     storedLength: b.readUInt32LE(12),
   }
+}
+
+/**
+ * A record's chunk bytes (inflated if stored compressed), once they are `rawLength` long and hash
+ * to `id`; else what is wrong with them. The one check of a read, a compaction and open's repair.
+ */
+export async function recordBytes(
+  record: { stored: Buffer; flags: number; rawLength: number },
+  id: Buffer,
+  hash: HashFn,
+): Promise<Buffer | 'undecodable' | 'mismatch'> {
+  let raw = record.stored
+  if (record.flags & FLAG_DEFLATE) {
+    try {
+      raw = await inflateRaw(record.stored)
+    } catch {
+      return 'undecodable'
+    }
+  }
+  return raw.length === record.rawLength && hash(raw).equals(id) ? raw : 'mismatch'
 }
 
 /**
@@ -437,15 +461,11 @@ export class PackReader {
     const name = packFileName(loc.pack)
     const hex = id.toString('hex')
     if (got !== total) throw new ChunkVerifyError(hex, name, loc.offset, 'record is cut short')
-    if (buf.readUInt32LE(0) !== RECORD_MAGIC || !buf.subarray(16, 16 + ID_BYTES).equals(id))
-      throw new ChunkVerifyError(hex, name, loc.offset, 'record header is damaged')
-    if (buf.readUInt32LE(12) !== loc.storedLength)
+    const h = parseHeader(buf.subarray(0, RECORD_HEADER_BYTES))
+    if (!h || !h.id.equals(id)) throw new ChunkVerifyError(hex, name, loc.offset, 'record header is damaged')
+    if (h.storedLength !== loc.storedLength)
       throw new ChunkVerifyError(hex, name, loc.offset, 'record length is damaged')
-    return {
-      stored: buf.subarray(RECORD_HEADER_BYTES),
-      flags: buf.readUInt8(4),
-      rawLength: buf.readUInt32LE(8),
-    }
+    return { stored: buf.subarray(RECORD_HEADER_BYTES), flags: h.flags, rawLength: h.rawLength }
   }
 
   /** Closes the handle of a pack about to be deleted. */

@@ -8,7 +8,6 @@
 // is not. Nothing unverified is ever indexed: a torn write, or pages lost with a failed fsync,
 // fails its hash and is cut off.
 import { join } from 'node:path'
-import { inflateRaw } from './compress.js'
 import { MAX_CHUNK_SIZE } from './constants.js'
 import type { StoreFile, StoreFs } from './fs.js'
 import type { HashFn } from './hash.js'
@@ -23,7 +22,7 @@ import {
   packKey,
   parseJson,
 } from './index-db.js'
-import { FLAG_DEFLATE, parseHeader, parsePackFileName, RECORD_HEADER_BYTES } from './packs.js'
+import { FLAG_DEFLATE, parseHeader, parsePackFileName, RECORD_HEADER_BYTES, recordBytes } from './packs.js'
 
 export interface RepairResult {
   /** The pack the writer keeps appending to, at its committed length. */
@@ -109,7 +108,7 @@ export async function repairPacks(
 /**
  * Reads the records of `file` from `from` up to `size`, stopping at the first that is cut short,
  * damaged or does not hash to its id. Returns the entries of those not indexed yet (nor seen in
- * an earlier pack's tail) and the end of the last whole record.
+ * an earlier pack's tail; one index lookup for the whole tail) and the end of the last whole record.
  */
 async function recoverTail(
   file: StoreFile,
@@ -120,7 +119,7 @@ async function recoverTail(
   hash: HashFn,
   seen: Set<string>,
 ): Promise<{ entries: Array<[string, ChunkEntry]>; end: number }> {
-  const entries: Array<[string, ChunkEntry]> = []
+  const whole: Array<[string, ChunkEntry]> = []
   const header = Buffer.alloc(RECORD_HEADER_BYTES)
   let pos = from
   while (pos + RECORD_HEADER_BYTES <= size) {
@@ -136,21 +135,15 @@ async function recoverTail(
       break
     const stored = Buffer.allocUnsafe(h.storedLength)
     if ((await file.read(stored, 0, h.storedLength, pos + RECORD_HEADER_BYTES)) !== h.storedLength) break
-    let raw = stored
-    if (h.flags & FLAG_DEFLATE) {
-      try {
-        raw = await inflateRaw(stored)
-      } catch {
-        break
-      }
-    }
-    if (raw.length !== h.rawLength || !hash(raw).equals(h.id)) break
+    if (
+      typeof (await recordBytes({ stored, flags: h.flags, rawLength: h.rawLength }, h.id, hash)) === 'string'
+    )
+      break
     const hex = h.id.toString('hex')
-    if (!seen.has(hex) && (await db.get(chunkKey(hex))) === undefined) {
-      seen.add(hex)
-      // Unreferenced, like any chunk stored before its point: a later point's commit counts
-      // its references (and sets its kind from its level in the tree).
-      entries.push([
+    // Unreferenced, like any chunk stored before its point: a later point's commit counts its
+    // references (and sets its kind from its level in the tree).
+    if (!seen.has(hex))
+      whole.push([
         hex,
         {
           pack,
@@ -162,8 +155,9 @@ async function recoverTail(
           refs: 0,
         },
       ])
-    }
+    seen.add(hex)
     pos += RECORD_HEADER_BYTES + h.storedLength
   }
-  return { entries, end: pos }
+  const indexed = whole.length > 0 ? await db.getMany(whole.map(([hex]) => chunkKey(hex))) : []
+  return { entries: whole.filter((_, i) => indexed[i] === undefined), end: pos }
 }

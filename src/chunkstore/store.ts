@@ -12,7 +12,7 @@
 // still need: those ids are *protected* by a lease until the caller commits or gives up.
 import { join } from 'node:path'
 import type { VirtualDisk } from '../hyperv/index.js'
-import { compress, inflateRaw } from './compress.js'
+import { compress } from './compress.js'
 import {
   DEFAULT_PACK_SIZE_LIMIT,
   INGEST_FLUSH_CHUNKS,
@@ -54,7 +54,7 @@ import { type IngestOptions, type IngestResult, ingestDisk } from './ingest.js'
 import { Mutex } from './lock.js'
 import { type MaterialiseOptions, type MaterialiseResult, materialise } from './materialise.js'
 import { type ChunkChange, decodeNode, diffTrees, leaves, treeShape } from './merkle.js'
-import { FLAG_DEFLATE, PackReader, PackWriter, packFileName } from './packs.js'
+import { FLAG_DEFLATE, PackReader, PackWriter, packFileName, recordBytes } from './packs.js'
 import { type ManifestRef, parsePointName, pointName, type RecoveryPoint, validatePoint } from './points.js'
 import { repairPacks } from './repair.js'
 
@@ -323,16 +323,10 @@ export class ChunkStore {
         code === 'ENOENT' ? 'pack file is missing' : String(err),
       )
     }
-    let raw = rec.stored
-    if (rec.flags & FLAG_DEFLATE) {
-      try {
-        raw = await inflateRaw(rec.stored)
-      } catch {
-        throw new ChunkVerifyError(hex, where, e.offset, 'compressed bytes cannot be decoded')
-      }
-    }
-    if (raw.length !== e.rawLength || !this.hash(raw).equals(id))
-      throw new ChunkVerifyError(hex, where, e.offset)
+    const raw = await recordBytes({ ...rec, rawLength: e.rawLength }, id, this.hash)
+    if (raw === 'undecodable')
+      throw new ChunkVerifyError(hex, where, e.offset, 'compressed bytes cannot be decoded')
+    if (raw === 'mismatch') throw new ChunkVerifyError(hex, where, e.offset)
     return raw
   }
 

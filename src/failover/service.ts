@@ -319,12 +319,12 @@ export class FailoverService {
         if (d.state !== 'down') this.handled.delete(target.peerId)
         const seen = this.handled.get(target.peerId)
         if (d.state === 'down' && (!seen || now - seen.at >= REPLAN_DOWN_HOST_MS)) {
-          const failure = { at: now, acted: seen?.acted ?? new Set<string>() }
-          this.handled.set(target.peerId, failure)
+          const acted = seen?.acted ?? new Set<string>()
+          this.handled.set(target.peerId, { at: now, acted })
           if (!seen) this.log.info({ peer: target.peerId, reason: d.reason }, 'host confirmed down')
           void this.onHostDown(target.peerId, target.site, d.quorum.agreeingSites, now, {
             again: !!seen,
-            acted: failure.acted,
+            acted,
           }).catch((err) =>
             this.log.warn(
               { peer: target.peerId, err: (err as Error).message },
@@ -588,7 +588,7 @@ export class FailoverService {
     site: string,
     confirmedBy: string[],
     now: number,
-    failure: { again: boolean; acted: Set<string> } = { again: false, acted: new Set() },
+    failure: { again: boolean; acted: Set<string> },
   ): Promise<void> {
     const last = this.lastState.get(peerId)
     const { vms, decisions, warnings: planWarnings, aliveIds } = this.plan([peerId], 'host-down', now)

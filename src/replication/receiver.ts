@@ -100,12 +100,25 @@ export class PointReceiver {
     return run
   }
 
-  /** Why a point of `header`'s VM and epoch is refused now (owned here, a newer epoch known), or null. */
+  /**
+   * Why a point is refused now (owned here, a newer epoch known, a newer point held, its seq held
+   * at another epoch), 'held' when this very point is held already, or null. Checked before the
+   * point's manifest is built and again inside fence(), where it decides.
+   */
   private async fenced(
     header: PointHeader,
-  ): Promise<{ reason: NackReason; message: string; missing: ChunkId[] } | null> {
+  ): Promise<{ reason: NackReason; message: string; missing: ChunkId[] } | 'held' | null> {
     const refusal = this.c.refuses?.(header.vm)
     if (refusal) return { reason: 'stale', message: refusal, missing: [] }
+    const held = await findPoint(this.c.store, header.vm, header.seq)
+    if (held)
+      return held.epoch === header.epoch
+        ? 'held'
+        : {
+            reason: 'stale',
+            message: `holds point ${header.seq} of epoch ${held.epoch}, not ${header.epoch}`,
+            missing: [],
+          }
     const last = await this.c.store.lastPoint(header.vm)
     const known = Math.max(last?.epoch ?? 0, (await this.c.epochFloor?.(header.vm)) ?? 0)
     if (header.epoch < known)
@@ -114,6 +127,8 @@ export class PointReceiver {
         message: `point of epoch ${header.epoch}, but ${header.vm} is at epoch ${known} here: its sender is fenced`,
         missing: [],
       }
+    if (last && last.seq > header.seq)
+      return { reason: 'stale', message: `holds point ${last.seq}, newer than ${header.seq}`, missing: [] }
     return null
   }
 
@@ -414,19 +429,8 @@ export class PointReceiver {
         return this.refuseSignature(err, peer)
       }
     }
-    const held = await findPoint(store, header.vm, header.seq)
-    if (held && held.epoch === header.epoch) return null
-    if (held) return stalePoint(header, held)
-    const last = await store.lastPoint(header.vm)
-    const known = Math.max(last?.epoch ?? 0, (await this.c.epochFloor?.(header.vm)) ?? 0)
-    if (header.epoch < known)
-      return {
-        reason: 'stale',
-        message: `point of epoch ${header.epoch}, but ${header.vm} is at epoch ${known} here: its sender is fenced`,
-        missing: [],
-      }
-    if (last && last.seq > header.seq)
-      return { reason: 'stale', message: `holds point ${last.seq}, newer than ${header.seq}`, missing: [] }
+    const early = await this.fenced(header)
+    if (early) return early === 'held' ? null : early
     let base: RecoveryPoint | undefined
     if (header.baseSeq !== null) {
       base = await findPoint(store, header.vm, header.baseSeq)
@@ -512,8 +516,6 @@ export class PointReceiver {
       // The same point may come by two routes at once (a chain and a direct target): the one that
       // commits second finds it held here, inside the fence, and is answered as committed.
       const late = await this.fence(header.vm, async () => {
-        const again = await findPoint(store, header.vm, header.seq)
-        if (again) return again.epoch === header.epoch ? 'held' : stalePoint(header, again)
         const refused = await this.fenced(header)
         if (refused) return refused
         try {
@@ -547,18 +549,6 @@ export class PointReceiver {
       `refused ${err.message}; sent by ${peer}, nothing committed`,
     )
     return { reason: 'signature', message: err.message, missing: [] }
-  }
-}
-
-/** The refusal of a point whose seq is held here at another epoch. */
-function stalePoint(
-  header: PointHeader,
-  held: RecoveryPoint,
-): { reason: NackReason; message: string; missing: ChunkId[] } {
-  return {
-    reason: 'stale',
-    message: `holds point ${header.seq} of epoch ${held.epoch}, not ${header.epoch}`,
-    missing: [],
   }
 }
 
