@@ -2,6 +2,7 @@
 // fault injection (fail the nth write, corrupt a read) the way Syncthing's lib/fs does. The
 // LevelDB index opens its own directory: its crash safety is LevelDB's.
 import { open as fsOpen, mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { openDirectAppender } from './direct-file.js'
 
 export interface StoreFile {
   /** Reads exactly `length` bytes at `position` into buffer[offset..]; short reads are errors. */
@@ -16,8 +17,12 @@ export interface StoreFile {
 }
 
 export interface StoreFs {
-  /** 'r' read only, 'r+' read/write an existing file, 'wx' create a new file (fails if present). */
-  open(path: string, flags: 'r' | 'r+' | 'wx'): Promise<StoreFile>
+  /**
+   * 'r' read only, 'r+' read/write an existing file, 'wx' create a new file (fails if present).
+   * `appendOnly`: a pack writer's file, written past the page cache where the platform allows
+   * (direct-file.ts); it cannot read.
+   */
+  open(path: string, flags: 'r' | 'r+' | 'wx', options?: { appendOnly?: boolean }): Promise<StoreFile>
   mkdir(path: string): Promise<void>
   /** Names in a directory ([] when it does not exist). */
   list(path: string): Promise<string[]>
@@ -29,7 +34,13 @@ export interface StoreFs {
 
 /** The real file system. */
 export const nodeStoreFs: StoreFs = {
-  async open(path, flags) {
+  async open(path, flags, options) {
+    if (options?.appendOnly && flags !== 'r') {
+      const direct = await openDirectAppender(path, flags)
+      if (direct) return direct
+      // 'wx' created the file before O_DIRECT was refused.
+      if (flags === 'wx') flags = 'r+'
+    }
     const handle = await fsOpen(path, flags)
     return {
       async read(buffer, offset, length, position) {

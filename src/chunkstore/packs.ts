@@ -148,6 +148,9 @@ const WRITEV_MAX_BYTES = 64 * 1024 * 1024
 export const STAGING_BUFFER_BYTES = 8 * 1024 * 1024
 const STAGING_BUFFERS = 4
 
+/** The writer's packs are written past the page cache where the platform allows (direct-file.ts). */
+const APPEND_ONLY = { appendOnly: true }
+
 /** Appends records to the active pack, rolling to a new pack at the size limit. */
 export class PackWriter {
   private active: OpenPack | null = null
@@ -427,14 +430,14 @@ export class PackWriter {
     const sealed = this.active
     if (sealed && !this.dirty.has(sealed.pack)) await sealed.file.close()
     if (!this.active && this.resume && this.resume.length < this.sizeLimit) {
-      const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+')
+      const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+', APPEND_ONLY)
       this.active = openPack(this.resume.pack, file, this.resume.length)
       this.resume = null
       return this.active
     }
     this.resume = null
     const pack = this.allocatePack()
-    const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx')
+    const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx', APPEND_ONLY)
     await this.fs.syncDir(this.dir)
     this.active = openPack(pack, file, 0)
     if (sealed && this.dirty.has(sealed.pack)) this.maybeBackgroundSync(sealed)
