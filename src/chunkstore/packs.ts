@@ -383,8 +383,11 @@ export class PackWriter {
   async sync(): Promise<{ pack: number; length: number }[]> {
     const out: { pack: number; length: number }[] = []
     for (const p of [...this.dirty.values()]) {
+      // Only the writes queued so far: they cover every byte up to `end` (a pack's writes are
+      // done in order). Waiting for the ones appended meanwhile would chase a receiver that
+      // keeps appending, and its flush would end only when the disk caught up with the network.
       const end = p.end
-      while (p.pending.size > 0) await Promise.all([...p.pending])
+      await Promise.all([...p.pending])
       if (p.background) await p.background
       if (p.failed) throw p.failed
       try {
