@@ -173,7 +173,7 @@ async function chunkSizeRows(ctx: BenchContext): Promise<BenchRow[]> {
   const size = 256 * MiB
   writeRandomFile(path, size)
   for (const cs of [64 * 1024, 128 * 1024, 256 * 1024, 1024 * 1024, 4096 * 1024]) {
-    const store = await openChunkStore({ dir: join(ctx.tmpDir, `sweep-${cs}`) })
+    const store = await openChunkStore({ dir: join(ctx.tmpDir, `sweep-${cs}`), packWrites: 'buffered' })
     try {
       const t = performance.now()
       await putFile(store, path, 'sweep', cs)
@@ -243,7 +243,7 @@ function compressionRows(): BenchRow[] {
 
 async function dedupRows(ctx: BenchContext): Promise<BenchRow[]> {
   const rows: BenchRow[] = []
-  const store = await openChunkStore({ dir: join(ctx.tmpDir, 'dedup') })
+  const store = await openChunkStore({ dir: join(ctx.tmpDir, 'dedup'), packWrites: 'buffered' })
   try {
     // Five clones of a 256 MiB image, three 4 KiB writes each.
     const base = join(ctx.tmpDir, 'base.raw')
@@ -326,7 +326,8 @@ async function parallelHashMbps(): Promise<number> {
 }
 
 async function timedPut(dir: string, path: string): Promise<number> {
-  const store = await openChunkStore({ dir })
+  // As the CLI's `store put` opens it: buffered pack writes (ChunkStoreInit.packWrites).
+  const store = await openChunkStore({ dir, packWrites: 'buffered' })
   try {
     const t = performance.now()
     await putFile(store, path, 'big')

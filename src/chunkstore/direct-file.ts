@@ -21,8 +21,14 @@ import type { StoreFile } from './fs.js'
 
 /** Alignment asked of offsets, lengths and addresses: covers 512- and 4096-byte devices. */
 export const DIRECT_BLOCK_BYTES = 4096
-/** Each bounce buffer; a write fills one while the one before it is written. */
+/** Each bounce buffer. */
 export const DIRECT_BOUNCE_BYTES = 4 * 1024 * 1024
+/**
+ * Bounce buffers one write uses: one is filled while the others are written. One write at a
+ * time kept a store put near the disk's latency (376-514 MiB/s against 594-765 buffered);
+ * three in flight keep the disk's queue busy.
+ */
+const BOUNCES_PER_WRITE = 4
 /** Bounce buffers carved from one slab (the slab is just over 32 MiB: see takeBounce). */
 const BOUNCES_PER_SLAB = 8
 /** Allocations are at least this aligned (glibc malloc on 64-bit). */
@@ -32,7 +38,7 @@ const MALLOC_ALIGN_BYTES = 16
 const freeBounces: Buffer[] = []
 
 /**
- * Two aligned bounce buffers, carving a new slab when none are free. The slab's aligned offset
+ * BOUNCES_PER_WRITE aligned bounce buffers, carving a new slab when too few are free. The slab's aligned offset
  * is found by writing the file's block at `blockStart` (its own bytes, `tail`, zero-padded) from
  * each candidate offset until the kernel takes one; null when none is taken. The slab is larger
  * than glibc's largest mmap threshold (32 MiB), so it is mapped on its own, 16 bytes past a page:
@@ -41,7 +47,7 @@ const freeBounces: Buffer[] = []
  * MiB/s from one only 512-aligned).
  */
 async function takeBounce(handle: FileHandle, blockStart: number, tail: Buffer, tailBytes: number) {
-  if (freeBounces.length < 2) {
+  if (freeBounces.length < BOUNCES_PER_WRITE) {
     const slab = Buffer.allocUnsafeSlow(BOUNCES_PER_SLAB * DIRECT_BOUNCE_BYTES + DIRECT_BLOCK_BYTES)
     const candidates = [DIRECT_BLOCK_BYTES - MALLOC_ALIGN_BYTES]
     for (let k = 0; k < DIRECT_BLOCK_BYTES - MALLOC_ALIGN_BYTES; k += MALLOC_ALIGN_BYTES) candidates.push(k)
@@ -65,18 +71,17 @@ async function takeBounce(handle: FileHandle, blockStart: number, tail: Buffer, 
       freeBounces.push(slab.subarray(at, at + DIRECT_BOUNCE_BYTES))
     }
   }
-  return [freeBounces.pop()!, freeBounces.pop()!] as [Buffer, Buffer]
+  return freeBounces.splice(-BOUNCES_PER_WRITE)
 }
 
 /**
- * Opens `path` for appends with O_DIRECT, or returns null when this platform or file system has
- * none ('wx' has then created the file: open it again without). Reads are not offered (the pack
- * writer never reads; a reader opens the file on its own).
+ * Opens the existing file `path` for appends with O_DIRECT, or returns null when this platform
+ * or file system has none. Reads are not offered (the pack writer never reads; a reader opens
+ * the file on its own).
  */
-export async function openDirectAppender(path: string, flags: 'r+' | 'wx'): Promise<StoreFile | null> {
+export async function openDirectAppender(path: string): Promise<StoreFile | null> {
   const direct = constants.O_DIRECT
   if (direct === undefined) return null
-  if (flags === 'wx') await (await open(path, 'wx')).close()
   let handle: FileHandle
   try {
     handle = await open(path, constants.O_RDWR | direct)
@@ -123,7 +128,7 @@ class DirectAppender implements StoreFile {
 
   /** Copies `buffers` after the partial block into the bounce buffers and writes them. */
   private async writeThrough(
-    bounce: [Buffer, Buffer],
+    bounce: Buffer[],
     buffers: Uint8Array[],
     position: number,
     blockStart: number,
@@ -132,23 +137,29 @@ class DirectAppender implements StoreFile {
     let current = 0
     let fill = position - blockStart
     bounce[0].set(this.tail.subarray(0, fill))
-    let inFlight: Promise<void> | null = null
-    for (const b of buffers) {
-      let off = 0
-      while (off < b.length) {
-        const n = Math.min(DIRECT_BOUNCE_BYTES - fill, b.length - off)
-        bounce[current].set(b.subarray(off, off + n), fill)
-        fill += n
-        off += n
-        if (fill < DIRECT_BOUNCE_BYTES) continue
-        await inFlight
-        inFlight = this.writeAll(bounce[current], at)
-        at += DIRECT_BOUNCE_BYTES
-        current ^= 1
-        fill = 0
+    // Writes in flight, oldest first: buffer k is filled again only after its write is done.
+    const inFlight: Promise<void>[] = []
+    try {
+      for (const b of buffers) {
+        let off = 0
+        while (off < b.length) {
+          const n = Math.min(DIRECT_BOUNCE_BYTES - fill, b.length - off)
+          bounce[current].set(b.subarray(off, off + n), fill)
+          fill += n
+          off += n
+          if (fill < DIRECT_BOUNCE_BYTES) continue
+          inFlight.push(this.writeAll(bounce[current], at))
+          at += DIRECT_BOUNCE_BYTES
+          current = (current + 1) % bounce.length
+          fill = 0
+          if (inFlight.length === bounce.length) await inFlight.shift()
+        }
       }
+      await Promise.all(inFlight)
+    } finally {
+      // Never hand the buffers back while a write still reads them.
+      await Promise.allSettled(inFlight)
     }
-    await inFlight
     const whole = fill - (fill % DIRECT_BLOCK_BYTES)
     const last = bounce[current]
     if (fill > 0) {

@@ -19,10 +19,10 @@ export interface StoreFile {
 export interface StoreFs {
   /**
    * 'r' read only, 'r+' read/write an existing file, 'wx' create a new file (fails if present).
-   * `appendOnly`: a pack writer's file, written past the page cache where the platform allows
+   * `direct`: a pack writer's file, written past the page cache where the platform allows
    * (direct-file.ts); it cannot read.
    */
-  open(path: string, flags: 'r' | 'r+' | 'wx', options?: { appendOnly?: boolean }): Promise<StoreFile>
+  open(path: string, flags: 'r' | 'r+' | 'wx', options?: { direct?: boolean }): Promise<StoreFile>
   mkdir(path: string): Promise<void>
   /** Names in a directory ([] when it does not exist). */
   list(path: string): Promise<string[]>
@@ -35,11 +35,11 @@ export interface StoreFs {
 /** The real file system. */
 export const nodeStoreFs: StoreFs = {
   async open(path, flags, options) {
-    if (options?.appendOnly && flags !== 'r') {
-      const direct = await openDirectAppender(path, flags)
+    if (options?.direct && flags !== 'r') {
+      if (flags === 'wx') await (await fsOpen(path, 'wx')).close()
+      const direct = await openDirectAppender(path)
       if (direct) return direct
-      // 'wx' created the file before O_DIRECT was refused.
-      if (flags === 'wx') flags = 'r+'
+      flags = 'r+'
     }
     const handle = await fsOpen(path, flags)
     return {

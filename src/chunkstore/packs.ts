@@ -148,9 +148,6 @@ const WRITEV_MAX_BYTES = 64 * 1024 * 1024
 export const STAGING_BUFFER_BYTES = 8 * 1024 * 1024
 const STAGING_BUFFERS = 4
 
-/** The writer's packs are written past the page cache where the platform allows (direct-file.ts). */
-const APPEND_ONLY = { appendOnly: true }
-
 /** Appends records to the active pack, rolling to a new pack at the size limit. */
 export class PackWriter {
   private active: OpenPack | null = null
@@ -171,6 +168,8 @@ export class PackWriter {
     private readonly allocatePack: () => number,
     /** A pack to keep appending to (already repaired to its committed length), if any. */
     private resume: { pack: number; length: number } | null,
+    /** Write packs past the page cache where the platform allows (ChunkStoreInit.packWrites). */
+    private readonly direct = false,
   ) {}
 
   /**
@@ -433,14 +432,16 @@ export class PackWriter {
     const sealed = this.active
     if (sealed && !this.dirty.has(sealed.pack)) await sealed.file.close()
     if (!this.active && this.resume && this.resume.length < this.sizeLimit) {
-      const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+', APPEND_ONLY)
+      const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+', {
+        direct: this.direct,
+      })
       this.active = openPack(this.resume.pack, file, this.resume.length)
       this.resume = null
       return this.active
     }
     this.resume = null
     const pack = this.allocatePack()
-    const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx', APPEND_ONLY)
+    const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx', { direct: this.direct })
     await this.fs.syncDir(this.dir)
     this.active = openPack(pack, file, 0)
     if (sealed && this.dirty.has(sealed.pack)) this.maybeBackgroundSync(sealed)

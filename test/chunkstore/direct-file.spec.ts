@@ -36,7 +36,7 @@ const O_DIRECT = 0o40000
 describe('direct pack appender', () => {
   it('keeps exactly the appended bytes across unaligned appends of every size, syncs and a close', async () => {
     const path = join(tmp.dir, 'a.pack')
-    const file = await nodeStoreFs.open(path, 'wx', { appendOnly: true })
+    const file = await nodeStoreFs.open(path, 'wx', { direct: true })
     // The descriptor really is O_DIRECT here (Linux, ext4/tmpfs): else this test proves nothing.
     expect(openFlags(path).some((f) => f & O_DIRECT)).toBe(true)
     const sizes = [1, 47, DIRECT_BLOCK_BYTES - 1, 2, 256 * 1024 + 48, DIRECT_BOUNCE_BYTES + 3, 5000]
@@ -67,7 +67,7 @@ describe('direct pack appender', () => {
     const path = join(tmp.dir, 'b.pack')
     const first = randomBytes(10_000)
     writeFileSync(path, first)
-    const file = await nodeStoreFs.open(path, 'r+', { appendOnly: true })
+    const file = await nodeStoreFs.open(path, 'r+', { direct: true })
     const second = randomBytes(70_001)
     await file.writev([second], first.length)
     await file.truncate(12_345)
