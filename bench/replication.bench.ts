@@ -226,7 +226,7 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     let lagSteps: Array<{ seq: number; ms: Record<string, number> }> | null = null
     const logger = {
       info(o: { seq?: number; ms?: Record<string, number> }) {
-        if (process.env.REPLIMESH_BENCH_STEPS === "1" && o.ms) ctx.log(`steps ${JSON.stringify(o.ms)}`)
+        if (process.env.REPLIMESH_BENCH_STEPS === '1' && o.ms) ctx.log(`steps ${JSON.stringify(o.ms)}`)
         if (lagSteps && o.ms && o.seq !== undefined) lagSteps.push({ seq: o.seq, ms: { ...o.ms } })
       },
       warn(o: object, m?: string) {
