@@ -199,15 +199,7 @@ class DirectAppender implements StoreFile {
 
   private async writeBuffered(buffers: Uint8Array[], position: number): Promise<void> {
     this.buffered ??= await open(this.path, 'r+')
-    let pos = position
-    for (const b of buffers) {
-      let done = 0
-      while (done < b.length) {
-        const { bytesWritten } = await this.buffered.write(b, done, b.length - done, pos + done)
-        done += bytesWritten
-      }
-      pos += b.length
-    }
+    await writevAll(this.buffered, buffers, position, this.path)
     this.end = -1
   }
 
@@ -233,4 +225,36 @@ class DirectAppender implements StoreFile {
       await this.handle.close()
     }
   }
+}
+
+/** Writes all `buffers` back to back at `position`, however many calls the kernel takes. */
+export async function writevAll(
+  handle: FileHandle,
+  buffers: Uint8Array[],
+  position: number,
+  path: string,
+): Promise<void> {
+  let pos = position
+  let rest = buffers.filter((b) => b.byteLength > 0)
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest, pos)
+    if (bytesWritten === 0) throw new Error(`${path}: write at ${pos} wrote nothing`)
+    pos += bytesWritten
+    rest = dropBytes(rest, bytesWritten)
+  }
+}
+
+/** What remains of `buffers` after the first `count` bytes (a partial writev). */
+function dropBytes(buffers: Uint8Array[], count: number): Uint8Array[] {
+  let left = count
+  const out: Uint8Array[] = []
+  for (const b of buffers) {
+    if (left >= b.byteLength) {
+      left -= b.byteLength
+      continue
+    }
+    out.push(left > 0 ? b.subarray(left) : b)
+    left = 0
+  }
+  return out
 }

@@ -2,7 +2,7 @@
 // fault injection (fail the nth write, corrupt a read) the way Syncthing's lib/fs does. The
 // LevelDB index opens its own directory: its crash safety is LevelDB's.
 import { open as fsOpen, mkdir, readdir, rm, stat } from 'node:fs/promises'
-import { openDirectAppender } from './direct-file.js'
+import { openDirectAppender, writevAll } from './direct-file.js'
 
 export interface StoreFile {
   /** Reads exactly `length` bytes at `position` into buffer[offset..]; short reads are errors. */
@@ -52,15 +52,7 @@ export const nodeStoreFs: StoreFs = {
         }
         return done
       },
-      async writev(buffers, position) {
-        let pos = position
-        let rest = buffers
-        while (rest.length > 0) {
-          const { bytesWritten } = await handle.writev(rest, pos)
-          pos += bytesWritten
-          rest = dropBytes(rest, bytesWritten)
-        }
-      },
+      writev: (buffers, position) => writevAll(handle, buffers, position, path),
       sync: () => handle.datasync(),
       truncate: (length) => handle.truncate(length),
       size: async () => (await handle.stat()).size,
@@ -97,19 +89,4 @@ export const nodeStoreFs: StoreFs = {
       await handle.close()
     }
   },
-}
-
-/** What remains of `buffers` after the first `count` bytes (a partial writev). */
-function dropBytes(buffers: Uint8Array[], count: number): Uint8Array[] {
-  let left = count
-  const out: Uint8Array[] = []
-  for (const b of buffers) {
-    if (left >= b.byteLength) {
-      left -= b.byteLength
-      continue
-    }
-    out.push(left > 0 ? b.subarray(left) : b)
-    left = 0
-  }
-  return out
 }

@@ -33,18 +33,21 @@ describe('pack files without O_DIRECT', () => {
   })
 
   it('a store puts, commits and reads back chunks', async () => {
+    const bytes = randomBytes(300_000)
+    let hex: string
     const store = await openChunkStore({ dir: tmp.dir })
     try {
-      const bytes = randomBytes(300_000)
-      const hex = store.hash(bytes).toString('hex')
+      hex = store.hash(bytes).toString('hex')
       await store.putChunk(hex, bytes)
       await store.flush()
-      await store.close()
-      const again = await openChunkStore({ dir: tmp.dir })
-      expect((await again.getChunk(hex)).equals(bytes)).toBe(true)
-      await again.close()
     } finally {
-      await store.close().catch(() => {})
+      await store.close()
+    }
+    const again = await openChunkStore({ dir: tmp.dir })
+    try {
+      expect((await again.getChunk(hex)).equals(bytes)).toBe(true)
+    } finally {
+      await again.close()
     }
   })
 })
