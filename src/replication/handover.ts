@@ -199,7 +199,13 @@ export async function ownAfterPromotion(
  */
 export async function ingestBaseline(parts: HandOverParts, vm: string, chunkSize: number): Promise<number> {
   const info = await parts.hypervisor?.getVm(vm).catch(() => null)
-  if (!info || info.state === 'running') return 0
+  if (!info || info.state === 'running') {
+    parts.logger.warn(
+      { vm, state: info?.state ?? 'not registered' },
+      `fenced ${vm} is ${info ? info.state : 'not registered here'}: its disks are no baseline, its resync copies everything`,
+    )
+    return 0
+  }
   const lease = parts.store.lease()
   let newBytes = 0
   let chunks = 0

@@ -121,6 +121,12 @@ export class ReplicationService {
   private readonly ownedEpochs = new Map<string, number>()
   /** VMs being handed over from here: no protector restarts, no points accepted for them. */
   private readonly handingOver = new Set<string>()
+  /**
+   * Until start() has started the protectors, no point is taken: a VM this node owned before a
+   * restart is not yet known as protected here, and a newer owner's point taken meanwhile would
+   * skip the fenced disks' baseline (its resync would copy everything).
+   */
+  private starting = true
   /** Hand-over work per VM runs one at a time. */
   private readonly vmQueue = new Map<string, Promise<unknown>>()
   /**
@@ -172,11 +178,13 @@ export class ReplicationService {
         this.forwarder.forward(point, header)
       },
       refuses: (vm) =>
-        this.protectors.has(vm) || this.handingOver.has(vm)
-          ? `this node protects ${vm} itself (it has not learned of a newer owner)`
-          : this.replicas.isHeld(vm)
-            ? `${vm} is being promoted on this node`
-            : null,
+        this.starting
+          ? 'this node is starting: it has not loaded the VMs it protects yet'
+          : this.protectors.has(vm) || this.handingOver.has(vm)
+            ? `this node protects ${vm} itself (it has not learned of a newer owner)`
+            : this.replicas.isHeld(vm)
+              ? `${vm} is being promoted on this node`
+              : null,
       epochFloor: async (vm) =>
         Math.max(
           this.ownedEpochs.get(vm) ?? 0,
@@ -211,6 +219,7 @@ export class ReplicationService {
     await this.replicas.recover()
     await this.publishReplicas()
     if (this.init.hypervisor) for (const p of await this.files.list()) await this.startProtector(p)
+    this.starting = false
     this.alarmTimer = setInterval(() => {
       for (const a of this.lag.check(Date.now())) {
         const log = a.state === 'late' ? this.init.logger.warn : this.init.logger.info

@@ -95,6 +95,12 @@ describe('failback by delta', () => {
       250,
     )
     const back = await sentTo(b, a)
+    // What A's store held before the resync (a missing baseline makes B send everything).
+    const baseline = a
+      .jsonLogs()
+      .filter((l) => typeof l.msg === 'string' && /baseline|fenced|replica here/.test(l.msg))
+      .map((l) => `${l.msg} ${JSON.stringify({ chunks: l.chunks, newBytes: l.newBytes, reason: l.reason })}`)
+    console.log(`A while fenced:\n  ${baseline.join('\n  ')}`)
     console.log(
       `resync B→A: ${back?.payloadBytes} payload bytes, ${back?.wireBytes} bytes on the wire, for ` +
         `${DATA_BYTES} bytes of data (the seed A→B sent ${seed} payload bytes)`,

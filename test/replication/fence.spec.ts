@@ -223,6 +223,63 @@ describe('replica fencing races (promotion)', () => {
     expect(aError()).toMatch(/protects web itself/)
   })
 
+  it("a restarting old owner takes no point of the new owner before its protectors run (failback's baseline)", async () => {
+    const a = await cluster.node('A', { site: 's1', hypervisor: true })
+    const b = await cluster.node('B', { site: 's2', hypervisor: true })
+    await cluster.hv.createVm('web', [4 * MiB])
+    await cluster.hv.write('web', 0, 0, randomBytes(MiB))
+    await a.service.protect({
+      vm: 'web',
+      rpoSeconds: 1,
+      rtoSeconds: 60,
+      to: ['B'],
+      chain: false,
+      copies: null,
+    })
+    await until('a point on B', async () => b.store.lastPoint('web'))
+    // A (the owner) goes down; B takes web over at epoch 1 and protects it back to A.
+    await a.service.stop()
+    const prep = await b.service.prepareReplica('web')
+    await b.service.becomeOwner('web', 1)
+    const bError = () => b.service.protection('web').targets.find((t) => t.peer === 'A')?.lastError ?? ''
+    // A starts again. The race: its handlers are up while it still reads what it protects; a
+    // point of B's taken then skips the baseline of A's own disks (becomeReplica), and B's
+    // resync copies everything. The wrapper holds A's start exactly there.
+    const again = new ReplicationService({
+      dir: a.dir,
+      mesh: a.mesh,
+      store: a.store,
+      hypervisor: cluster.hv.asHypervisor(),
+      logger: { info: () => {}, warn: () => {} },
+    })
+    const files = (again as unknown as { files: { list: () => Promise<unknown[]> } }).files
+    const list = files.list.bind(files)
+    let open: () => void = () => {}
+    const gate = new Promise<void>((resolve) => {
+      open = resolve
+    })
+    files.list = async () => {
+      await gate
+      return list()
+    }
+    const started = again.start()
+    try {
+      await until("A's refusal while it starts", async () => /is starting/.test(bError()))
+      expect(await a.store.lastPoint('web'), "a point of B's landed on A while it started").toBeUndefined()
+      open()
+      await started
+      await until('A to refuse as the owner it still thinks it is', async () =>
+        /protects web itself/.test(bError()),
+      )
+      expect(await a.store.lastPoint('web')).toBeUndefined()
+      expect(prep.point.seq).toBeGreaterThan(0)
+    } finally {
+      open()
+      await started.catch(() => {})
+      await again.stop()
+    }
+  })
+
   it('the same point arriving by two routes at once is committed once; the later one is answered as held', async () => {
     const { b } = await protectedPair()
     // The race: one point reaches B twice at once (a chain hop and a direct target): both pass
