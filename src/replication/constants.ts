@@ -11,6 +11,11 @@ export const MAX_HEADER_BYTES = 256 * 1024
 export const MAX_FRAME_BYTES = MAX_CHUNK_BYTES + 1024
 /** Ids in one QUERY / GET / STORED / MISSING frame. */
 export const MAX_IDS_PER_FRAME = 8192
+/**
+ * Ids in one PRINTS frame: the answer carries 8 bytes per 4 KiB block of each (16 KiB for a
+ * 4 MiB chunk), so it stays far below a frame.
+ */
+export const MAX_PRINT_IDS = 128
 /** Manifest entries (chunk index + id) in one MANIFEST frame. */
 export const MAX_ENTRIES_PER_FRAME = 65_536
 /** Changed ranges in one sub-chunk delta. */
@@ -49,6 +54,13 @@ export const MAX_POINT_INTERVAL_MS = 60_000
  * against 41-44).
  */
 export const POINT_TARGET_LAG_FRACTION = 0.1
+
+/**
+ * Memory a source keeps per VM for block fingerprints of chunks it read as changed (an LRU by
+ * chunk id; 4 MiB holds 8192 chunks of 256 KiB). Bounded, whatever the disk's size: fingerprints
+ * of the other chunks are asked of a target when a coarse change range needs them.
+ */
+export const FINGERPRINT_CACHE_BYTES = 4 * 1024 * 1024
 
 /** A chunk failing its hash is re-requested at most this many times before the point fails. */
 export const MAX_CHUNK_RETRIES = 3

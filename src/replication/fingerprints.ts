@@ -1,9 +1,12 @@
 // Sub-chunk change detection on the source. Change tracking may report coarse ranges (the lab
 // hypervisor tracks 64 KiB blocks, RCT its own granularity), and the source keeps no copy of the
-// old bytes. So it keeps, per chunk it has read, a short fingerprint of every 4 KiB block; the
-// blocks whose fingerprint changed are the delta's ranges. A collision could only leave out a
-// changed block, and then the receiver's check of the rebuilt chunk's hash fails and the chunk
-// is sent whole: fingerprints save bytes, never correctness.
+// old bytes. A short fingerprint of every 4 KiB block of the old and the new chunk tells which
+// blocks changed; those are the delta's ranges. The source keeps the fingerprints of chunks it
+// read as changed, in a cache bounded in bytes (all of them would be 2 MiB per GiB of disk); the
+// old chunk's come from there, or from a target that holds it (the 'prints' request), which
+// computes them from its copy. A collision could only leave out a changed block, and then the
+// receiver's check of the rebuilt chunk's hash fails and the chunk is sent whole: fingerprints
+// save bytes, never correctness.
 import type { ByteRange } from './messages.js'
 
 export const FINGERPRINT_BLOCK_BYTES = 4096
@@ -89,4 +92,48 @@ export function fastFingerprintChunk(chunk: Uint8Array, blockBytes = FINGERPRINT
     out.writeInt32LE(h2 ^ Math.imul(h4, 0x5bd1e995), b * FINGERPRINT_BYTES + 4)
   }
   return out
+}
+
+/** What one cached entry costs beyond its fingerprint bytes (the id string, Map entry, Buffer object). */
+const CACHE_ENTRY_OVERHEAD = 200
+
+/** Block fingerprints by chunk id, bounded in bytes; the least recently used go first. */
+export class FingerprintCache {
+  private readonly entries = new Map<string, Uint8Array>()
+  private used = 0
+
+  constructor(readonly capacityBytes: number) {}
+
+  get size(): number {
+    return this.entries.size
+  }
+
+  /** Bytes held, by the same estimate that bounds them. */
+  get bytes(): number {
+    return this.used
+  }
+
+  get(id: string): Uint8Array | undefined {
+    const fp = this.entries.get(id)
+    if (fp) {
+      this.entries.delete(id)
+      this.entries.set(id, fp)
+    }
+    return fp
+  }
+
+  set(id: string, fp: Uint8Array): void {
+    const old = this.entries.get(id)
+    if (old) {
+      this.entries.delete(id)
+      this.used -= old.length + CACHE_ENTRY_OVERHEAD
+    }
+    this.entries.set(id, fp)
+    this.used += fp.length + CACHE_ENTRY_OVERHEAD
+    for (const [oldest, v] of this.entries) {
+      if (this.used <= this.capacityBytes) break
+      this.entries.delete(oldest)
+      this.used -= v.length + CACHE_ENTRY_OVERHEAD
+    }
+  }
 }

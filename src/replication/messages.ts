@@ -6,6 +6,9 @@
 //   delta {base,len,ranges} id+bytes: a sub-chunk patch; the receiver rebuilds the chunk from its
 //                            stored base plus the changed ranges and checks the result's hash
 //   get {req} ids          → chunk… then missing {req} ids (pull, for restore and multi-peer seed)
+//   prints {req} ids       → printed {req, sizes} fingerprints: the 4 KiB block fingerprints of
+//                            chunks the target holds (size 0: not held), for a source whose change
+//                            tracking is coarser than a block and who keeps no fingerprints of them
 //   zchunk {codec,length} id+bytes: a chunk compressed on the wire (link.ts decides when); it is
 //                            decoded here into a plain chunk (bounded by `length`), so the receiver
 //                            verifies the hash of the decompressed bytes like any other chunk
@@ -25,6 +28,7 @@ import {
   MAX_ENTRIES_PER_FRAME,
   MAX_FORWARD_HOPS,
   MAX_IDS_PER_FRAME,
+  MAX_PRINT_IDS,
 } from './constants.js'
 import { FrameError } from './errors.js'
 import { encodeFrame, encodeFrameBodyParts, FRAME_PREFIX_BYTES, type RawFrame } from './frames.js'
@@ -61,6 +65,8 @@ export type ChunksMessage =
   | { type: 'reject'; id: ChunkId; reason: RejectReason }
   | { type: 'get'; req: number; ids: ChunkId[] }
   | { type: 'missing'; req: number; ids: ChunkId[] }
+  | { type: 'prints'; req: number; ids: ChunkId[] }
+  | { type: 'printed'; req: number; prints: Array<Uint8Array | null> }
 
 export type RejectReason = 'hash' | 'base-missing' | 'invalid'
 
@@ -77,11 +83,21 @@ const CHUNKS_KIND = {
   get: 7,
   missing: 8,
   zchunk: 9,
+  prints: 10,
+  printed: 11,
 } as const
 
 const reqHeader = z.object({ req: z.number().int().nonnegative() }).strict()
 const lackHeader = z
   .object({ req: z.number().int().nonnegative(), count: z.number().int().min(0).max(MAX_IDS_PER_FRAME) })
+  .strict()
+/** Fingerprints of the largest chunk: 8 bytes per 4 KiB block. */
+const MAX_PRINT_BYTES = (MAX_CHUNK_BYTES / 4096) * 8
+const printedHeader = z
+  .object({
+    req: z.number().int().nonnegative(),
+    sizes: z.array(z.number().int().min(0).max(MAX_PRINT_BYTES).multipleOf(8)).max(MAX_PRINT_IDS),
+  })
   .strict()
 const chunkIdSchema = z.string().regex(CHUNK_ID_PATTERN)
 const deltaHeader = z
@@ -113,6 +129,14 @@ export function encodeChunksMessage(m: ChunksMessage): Uint8Array {
     case 'get':
     case 'missing':
       return encodeFrame(CHUNKS_KIND[m.type], { req: m.req }, packIds(m.ids))
+    case 'prints':
+      return encodeFrame(CHUNKS_KIND.prints, { req: m.req }, packIds(m.ids))
+    case 'printed':
+      return encodeFrame(
+        CHUNKS_KIND.printed,
+        { req: m.req, sizes: m.prints.map((p) => p?.length ?? 0) },
+        Buffer.concat(m.prints.filter((p) => p !== null)),
+      )
     case 'lack':
       return encodeFrame(CHUNKS_KIND.lack, { req: m.req, count: m.lacking.length }, packBits(m.lacking))
     case 'chunk':
@@ -141,6 +165,25 @@ export function decodeChunksMessage(f: RawFrame): ChunksMessage {
       const { req } = parseHeader(reqHeader, f, 'chunks')
       const type = f.kind === CHUNKS_KIND.query ? 'query' : f.kind === CHUNKS_KIND.get ? 'get' : 'missing'
       return { type, req, ids: unpackIds(f.payload, MAX_IDS_PER_FRAME) }
+    }
+    case CHUNKS_KIND.prints: {
+      const { req } = parseHeader(reqHeader, f, 'chunks')
+      return { type: 'prints', req, ids: unpackIds(f.payload, MAX_PRINT_IDS) }
+    }
+    case CHUNKS_KIND.printed: {
+      const { req, sizes } = parseHeader(printedHeader, f, 'chunks')
+      const total = sizes.reduce((a, b) => a + b, 0)
+      if (f.payload.length !== total)
+        throw new FrameError(
+          `printed frame of ${f.payload.length} bytes for sizes adding up to ${total}`,
+          'chunks',
+        )
+      let at = 0
+      const prints = sizes.map((n) => {
+        at += n
+        return n === 0 ? null : f.payload.subarray(at - n, at)
+      })
+      return { type: 'printed', req, prints }
     }
     case CHUNKS_KIND.lack: {
       const { req, count } = parseHeader(lackHeader, f, 'chunks')

@@ -10,8 +10,14 @@
 // A scheduler spaces cycles to keep the lag well under the RPO.
 import { hashFunction } from '../chunkstore/index.js'
 import type { ConsistencyPoint, Hypervisor, VirtualDisk } from '../hyperv/index.js'
+import { FINGERPRINT_CACHE_BYTES } from './constants.js'
 import { chunkLength, extractDelta, rangesByChunk, shouldSendDelta } from './delta.js'
-import { changedBlocks, fastFingerprintChunk } from './fingerprints.js'
+import {
+  changedBlocks,
+  FINGERPRINT_BLOCK_BYTES,
+  FingerprintCache,
+  fastFingerprintChunk,
+} from './fingerprints.js'
 import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { LinkStatus, LinkTable } from './link.js'
@@ -82,6 +88,27 @@ export interface TargetProgress {
 
 type Mode = 'delta' | 'log' | 'full'
 
+/** A chunk read with content other than the previous point's (not zero). */
+interface ChangedChunk {
+  index: number
+  id: ChunkId
+  bytes: Uint8Array
+  /** Its id in the previous point (null: zero), undefined without one. */
+  before: ChunkId | null | undefined
+}
+
+/**
+ * Tracked ranges of a chunk that block fingerprints could narrow: none (tracking was lost), or
+ * more than one block's bytes but not the whole chunk (a chunk written all over, like the 1 MiB
+ * writes of a streaming VM, is sent whole: asking would cost the target a read for nothing).
+ */
+function coarse(ranges: ByteRange[] | undefined, chunkLength: number): boolean {
+  if (!ranges) return true
+  let bytes = 0
+  for (const [, length] of ranges) bytes += length
+  return bytes > FINGERPRINT_BLOCK_BYTES && bytes < chunkLength
+}
+
 interface Live {
   session: TargetSession
   mode: Mode
@@ -100,8 +127,11 @@ export class VmProtector {
   private manifests: Array<Array<ChunkId | null>> | null = null
   /** Merkle node ids of the manifests above, so each point rehashes only its changed branches. */
   private roots: RootCache | null = null
-  /** Per disk, 4 KiB-block fingerprints of chunks read since start (see fingerprints.ts). */
-  private fingerprints: Array<Map<number, Buffer>> = []
+  /**
+   * 4 KiB-block fingerprints of chunks read as changed (see fingerprints.ts), by chunk id: bounded,
+   * whatever the disk's size. A seed fingerprints nothing; a target is asked for the rest.
+   */
+  private readonly prints = new FingerprintCache(FINGERPRINT_CACHE_BYTES)
   private readonly zeroFingerprints = new Map<number, Buffer>()
   private readonly hash: (b: Uint8Array) => Buffer
   private loop: Promise<void> | null = null
@@ -247,8 +277,6 @@ export class VmProtector {
     const point = await this.c.hypervisor.createPoint(vm, { sinceReference: this.state.reference, signal })
     steps.mark('take')
     let manifests: Array<Array<ChunkId | null>> | null = null
-    const staged: Array<Map<number, Buffer>> = []
-    let prevOk = false
     let reference: string | null = null
     let seq = -1
     try {
@@ -266,23 +294,13 @@ export class VmProtector {
         geometry.length === this.state.disks.length &&
         geometry.every((g, i) => g.virtualSize === this.state.disks[i].virtualSize)
       const prev = sameGeometry ? this.manifests : null
-      prevOk = prev !== null
       for (const l of live) l.mode = this.modeFor(l.session.state, prev !== null)
       manifests = []
       const changed: number[][] = []
       for (let i = 0; i < point.disks.length; i++) {
         const disk = await this.c.hypervisor.openPointDisk(point, i)
         try {
-          staged[i] = new Map()
-          const r = await this.readDisk(
-            point,
-            i,
-            disk,
-            geometry[i].chunkSize,
-            prev?.[i] ?? null,
-            live,
-            staged[i],
-          )
+          const r = await this.readDisk(point, i, disk, geometry[i].chunkSize, prev?.[i] ?? null, live)
           manifests.push(r.ids)
           changed.push(r.changed)
         } finally {
@@ -343,13 +361,6 @@ export class VmProtector {
       }
       if (manifests && manifests.length === point.disks.length && this.state.seq === seq) {
         this.manifests = manifests
-        staged.forEach((m, i) => {
-          const held = prevOk
-            ? (this.fingerprints[i] ?? new Map<number, Buffer>())
-            : new Map<number, Buffer>()
-          for (const [index, fp] of m) held.set(index, fp)
-          this.fingerprints[i] = held
-        })
         this.state.reference = reference
       } else {
         this.state.reference = null
@@ -412,9 +423,7 @@ export class VmProtector {
     chunkSize: number,
     prev: Array<ChunkId | null> | null,
     live: Live[],
-    staged: Map<number, Buffer>,
   ): Promise<{ ids: Array<ChunkId | null>; changed: number[] }> {
-    const held = prev ? this.fingerprints[diskIndex] : undefined
     const virtualSize = point.disks[diskIndex].virtualSize
     const count = Math.ceil(virtualSize / chunkSize)
     const ids: Array<ChunkId | null> = prev ? [...prev] : new Array(count).fill(null)
@@ -451,22 +460,29 @@ export class VmProtector {
       )
       const hashStart = performance.now()
       this.steps?.add('read.io', hashStart - readStart)
+      const read: ChangedChunk[] = []
       for (const { index, bytes } of chunks) {
-        const length = bytes.length
         const id = isZero(bytes) ? null : this.hash(bytes).toString('hex')
         const before = prev ? prev[index] : undefined
         if (prev && id === before) continue
-        const fp = id === null ? null : fastFingerprintChunk(bytes)
-        if (fp) staged.set(index, fp)
         ids[index] = id
         changed.push(index)
         changedSet.add(index)
         batchIndexes.push(index)
-        if (id === null || fp === null) continue
-        const oldFp = before === null ? this.zeroFingerprint(length) : held?.get(index)
-        const ranges = (oldFp && changedBlocks(oldFp, fp, length)) || byChunk?.get(index)
-        if (before !== undefined && ranges && shouldSendDelta(ranges, length))
-          patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
+        if (id !== null) read.push({ index, id, bytes, before })
+      }
+      // A delta needs the base's block fingerprints; a seed (nothing to patch) computes none.
+      const bases = prev ? await this.basePrints(read, byChunk, live) : null
+      for (const { index, id, bytes, before } of read) {
+        const length = bytes.length
+        if (bases && before !== undefined) {
+          const fp = fastFingerprintChunk(bytes)
+          this.prints.set(id, fp)
+          const oldFp = before === null ? this.zeroFingerprint(length) : bases.get(before)
+          const ranges = (oldFp && changedBlocks(oldFp, fp, length)) || byChunk?.get(index)
+          if (ranges && shouldSendDelta(ranges, length))
+            patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
+        }
         batch.push({
           id,
           length,
@@ -503,6 +519,43 @@ export class VmProtector {
     if (!prev) for (let i = 0; i < count; i++) if (ids[i] === null && !changedSet.has(i)) changed.push(i)
     await this.offerExtras(live, diskIndex, disk, chunkSize, virtualSize, ids)
     return { ids, changed: changed.sort((a, b) => a - b) }
+  }
+
+  /**
+   * Block fingerprints of the chunks `read` replaces, by base id: those kept here, and those a
+   * target holds when the change tracking is coarser than a block (or absent) for that chunk. Asked
+   * of one target in delta or log mode (it holds the previous point); without an answer the
+   * tracked ranges are sent.
+   */
+  private async basePrints(
+    read: ChangedChunk[],
+    byChunk: Map<number, ByteRange[]> | null,
+    live: Live[],
+  ): Promise<Map<ChunkId, Uint8Array>> {
+    const out = new Map<ChunkId, Uint8Array>()
+    const ask = new Set<ChunkId>()
+    for (const { index, before, bytes } of read) {
+      if (!before || out.has(before)) continue
+      const held = this.prints.get(before)
+      if (held) out.set(before, held)
+      else if (coarse(byChunk?.get(index), bytes.length)) ask.add(before)
+    }
+    const holder = live.find((l) => l.mode !== 'full' && !l.session.error)
+    if (ask.size === 0 || !holder) return out
+    try {
+      const ids = [...ask]
+      const answers = await holder.session.fingerprints(ids)
+      ids.forEach((id, i) => {
+        const fp = answers[i]
+        if (fp) out.set(id, fp)
+      })
+    } catch (err) {
+      this.c.logger.warn(
+        { vm: this.protection.vm, peer: holder.session.peer, reason: (err as Error).message },
+        'no block fingerprints from the target: deltas carry the tracked ranges',
+      )
+    }
+    return out
   }
 
   private async offerAll(

@@ -17,6 +17,7 @@ import { MessageChannel } from './channel.js'
 import { ACK_BATCH_BYTES, ACK_BATCH_IDS, MAX_IDS_PER_FRAME, STORE_BATCH_CHUNKS } from './constants.js'
 import { rebuildChunk } from './delta.js'
 import { ChunkHashMismatchError, FrameError, PointSignatureError } from './errors.js'
+import { fastFingerprintChunk } from './fingerprints.js'
 import type { ChunkId } from './ids.js'
 import {
   type ChunksMessage,
@@ -272,6 +273,22 @@ export class PointReceiver {
           return this.reject(m.id, ch, peer, err.message)
         }
         return this.store(m.id, rebuilt, ch, lease, peer, true)
+      }
+      case 'prints': {
+        // Fingerprints of chunks held here, for a source that keeps none of them (bounded memory)
+        // and whose change tracking is coarser than a block: its delta then carries only the
+        // blocks that differ. A chunk not held (or unreadable) gets none: the source sends the
+        // tracked ranges instead.
+        const prints: Array<Uint8Array | null> = []
+        for (const id of m.ids) {
+          try {
+            prints.push(fastFingerprintChunk(await store.getChunk(id)))
+          } catch {
+            prints.push(null)
+          }
+        }
+        await ch.send({ type: 'printed', req: m.req, prints })
+        return 0
       }
       case 'get': {
         const missing: ChunkId[] = []

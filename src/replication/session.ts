@@ -15,6 +15,7 @@ import {
   MAX_CHUNK_RETRIES,
   MAX_ENTRIES_PER_FRAME,
   MAX_IDS_PER_FRAME,
+  MAX_PRINT_IDS,
 } from './constants.js'
 import { CommitRefusedError, ReplicationError } from './errors.js'
 import type { ChunkId } from './ids.js'
@@ -140,9 +141,10 @@ export class TargetSession {
   private readonly sent = new Set<ChunkId>()
   /** Answers of prequery(), by id, until offer() takes them. */
   private readonly asked = new Map<ChunkId, Promise<boolean>>()
+  /** Requests (query, prints) waiting for their answer, by req. */
   private readonly queries = new Map<
     number,
-    { resolve: (lacking: boolean[]) => void; reject: (err: Error) => void }
+    { resolve: (answer: unknown) => void; reject: (err: Error) => void }
   >()
   private nextReq = 0
   private waiters: Array<() => void> = []
@@ -268,16 +270,43 @@ export class TargetSession {
 
   /** Ids among `ids` the target lacks (not counting chunks sent in this session). */
   async query(ids: ChunkId[]): Promise<boolean[]> {
-    this.check()
-    const req = this.nextReq++
-    const answer = new Promise<boolean[]>((resolve, reject) => this.queries.set(req, { resolve, reject }))
-    answer.catch(() => {})
-    await this.chunks.send({ type: 'query', req, ids }, this.init.signal)
+    const lacking = await this.request<boolean[]>({ type: 'query', req: this.nextReq++, ids })
     this.stats.queried += ids.length
-    const lacking = await answer
     if (lacking.length !== ids.length)
       throw new ReplicationError(`target ${this.peer} answered ${lacking.length} of ${ids.length} ids`)
     return lacking
+  }
+
+  /**
+   * The 4 KiB block fingerprints of chunks the target holds (null for one it does not), at most
+   * MAX_PRINT_IDS at a time: a source keeps fingerprints only of chunks it read as changed.
+   */
+  async fingerprints(ids: ChunkId[]): Promise<Array<Uint8Array | null>> {
+    const out: Array<Uint8Array | null> = []
+    for (let at = 0; at < ids.length; at += MAX_PRINT_IDS) {
+      const part = ids.slice(at, at + MAX_PRINT_IDS)
+      const prints = await this.request<Array<Uint8Array | null>>({
+        type: 'prints',
+        req: this.nextReq++,
+        ids: part,
+      })
+      if (prints.length !== part.length)
+        throw new ReplicationError(
+          `target ${this.peer} sent fingerprints of ${prints.length} of ${part.length} ids`,
+        )
+      out.push(...prints)
+    }
+    return out
+  }
+
+  private async request<T>(m: Extract<ChunksMessage, { req: number }>): Promise<T> {
+    this.check()
+    const answer = new Promise<T>((resolve, reject) =>
+      this.queries.set(m.req, { resolve: resolve as (a: unknown) => void, reject }),
+    )
+    answer.catch(() => {})
+    await this.chunks.send(m, this.init.signal)
+    return answer
   }
 
   /** Resolves once every chunk sent is stored on the target (or fails). */
@@ -413,8 +442,8 @@ export class TargetSession {
         const m = await this.chunks.next()
         if (m === null) break
         this.lastActivity = Date.now()
-        if (m.type === 'lack') {
-          this.queries.get(m.req)?.resolve(m.lacking)
+        if (m.type === 'lack' || m.type === 'printed') {
+          this.queries.get(m.req)?.resolve(m.type === 'lack' ? m.lacking : m.prints)
           this.queries.delete(m.req)
         } else if (m.type === 'stored') {
           for (const id of m.ids) this.landed(id)?.item.release?.()

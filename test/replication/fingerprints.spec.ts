@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { changedBlocks, fingerprintChunk } from '../../src/replication/fingerprints.js'
+import { changedBlocks, FingerprintCache, fingerprintChunk } from '../../src/replication/fingerprints.js'
 
 const hash = (b: Uint8Array) => createHash('sha256').update(b).digest()
 
@@ -43,5 +43,26 @@ describe('block fingerprints', () => {
         4096,
       ),
     ).toBeNull()
+  })
+})
+
+describe('fingerprint cache', () => {
+  it('stays within its bytes however many chunks pass, dropping the least recently used', () => {
+    const cache = new FingerprintCache(64 * 1024)
+    const fp = () => new Uint8Array(512)
+    for (let i = 0; i < 10_000; i++) {
+      cache.set(`c${i}`, fp())
+      if (i % 50 === 0) cache.get('c0') // kept warm (92 entries fit)
+      expect(cache.bytes).toBeLessThanOrEqual(64 * 1024)
+    }
+    // 712 bytes an entry by its estimate: 92 fit.
+    expect(cache.size).toBe(Math.floor((64 * 1024) / 712))
+    expect(cache.get('c0'), 'the entry used all along').toBeDefined()
+    expect(cache.get('c1'), 'an entry never used again').toBeUndefined()
+    expect(cache.get('c9999')).toBeDefined()
+    // Setting an id again replaces it: the bytes do not grow.
+    const before = cache.bytes
+    cache.set('c9999', fp())
+    expect(cache.bytes).toBe(before)
   })
 })

@@ -82,6 +82,15 @@ describe('chunks protocol codec', () => {
     ['reject', { type: 'reject', id: id('h'), reason: 'hash' }],
     ['get', { type: 'get', req: 9, ids: [id('i')] }],
     ['missing', { type: 'missing', req: 9, ids: [id('j'), id('k')] }],
+    ['prints', { type: 'prints', req: 4, ids: [id('l'), id('m')] }],
+    [
+      'printed, one chunk not held',
+      {
+        type: 'printed',
+        req: 4,
+        prints: [new Uint8Array(512).fill(7), null, new Uint8Array(8).fill(3)],
+      },
+    ],
   ]
   it.each(cases)('%s survives encode, arbitrary cuts and decode', (_name, m) => {
     const bytes = encodeChunksMessage(m)
@@ -138,6 +147,13 @@ describe('chunks protocol codec', () => {
       'delta with a bad base id',
       encodeFrame(4, { base: 'zz', length: 4096, ranges: [] }, new Uint8Array(32)),
     ],
+    ['prints of more ids than a frame may ask', encodeFrame(10, { req: 1 }, new Uint8Array(32 * 129))],
+    [
+      'printed payload not matching its sizes',
+      encodeFrame(11, { req: 1, sizes: [512, 0] }, new Uint8Array(504)),
+    ],
+    ['printed size not whole fingerprints', encodeFrame(11, { req: 1, sizes: [12] }, new Uint8Array(12))],
+    ['printed size past the largest chunk', encodeFrame(11, { req: 1, sizes: [8200] }, new Uint8Array(8200))],
     ['reject with an unknown reason', encodeFrame(6, { reason: 'bored' }, new Uint8Array(32))],
     [
       'header not JSON',
