@@ -28,6 +28,7 @@ import { PointScheduler } from './scheduler.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
 import {
   CHANGE_LOG_POINTS,
+  type ManifestChanges,
   type Protection,
   type ProtectionFiles,
   SEQ_RESERVE_BLOCK,
@@ -277,6 +278,8 @@ export class VmProtector {
     const point = await this.c.hypervisor.createPoint(vm, { sinceReference: this.state.reference, signal })
     steps.mark('take')
     let manifests: Array<Array<ChunkId | null>> | null = null
+    // The point the files hold: the new one is written as its changes to it, not in full.
+    let changes: ManifestChanges | undefined
     let reference: string | null = null
     let seq = -1
     try {
@@ -294,6 +297,7 @@ export class VmProtector {
         geometry.length === this.state.disks.length &&
         geometry.every((g, i) => g.virtualSize === this.state.disks[i].virtualSize)
       const prev = sameGeometry ? this.manifests : null
+      const prevSeq = this.state.seq
       for (const l of live) l.mode = this.modeFor(l.session.state, prev !== null)
       manifests = []
       const changed: number[][] = []
@@ -307,6 +311,7 @@ export class VmProtector {
           await disk.close()
         }
       }
+      if (prev && prevSeq !== null) changes = { fromSeq: prevSeq, from: prev }
       steps.mark('read')
       const header: Omit<PointHeader, 'baseSeq' | 'forward' | 'disks'> = {
         vm,
@@ -367,7 +372,7 @@ export class VmProtector {
       }
       for (const l of live) if (!l.noted) this.noteStats(l.session)
       steps.mark('release')
-      await this.c.files.writeState(vm, this.state, this.state.seq === seq ? this.manifests : null)
+      await this.c.files.writeState(vm, this.state, this.state.seq === seq ? this.manifests : null, changes)
       steps.mark('save')
       this.steps = null
     }
