@@ -45,6 +45,7 @@ export {
 export {
   type ByteRange,
   CHUNKS_PROTOCOL,
+  CHUNKS_PROTOCOL_1_0,
   type ChunksMessage,
   decodeChunksMessage,
   decodePointsMessage,

@@ -1,6 +1,7 @@
 // Messages of the two replication protocols (DESIGN.md §4), on top of frames.ts.
 //
-// chunks (/replimesh/chunks/1.0.0), opened by the side that has data to push or wants to pull:
+// chunks (/replimesh/chunks/1.1.0; 1.0.0 is the same without prints), opened by the side that
+// has data to push or wants to pull:
 //   query {req} ids        → lack {req, count} bitmap      "which of these ids do you lack?"
 //   chunk id+bytes         → stored ids | reject {reason} id
 //   delta {base,len,ranges} id+bytes: a sub-chunk patch; the receiver rebuilds the chunk from its
@@ -42,7 +43,9 @@ import {
   unpackIds,
 } from './ids.js'
 
-export const CHUNKS_PROTOCOL = '/replimesh/chunks/1.0.0'
+export const CHUNKS_PROTOCOL = '/replimesh/chunks/1.1.0'
+/** The chunks protocol of nodes before block fingerprints were asked of targets (no prints). */
+export const CHUNKS_PROTOCOL_1_0 = '/replimesh/chunks/1.0.0'
 export const POINTS_PROTOCOL = '/replimesh/points/1.0.0'
 
 /** A changed byte range inside one chunk: [offset within the chunk, length]. */

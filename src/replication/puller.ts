@@ -18,7 +18,12 @@ import {
 import { MessageChannel } from './channel.js'
 import { ReplicationError } from './errors.js'
 import type { ChunkId } from './ids.js'
-import { CHUNKS_PROTOCOL, type ChunksMessage, decodeChunksMessage, encodeChunksMessage } from './messages.js'
+import {
+  CHUNKS_PROTOCOL_1_0,
+  type ChunksMessage,
+  decodeChunksMessage,
+  encodeChunksMessage,
+} from './messages.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
 /** Ids asked of a peer in one get frame. */
@@ -76,7 +81,8 @@ const DIAL_RETRY_MS = 300
 async function dialWithRetry(init: PullInit, peer: string) {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await init.network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: init.signal })
+      // 'get' is in every version of the protocol: any holder answers 1.0.0.
+      return await init.network.dialProtocol(peer, CHUNKS_PROTOCOL_1_0, { signal: init.signal })
     } catch (err) {
       if (attempt >= DIAL_ATTEMPTS || init.signal?.aborted) throw err
       init.logger.info(

@@ -23,7 +23,13 @@ import {
 import { LagTracker, lagSeconds } from './lag.js'
 import { LINKS_FILE, type LinkStatus, LinkTable } from './link.js'
 import type { LinkEntry } from './link-settings.js'
-import { CHUNKS_PROTOCOL, POINTS_PROTOCOL, type PointHeader, VM_NAME_PATTERN } from './messages.js'
+import {
+  CHUNKS_PROTOCOL,
+  CHUNKS_PROTOCOL_1_0,
+  POINTS_PROTOCOL,
+  type PointHeader,
+  VM_NAME_PATTERN,
+} from './messages.js'
 import { describePointSignature, type PointSignatureStatus } from './point-signature.js'
 import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 import { PointReceiver, type ReceiverStats } from './receiver.js'
@@ -214,7 +220,8 @@ export class ReplicationService {
   async start(): Promise<void> {
     const { mesh } = this.init
     await this.links.start()
-    mesh.handle(CHUNKS_PROTOCOL, (stream, ctx) => this.receiver.handleChunks(stream, ctx))
+    for (const protocol of [CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_0])
+      mesh.handle(protocol, (stream, ctx) => this.receiver.handleChunks(stream, ctx))
     mesh.handle(POINTS_PROTOCOL, (stream, ctx) => this.receiver.handlePoints(stream, ctx))
     await this.replicas.recover()
     await this.publishReplicas()
@@ -240,6 +247,7 @@ export class ReplicationService {
     await Promise.all([...this.protectors.values()].map((p) => p.stop()))
     this.protectors.clear()
     await this.init.mesh.unhandle?.(CHUNKS_PROTOCOL)
+    await this.init.mesh.unhandle?.(CHUNKS_PROTOCOL_1_0)
     await this.init.mesh.unhandle?.(POINTS_PROTOCOL)
     this.stopping = true
     await this.forwarder.idle()

@@ -23,6 +23,7 @@ import type { Link } from './link.js'
 import {
   type ByteRange,
   CHUNKS_PROTOCOL,
+  CHUNKS_PROTOCOL_1_0,
   type ChunksMessage,
   decodeChunksMessage,
   decodePointsMessage,
@@ -155,6 +156,8 @@ export class TargetSession {
     private readonly chunks: MessageChannel<ChunksMessage>,
     private readonly points: MessageChannel<PointsMessage>,
     readonly state: TargetState,
+    /** The target answers 'prints' (chunks 1.1.0). */
+    private readonly printsSupported = true,
   ) {
     this.corruptLeft = init.corruptChunks ?? 0
     init.signal?.addEventListener('abort', this.onAbort, { once: true })
@@ -193,7 +196,16 @@ export class TargetSession {
         'state',
         'the target state',
       )
-      const chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: dialSignal() })
+      // A target of an older version speaks chunks 1.0.0: it is asked for no fingerprints.
+      let prints = true
+      let chunksStream: DuplexByteStream
+      try {
+        chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL, { signal: dialSignal() })
+      } catch (err) {
+        if ((err as Error).name !== 'UnsupportedProtocolError') throw err
+        chunksStream = await network.dialProtocol(peer, CHUNKS_PROTOCOL_1_0, { signal: dialSignal() })
+        prints = false
+      }
       const chunks = new MessageChannel(
         chunksStream,
         encodeChunksMessage,
@@ -201,7 +213,7 @@ export class TargetSession {
         undefined,
         encodeChunksMessageParts,
       )
-      return new TargetSession(init, chunks, points, { lastSeq: state.lastSeq, epoch: state.epoch })
+      return new TargetSession(init, chunks, points, { lastSeq: state.lastSeq, epoch: state.epoch }, prints)
     } catch (err) {
       points.abort(err as Error)
       throw err
@@ -283,6 +295,7 @@ export class TargetSession {
    */
   async fingerprints(ids: ChunkId[]): Promise<Array<Uint8Array | null>> {
     const out: Array<Uint8Array | null> = []
+    if (!this.printsSupported) return ids.map(() => null)
     for (let at = 0; at < ids.length; at += MAX_PRINT_IDS) {
       const part = ids.slice(at, at + MAX_PRINT_IDS)
       const prints = await this.request<Array<Uint8Array | null>>({

@@ -5,7 +5,7 @@ import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { openDisk } from '../../src/hyperv/index.js'
-import { ReplicationService } from '../../src/replication/index.js'
+import { CHUNKS_PROTOCOL, ReplicationService } from '../../src/replication/index.js'
 import { type TestNode, TestNodes, until } from './helpers/nodes.js'
 
 const MiB = 1024 * 1024
@@ -178,6 +178,41 @@ describe('replication pipeline (in process)', () => {
     )
     const payload = progress().payloadBytes - before.payloadBytes
     expect(payload).toBe(10 * 4096)
+    const last = await b.store.lastPoint('files')
+    for (const [offset, data] of writes)
+      expect((await restoredBytes(b, 'files', offset, 4096, last?.seq)).equals(data)).toBe(true)
+  })
+
+  it('a target speaking only chunks 1.0.0 (an older node) is asked for no fingerprints: it gets the tracked ranges', async () => {
+    const a = await makeNode('A', 's1', true)
+    const b = await makeNode('B', 's2', false)
+    await b.mesh.unhandle(CHUNKS_PROTOCOL)
+    cluster.hv.trackingBlockBytes = 64 * 1024
+    await cluster.hv.createVm('files', [8 * MiB])
+    await cluster.hv.write('files', 0, 0, randomBytes(8 * MiB))
+    await a.service.protect({
+      vm: 'files',
+      rpoSeconds: 5,
+      rtoSeconds: 60,
+      to: ['B'],
+      chain: false,
+      copies: null,
+    })
+    await until('seed', async () => a.service.protection('files').targets[0].seq !== null)
+    const progress = () => a.service.protection('files').targets[0]
+    const before = { ...progress() }
+    const writes: Array<[number, Buffer]> = Array.from({ length: 4 }, (_, i) => [
+      i * 1024 * 1024 + 8192,
+      randomBytes(4096),
+    ])
+    for (const [offset, data] of writes) await cluster.hv.write('files', 0, offset, data)
+    await until(
+      'writes committed',
+      async () => (progress().seq ?? 0) > (before.seq ?? 0) && progress().deltasSent - before.deltasSent >= 4,
+    )
+    // Each delta is the tracked 64 KiB block, and nothing failed on the way.
+    expect(progress().payloadBytes - before.payloadBytes).toBe(4 * 64 * 1024)
+    expect(progress().lastError).toBeNull()
     const last = await b.store.lastPoint('files')
     for (const [offset, data] of writes)
       expect((await restoredBytes(b, 'files', offset, 4096, last?.seq)).equals(data)).toBe(true)

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type ChunkStore, hashFunction, openChunkStore } from '../../src/chunkstore/index.js'
 import {
-  CHUNKS_PROTOCOL,
+  CHUNKS_PROTOCOL_1_0,
   type ChunksMessage,
   decodeChunksMessage,
   encodeChunksMessage,
@@ -42,7 +42,7 @@ async function holder(name: string, chunks: Array<{ id: string; bytes: Buffer }>
 
 /** A peer that answers every get with corrupted bytes of the chunks it names. */
 function liar(name: string, chunks: Map<string, Buffer>): void {
-  net.node(name, name).handle(CHUNKS_PROTOCOL, async (stream) => {
+  net.node(name, name).handle(CHUNKS_PROTOCOL_1_0, async (stream) => {
     const ch = new MessageChannel<ChunksMessage>(stream, encodeChunksMessage, decodeChunksMessage)
     for (;;) {
       const m = await ch.next()

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
-  CHUNKS_PROTOCOL,
+  CHUNKS_PROTOCOL_1_0,
   type ChunksMessage,
   decodeChunksMessage,
   decodePointsMessage,
@@ -33,7 +33,7 @@ const makeNode = (name: string, withHv = false) => cluster.node(name, { hypervis
 function liar(name: string, vm: string): MemoryNode {
   const node = cluster.net.node(name, `site-${name}`)
   node.setReplicas([{ vm, lastPoint: { seq: 1, time: Date.now() + 60_000 }, epoch: 0 }])
-  node.handle(CHUNKS_PROTOCOL, async (stream) => {
+  node.handle(CHUNKS_PROTOCOL_1_0, async (stream) => {
     const ch = new MessageChannel<ChunksMessage>(stream, encodeChunksMessage, decodeChunksMessage)
     for (;;) {
       const m = await ch.next()

@@ -1,7 +1,7 @@
 // An in-memory network for replication tests: stream pairs that satisfy the mesh's
 // DuplexByteStream, and nodes that register protocol handlers and dial each other by peer id.
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { PrivateKey, PublicKey } from '@libp2p/interface'
+import { type PrivateKey, type PublicKey, UnsupportedProtocolError } from '@libp2p/interface'
 import type { PointSignature } from '../../../src/chunkstore/index.js'
 import { type DuplexByteStream, signEnvelope } from '../../../src/mesh/index.js'
 import type { ReplicationMesh } from '../../../src/replication/index.js'
@@ -121,7 +121,10 @@ export class MemoryNode implements ReplicationMesh {
   async dialProtocol(peerId: string, protocol: string): Promise<DuplexByteStream> {
     const remote = this.net.nodes.get(peerId)
     const handler = remote?.handlers.get(protocol)
-    if (!remote || remote.down || !handler) throw new Error(`cannot reach ${peerId} for ${protocol}`)
+    if (!remote || remote.down) throw new Error(`cannot reach ${peerId} for ${protocol}`)
+    // As libp2p's multistream-select: the peer is there but does not speak the protocol.
+    if (!handler)
+      throw new UnsupportedProtocolError(`Protocol selection failed - could not negotiate ${protocol}`)
     const [mine, theirs] = streamPair()
     mine.onSend = (d) => {
       this.dialledBytes += d.length
