@@ -21,7 +21,7 @@ export { ParallelHasher, sharedBuffer } from './hash-pool.js'
 export { type ByteRange, type IngestOptions, type IngestResult, ingestDisk } from './ingest.js'
 export { type MaterialiseOptions, type MaterialiseResult, materialise } from './materialise.js'
 // Used by replication to build the manifest of a point received over the wire.
-export { packedNodeId, TreeBuilder, treeShape } from './merkle.js'
+export { packedNodeId, patchTree, TreeBuilder, treeShape } from './merkle.js'
 export {
   type Consistency,
   type ManifestRef,

@@ -216,6 +216,69 @@ async function* walkDiff(
 }
 
 /**
+ * The root of the tree `root` with the chunk ids in `changes` (index → id) replaced: the same root
+ * TreeBuilder gives the whole changed manifest, but only the nodes on the paths from changed
+ * chunks to the root are read and rehashed (a small change costs a small comparison). Each new
+ * node goes to `sink`; ZERO_ID nodes are never stored.
+ */
+export async function patchTree(
+  shape: TreeShape,
+  read: NodeReader,
+  hash: HashFn,
+  sink: NodeSink,
+  root: Buffer,
+  changes: ReadonlyMap<number, Buffer>,
+): Promise<Buffer> {
+  if (changes.size === 0) return root
+  const indexes = [...changes.keys()].sort((a, b) => a - b)
+  if (indexes[0] < 0 || indexes[indexes.length - 1] >= shape.chunkCount)
+    throw new InvalidPointError(`a changed chunk lies outside the disk's ${shape.chunkCount} chunks`)
+  return patchNode(shape, read, hash, sink, changes, root, shape.depth - 1, 0, indexes)
+}
+
+async function patchNode(
+  shape: TreeShape,
+  read: NodeReader,
+  hash: HashFn,
+  sink: NodeSink,
+  changes: ReadonlyMap<number, Buffer>,
+  id: Buffer,
+  level: number,
+  chunkStart: number,
+  indexes: number[],
+): Promise<Buffer> {
+  const entries = [...(await nodeEntries(shape, read, id, level, chunkStart))]
+  if (level === 0) {
+    for (const i of indexes) entries[i - chunkStart] = changes.get(i) as Buffer
+  } else {
+    const childSpan = shape.fanout ** level
+    for (let at = 0; at < indexes.length; ) {
+      const child = Math.floor((indexes[at] - chunkStart) / childSpan)
+      let end = at
+      while (end < indexes.length && Math.floor((indexes[end] - chunkStart) / childSpan) === child) end++
+      const childStart = chunkStart + child * childSpan
+      entries[child] = await patchNode(
+        shape,
+        read,
+        hash,
+        sink,
+        changes,
+        entries[child],
+        level - 1,
+        childStart,
+        indexes.slice(at, end),
+      )
+      at = end
+    }
+  }
+  if (entries.every((e) => e.equals(ZERO_ID))) return ZERO_ID
+  const bytes = encodeNode(level, entries)
+  const nodeId = hash(bytes)
+  await sink(nodeId, bytes, level)
+  return nodeId
+}
+
+/**
  * The id of the node at `level` whose entries are `packed` (ids laid end to end): the same id
  * TreeBuilder gives that node, ZERO_ID when every entry is ZERO_ID. For callers that keep a tree's
  * node ids and rehash only the nodes whose entries changed.

@@ -37,7 +37,7 @@ import {
   type SignedPointFields,
   verifyPointHeader,
 } from './point-signature.js'
-import { buildManifest, findPoint, hashHex, readManifestIds } from './replica-store.js'
+import { buildManifest, findPoint, hashHex, patchManifest } from './replica-store.js'
 import { serveFetch } from './restore-pull.js'
 import type { SeedPuller } from './seed-pull.js'
 import type { ReplicationLogger } from './session.js'
@@ -458,22 +458,27 @@ export class PointReceiver {
           missing: [],
         }
     }
-    const manifests: Array<Array<ChunkId | null>> = []
+    // Per disk: with a base of the same geometry, the entries patch its tree (only the nodes over
+    // them are read and rehashed); without one, they are the whole manifest.
+    const plans: Array<
+      | {
+          base: { virtualSize: number; chunkSize: number; root: string }
+          changes: Map<number, ChunkId | null>
+        }
+      | { ids: Array<ChunkId | null> }
+    > = []
     for (const [position, d] of header.disks.entries()) {
       if (d.index !== position)
         return { reason: 'invalid', message: 'disks must be listed in index order', missing: [] }
       const count = Math.ceil(d.virtualSize / d.chunkSize)
       const baseDisk = base?.disks[d.index]
-      let ids: Array<ChunkId | null>
-      if (base && baseDisk && baseDisk.virtualSize === d.virtualSize && baseDisk.chunkSize === d.chunkSize)
-        ids = await readManifestIds(store, base, d.index)
-      else if (base)
+      if (base && !(baseDisk && baseDisk.virtualSize === d.virtualSize && baseDisk.chunkSize === d.chunkSize))
         return {
           reason: 'base-unknown',
           message: `disk ${d.index} changed geometry since point ${header.baseSeq}`,
           missing: [],
         }
-      else ids = new Array(count).fill(null)
+      const changes = new Map<number, ChunkId | null>()
       for (const e of entries[d.index] ?? []) {
         if (e.index >= count)
           return {
@@ -481,14 +486,19 @@ export class PointReceiver {
             message: `entry for chunk ${e.index} past disk ${d.index}'s ${count} chunks`,
             missing: [],
           }
-        ids[e.index] = e.id
+        changes.set(e.index, e.id)
       }
-      manifests[d.index] = ids
+      if (baseDisk) plans.push({ base: baseDisk, changes })
+      else {
+        const ids: Array<ChunkId | null> = new Array(count).fill(null)
+        for (const [i, id] of changes) ids[i] = id
+        plans.push({ ids })
+      }
     }
     // With a base, the ids it holds are held by its committed point (and commitPoint checks every
     // id under the nodes that change): asking for this point's own entries keeps the check at the
     // size of the change, not of the disk.
-    const asked = base ? entries.flatMap((list) => list.map((e) => e.id)) : manifests.flat()
+    const asked = plans.flatMap((p) => ('ids' in p ? p.ids : [...p.changes.values()]))
     const named = [...new Set(asked.filter((id): id is ChunkId => id !== null))]
     const missing = await store.has(named)
     if (missing.length > 0)
@@ -496,8 +506,12 @@ export class PointReceiver {
     const lease = store.lease()
     try {
       const disks = []
-      for (const d of header.disks) {
-        const root = await buildManifest(store, lease, d.virtualSize, d.chunkSize, manifests[d.index])
+      for (const [i, d] of header.disks.entries()) {
+        const plan = plans[i]
+        const root =
+          'ids' in plan
+            ? await buildManifest(store, lease, d.virtualSize, d.chunkSize, plan.ids)
+            : await patchManifest(store, lease, plan.base, plan.changes)
         disks.push({
           disk: String(d.index),
           virtualSize: d.virtualSize,

@@ -4,6 +4,7 @@ import {
   type ChunkLease,
   type ChunkStore,
   MERKLE_FANOUT,
+  patchTree,
   type RecoveryPoint,
   TreeBuilder,
   treeShape,
@@ -47,17 +48,46 @@ export async function buildManifest(
   ids: ReadonlyArray<ChunkId | null>,
 ): Promise<string> {
   const shape = treeShape(virtualSize, chunkSize, MERKLE_FANOUT)
-  const builder = new TreeBuilder(shape, store.hash, async (id, bytes) => {
-    const [found] = await store.lookupProtected([id.toString('hex')], lease)
-    if (found) return
-    const { written } = await store.appendChunks([{ id, bytes, kind: 'node' }])
-    await written
-  })
+  const builder = new TreeBuilder(shape, store.hash, nodeSink(store, lease))
   for (let i = 0; i < shape.chunkCount; i++) {
     const id = ids[i]
     await builder.push(id ? Buffer.from(id, 'hex') : ZERO_ID)
   }
   return (await builder.finish()).toString('hex')
+}
+
+/**
+ * The root of `disk`'s manifest (a committed point's) with `changes` (chunk index → id) applied,
+ * storing the nodes that change: only the nodes over changed chunks are read and hashed, so a
+ * point of a few changes to a 100 GiB disk costs a few node reads, not the 12.5 MiB manifest.
+ */
+export async function patchManifest(
+  store: ChunkStore,
+  lease: ChunkLease,
+  disk: { virtualSize: number; chunkSize: number; root: string },
+  changes: ReadonlyMap<number, ChunkId | null>,
+): Promise<string> {
+  const shape = treeShape(disk.virtualSize, disk.chunkSize, MERKLE_FANOUT)
+  const ids = new Map([...changes].map(([index, id]) => [index, id ? Buffer.from(id, 'hex') : ZERO_ID]))
+  const root = await patchTree(
+    shape,
+    (id) => store.getChunk(id.toString('hex')),
+    store.hash,
+    nodeSink(store, lease),
+    Buffer.from(disk.root, 'hex'),
+    ids,
+  )
+  return root.toString('hex')
+}
+
+/** Appends each new manifest node the store lacks (durable with the commitPoint that follows). */
+function nodeSink(store: ChunkStore, lease: ChunkLease) {
+  return async (id: Buffer, bytes: Buffer) => {
+    const [found] = await store.lookupProtected([id.toString('hex')], lease)
+    if (found) return
+    const { written } = await store.appendChunks([{ id, bytes, kind: 'node' }])
+    await written
+  }
 }
 
 export async function findPoint(

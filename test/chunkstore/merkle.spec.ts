@@ -5,6 +5,7 @@ import {
   diffTrees,
   leaves,
   packedNodeId,
+  patchTree,
   TreeBuilder,
   treeShape,
 } from '../../src/chunkstore/merkle.js'
@@ -123,6 +124,107 @@ describe('diffTrees', () => {
     expect(got).toEqual([5, 200])
     // Two paths of depth 4 below the root: root + 2 x 3 nodes.
     expect(reads).toBe(7)
+  })
+})
+
+describe('patchTree', () => {
+  const cases: [string, number, Array<[number, number]>][] = [
+    ['one chunk of a one-node tree', 3, [[1, 50]]],
+    [
+      'first and last chunk',
+      100,
+      [
+        [0, 500],
+        [99, 501],
+      ],
+    ],
+    [
+      'scattered, some to zero',
+      300,
+      [
+        [1, 0],
+        [17, 502],
+        [64, 0],
+        [65, 503],
+        [200, 504],
+        [299, 0],
+      ],
+    ],
+    ['a whole subtree to zero', 64, Array.from({ length: 16 }, (_, k): [number, number] => [16 + k, 0])],
+    [
+      'zero chunks to data',
+      65,
+      [
+        [3, 505],
+        [64, 506],
+      ],
+    ],
+    ['everything to zero', 20, Array.from({ length: 20 }, (_, k): [number, number] => [k, 0])],
+  ]
+  it.each(cases)(
+    '%s: the root TreeBuilder gives the changed manifest; only changed paths are read',
+    async (_name, n, changes) => {
+      // Every 3rd chunk zero, so zero nodes and zero entries are on the paths too.
+      const before = Array.from({ length: n }, (_, i) => idOf(i % 3 === 2 ? 0 : i + 1))
+      const after = [...before]
+      for (const [i, v] of changes) after[i] = idOf(v)
+      const ta = await build(before, 4)
+      const tb = await build(after, 4)
+      const reads: string[] = []
+      const stored = new Map<string, Buffer>()
+      const root = await patchTree(
+        ta.shape,
+        async (id) => {
+          reads.push(id.toString('hex'))
+          return ta.read(id)
+        },
+        hash,
+        async (id, bytes) => {
+          stored.set(id.toString('hex'), bytes)
+        },
+        ta.root,
+        new Map(changes.map(([i, v]) => [i, idOf(v)])),
+      )
+      expect(root.toString('hex')).toBe(tb.root.toString('hex'))
+      // What it stored are exactly the nodes of the new tree that the old one lacks, and with the
+      // old ones they make a tree whose leaves are the changed manifest.
+      const fresh = [...tb.nodes.keys()].filter((k) => !ta.nodes.has(k))
+      expect([...stored.keys()].filter((k) => !ta.nodes.has(k)).sort()).toEqual(fresh.sort())
+      const both = async (id: Buffer) => stored.get(id.toString('hex')) ?? ta.read(id)
+      const back: string[] = []
+      for await (const id of leaves(ta.shape, both, root)) back.push(id.toString('hex'))
+      expect(back).toEqual(after.map((b) => b.toString('hex')))
+      // Reads: at most one node per level for each changed chunk (fanout 4: depth of the tree).
+      expect(reads.length).toBeLessThanOrEqual(changes.length * ta.shape.depth)
+    },
+  )
+
+  it('reads one path for one change in a large tree', async () => {
+    const ids = Array.from({ length: 4096 }, (_, i) => idOf(i + 1))
+    const t = await build(ids, 4) // depth 6
+    let reads = 0
+    await patchTree(
+      t.shape,
+      async (id) => {
+        reads++
+        return t.read(id)
+      },
+      hash,
+      async () => {},
+      t.root,
+      new Map([[1234, idOf(99_999)]]),
+    )
+    expect(reads).toBe(t.shape.depth)
+  })
+
+  it('refuses a change past the disk', async () => {
+    const t = await build(
+      Array.from({ length: 10 }, (_, i) => idOf(i + 1)),
+      4,
+    )
+    await expect(
+      patchTree(t.shape, t.read, hash, async () => {}, t.root, new Map([[10, idOf(1)]])),
+    ).rejects.toThrow(/outside the disk/)
   })
 })
 
