@@ -33,10 +33,13 @@ async function diskBytes(path: string, offset: number, length: number): Promise<
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
-/** A protects 'web' to B; returns once B holds a point of it. */
-async function protectedPair(): Promise<{ a: TestNode; b: TestNode }> {
+/**
+ * A protects 'web' to B; returns once B holds a point of it. With `bHosts`, B has the hypervisor
+ * too (it can own the VM after a promotion).
+ */
+async function protectedPair(bHosts = false): Promise<{ a: TestNode; b: TestNode }> {
   const a = await cluster.node('A', { site: 's1', hypervisor: true })
-  const b = await cluster.node('B', { site: 's2' })
+  const b = await cluster.node('B', { site: 's2', hypervisor: bHosts })
   await cluster.hv.createVm('web', [4 * MiB])
   await cluster.hv.write('web', 0, 0, randomBytes(MiB))
   await a.service.protect({ vm: 'web', rpoSeconds: 1, rtoSeconds: 60, to: ['B'], chain: false, copies: null })
@@ -176,19 +179,7 @@ describe('replica fencing races', () => {
 
 describe('replica fencing races (promotion)', () => {
   it("an old owner's point in the gap between the replica's release and the new owner's protector is refused", async () => {
-    const a = await cluster.node('A', { site: 's1', hypervisor: true })
-    const b = await cluster.node('B', { site: 's2', hypervisor: true })
-    await cluster.hv.createVm('web', [4 * MiB])
-    await cluster.hv.write('web', 0, 0, randomBytes(MiB))
-    await a.service.protect({
-      vm: 'web',
-      rpoSeconds: 1,
-      rtoSeconds: 60,
-      to: ['B'],
-      chain: false,
-      copies: null,
-    })
-    await until('a point on B', async () => b.store.lastPoint('web'))
+    const { a, b } = await protectedPair(true)
     const prep = await b.service.prepareReplica('web')
 
     // The race: A (partitioned away, still running web at epoch 0) keeps sending points while B
@@ -224,19 +215,7 @@ describe('replica fencing races (promotion)', () => {
   })
 
   it("a restarting old owner takes no point of the new owner before its protectors run (failback's baseline)", async () => {
-    const a = await cluster.node('A', { site: 's1', hypervisor: true })
-    const b = await cluster.node('B', { site: 's2', hypervisor: true })
-    await cluster.hv.createVm('web', [4 * MiB])
-    await cluster.hv.write('web', 0, 0, randomBytes(MiB))
-    await a.service.protect({
-      vm: 'web',
-      rpoSeconds: 1,
-      rtoSeconds: 60,
-      to: ['B'],
-      chain: false,
-      copies: null,
-    })
-    await until('a point on B', async () => b.store.lastPoint('web'))
+    const { a, b } = await protectedPair(true)
     // A (the owner) goes down; B takes web over at epoch 1 and protects it back to A.
     await a.service.stop()
     const prep = await b.service.prepareReplica('web')

@@ -42,6 +42,16 @@ function change(m: Manifests, entries: Array<[number, number, ChunkId | null]>):
 }
 
 const files = () => readdir(join(root, VM))
+
+/** Point 1 written as a base, point 2 (one entry changed) as a log record. */
+async function twoPoints() {
+  const f = new ProtectionFiles(root)
+  const m1 = initial()
+  await f.writeState(VM, stateAt(1, m1), m1)
+  const m2 = change(m1, [[0, 1, id('two')]])
+  await f.writeState(VM, stateAt(2, m2), m2, { fromSeq: 1, from: m1 })
+  return { f, m1, m2 }
+}
 const fresh = () => new ProtectionFiles(root)
 
 describe('manifests as a base and a change log', () => {
@@ -69,11 +79,7 @@ describe('manifests as a base and a change log', () => {
   })
 
   it('a record written before a crash that state.json never named is ignored, then cut off', async () => {
-    const f = fresh()
-    const m1 = initial()
-    await f.writeState(VM, stateAt(1, m1), m1)
-    const m2 = change(m1, [[0, 1, id('two')]])
-    await f.writeState(VM, stateAt(2, m2), m2, { fromSeq: 1, from: m1 })
+    const { f, m1, m2 } = await twoPoints()
     const state2 = await readFile(join(root, VM, 'state.json'))
     const m3 = change(m2, [[0, 2, id('three')]])
     await f.writeState(VM, stateAt(3, m3), m3, { fromSeq: 2, from: m2 })
@@ -91,11 +97,7 @@ describe('manifests as a base and a change log', () => {
   })
 
   it('a torn record is never applied: the point it held is read in full again', async () => {
-    const f = fresh()
-    const m1 = initial()
-    await f.writeState(VM, stateAt(1, m1), m1)
-    const m2 = change(m1, [[0, 1, id('two')]])
-    await f.writeState(VM, stateAt(2, m2), m2, { fromSeq: 1, from: m1 })
+    const { f, m2 } = await twoPoints()
     const log = join(root, VM, 'changes-1.log')
     await truncate(log, (await stat(log)).size - 5)
     const torn = await fresh().readState(VM)
