@@ -25,7 +25,13 @@ import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
 import { type PointSigner, signedFields, signPoint } from './point-signature.js'
 import { RootCache } from './root-cache.js'
 import { PointScheduler } from './scheduler.js'
-import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
+import {
+  type DeltaPatch,
+  type OfferItem,
+  type ReplicationLogger,
+  type ReplicationNetwork,
+  TargetSession,
+} from './session.js'
 import {
   CHANGE_LOG_POINTS,
   type ManifestChanges,
@@ -453,7 +459,8 @@ export class VmProtector {
     const readBatch = async (at: number) => {
       const batch: OfferItem[] = []
       const batchIndexes: number[] = []
-      const patches = new Map<ChunkId, { base: ChunkId | null; ranges: ByteRange[]; bytes: Uint8Array }>()
+      // Per id, the patch against its base, made once on first use (fan-out sessions share it).
+      const patches = new Map<ChunkId, () => Promise<DeltaPatch | null>>()
       const readStart = performance.now()
       const buffer = buffers.take()
       const chunks = await readChunks(
@@ -476,23 +483,36 @@ export class VmProtector {
         batchIndexes.push(index)
         if (id !== null) read.push({ index, id, bytes, before })
       }
-      // A delta needs the base's block fingerprints; a seed (nothing to patch) computes none.
-      const bases = prev ? await this.basePrints(read, byChunk, live) : null
+      // A delta needs the base's block fingerprints; a seed (nothing to patch) computes none. Those
+      // asked of a target are not awaited here: the request goes out before this batch's "which do
+      // you lack?" query, so its answer comes with that one, and a patch is made only when a
+      // session sends the chunk (no round trip of its own per batch on a WAN).
+      const bases = prev ? this.basePrints(read, byChunk, live) : null
+      bases?.catch(() => {})
       for (const { index, id, bytes, before } of read) {
         const length = bytes.length
+        let patch: Promise<DeltaPatch | null> | null = null
         if (bases && before !== undefined) {
           const fp = fastFingerprintChunk(bytes)
           this.prints.set(id, fp)
-          const oldFp = before === null ? this.zeroFingerprint(length) : bases.get(before)
-          const ranges = (oldFp && changedBlocks(oldFp, fp, length)) || byChunk?.get(index)
-          if (ranges && shouldSendDelta(ranges, length))
-            patches.set(id, { base: before, ranges, bytes: extractDelta(bytes, ranges) })
+          const tracked = byChunk?.get(index)
+          const makePatch = async (): Promise<DeltaPatch | null> => {
+            const oldFp = before === null ? this.zeroFingerprint(length) : (await bases).get(before)
+            const ranges = (oldFp && changedBlocks(oldFp, fp, length)) || tracked
+            return ranges && shouldSendDelta(ranges, length)
+              ? { base: before, ranges, bytes: extractDelta(bytes, ranges) }
+              : null
+          }
+          patches.set(id, () => {
+            patch ??= makePatch()
+            return patch
+          })
         }
         batch.push({
           id,
           length,
           load: async () => bytes,
-          delta: async () => patches.get(id) ?? null,
+          delta: async () => (await patches.get(id)?.()) ?? null,
           release: buffer.release,
         })
       }
