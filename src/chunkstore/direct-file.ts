@@ -40,11 +40,11 @@ const freeBounces: Buffer[] = []
 /**
  * BOUNCES_PER_WRITE aligned bounce buffers, carving a new slab when too few are free. The slab's
  * aligned offset is found by writing the file's block at `blockStart` (its own bytes, `tail`,
- * zero-padded) from each candidate offset until the kernel takes one; null when none is taken. The slab is larger
- * than glibc's largest mmap threshold (32 MiB), so it is mapped on its own, 16 bytes past a page:
- * the candidate 16 bytes short of the next page is tried first and is page-aligned, which the
- * virtual disk here needs for speed (4 MiB writes: 1067 MiB/s from a page-aligned buffer, 174
- * MiB/s from one only 512-aligned).
+ * zero-padded) from each candidate offset until the kernel takes one; null when none is taken.
+ * The slab is larger than glibc's largest mmap threshold (32 MiB), so it is mapped on its own, 16
+ * bytes past a page: the candidate 16 bytes short of the next page is tried first and is
+ * page-aligned, which the virtual disk here needs for speed (4 MiB writes: 1067 MiB/s from a
+ * page-aligned buffer, 174 MiB/s from one only 512-aligned).
  */
 async function takeBounce(handle: FileHandle, blockStart: number, tail: Buffer, tailBytes: number) {
   if (freeBounces.length < BOUNCES_PER_WRITE) {

@@ -123,13 +123,18 @@ export class TreeBuilder {
     await this.add(level + 1, await this.emit(level, ids))
   }
 
-  private async emit(level: number, ids: Buffer[]): Promise<Buffer> {
-    if (ids.every((id) => id.equals(ZERO_ID))) return ZERO_ID
-    const bytes = encodeNode(level, ids)
-    const id = this.hash(bytes)
-    await this.sink(id, bytes, level)
-    return id
+  private emit(level: number, ids: Buffer[]): Promise<Buffer> {
+    return emitNode(level, ids, this.hash, this.sink)
   }
+}
+
+/** A node's id; its bytes go to `sink` (a node of only ZERO_ID entries is ZERO_ID, never stored). */
+async function emitNode(level: number, ids: Buffer[], hash: HashFn, sink: NodeSink): Promise<Buffer> {
+  if (ids.every((id) => id.equals(ZERO_ID))) return ZERO_ID
+  const bytes = encodeNode(level, ids)
+  const id = hash(bytes)
+  await sink(id, bytes, level)
+  return id
 }
 
 /** Reads a stored node's verified bytes. */
@@ -271,11 +276,7 @@ async function patchNode(
       at = end
     }
   }
-  if (entries.every((e) => e.equals(ZERO_ID))) return ZERO_ID
-  const bytes = encodeNode(level, entries)
-  const nodeId = hash(bytes)
-  await sink(nodeId, bytes, level)
-  return nodeId
+  return emitNode(level, entries, hash, sink)
 }
 
 /**

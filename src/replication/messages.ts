@@ -32,6 +32,7 @@ import {
   MAX_PRINT_IDS,
 } from './constants.js'
 import { FrameError } from './errors.js'
+import { FINGERPRINT_BLOCK_BYTES, FINGERPRINT_BYTES } from './fingerprints.js'
 import { encodeFrame, encodeFrameBodyParts, FRAME_PREFIX_BYTES, type RawFrame } from './frames.js'
 import {
   CHUNK_ID_PATTERN,
@@ -94,12 +95,14 @@ const reqHeader = z.object({ req: z.number().int().nonnegative() }).strict()
 const lackHeader = z
   .object({ req: z.number().int().nonnegative(), count: z.number().int().min(0).max(MAX_IDS_PER_FRAME) })
   .strict()
-/** Fingerprints of the largest chunk: 8 bytes per 4 KiB block. */
-const MAX_PRINT_BYTES = (MAX_CHUNK_BYTES / 4096) * 8
+/** Fingerprints of the largest chunk. */
+const MAX_PRINT_BYTES = (MAX_CHUNK_BYTES / FINGERPRINT_BLOCK_BYTES) * FINGERPRINT_BYTES
 const printedHeader = z
   .object({
     req: z.number().int().nonnegative(),
-    sizes: z.array(z.number().int().min(0).max(MAX_PRINT_BYTES).multipleOf(8)).max(MAX_PRINT_IDS),
+    sizes: z
+      .array(z.number().int().min(0).max(MAX_PRINT_BYTES).multipleOf(FINGERPRINT_BYTES))
+      .max(MAX_PRINT_IDS),
   })
   .strict()
 const chunkIdSchema = z.string().regex(CHUNK_ID_PATTERN)

@@ -11,7 +11,7 @@
 import { hashFunction } from '../chunkstore/index.js'
 import type { ConsistencyPoint, Hypervisor, VirtualDisk } from '../hyperv/index.js'
 import { FINGERPRINT_CACHE_BYTES } from './constants.js'
-import { chunkLength, extractDelta, rangesByChunk, shouldSendDelta } from './delta.js'
+import { chunkLength, deltaBytes, extractDelta, rangesByChunk, shouldSendDelta } from './delta.js'
 import {
   changedBlocks,
   FINGERPRINT_BLOCK_BYTES,
@@ -111,8 +111,7 @@ interface ChangedChunk {
  */
 function coarse(ranges: ByteRange[] | undefined, chunkLength: number): boolean {
   if (!ranges) return true
-  let bytes = 0
-  for (const [, length] of ranges) bytes += length
+  const bytes = deltaBytes(ranges)
   return bytes > FINGERPRINT_BLOCK_BYTES && bytes < chunkLength
 }
 
@@ -459,8 +458,6 @@ export class VmProtector {
     const readBatch = async (at: number) => {
       const batch: OfferItem[] = []
       const batchIndexes: number[] = []
-      // Per id, the patch against its base, made once on first use (fan-out sessions share it).
-      const patches = new Map<ChunkId, () => Promise<DeltaPatch | null>>()
       const readStart = performance.now()
       const buffer = buffers.take()
       const chunks = await readChunks(
@@ -491,7 +488,7 @@ export class VmProtector {
       bases?.catch(() => {})
       for (const { index, id, bytes, before } of read) {
         const length = bytes.length
-        let patch: Promise<DeltaPatch | null> | null = null
+        let delta: () => Promise<DeltaPatch | null> = async () => null
         if (bases && before !== undefined) {
           const fp = fastFingerprintChunk(bytes)
           this.prints.set(id, fp)
@@ -503,16 +500,18 @@ export class VmProtector {
               ? { base: before, ranges, bytes: extractDelta(bytes, ranges) }
               : null
           }
-          patches.set(id, () => {
+          // Made once, on first use: the sessions of a fan-out share it.
+          let patch: Promise<DeltaPatch | null> | null = null
+          delta = () => {
             patch ??= makePatch()
             return patch
-          })
+          }
         }
         batch.push({
           id,
           length,
           load: async () => bytes,
-          delta: async () => (await patches.get(id)?.()) ?? null,
+          delta,
           release: buffer.release,
         })
       }

@@ -278,12 +278,18 @@ export class PointReceiver {
         // Fingerprints of chunks held here, for a source that keeps none of them (bounded memory)
         // and whose change tracking is coarser than a block: its delta then carries only the
         // blocks that differ. A chunk not held (or unreadable) gets none: the source sends the
-        // tracked ranges instead.
+        // tracked ranges instead; one that fails its check here is said in the log (the store
+        // is damaged), not to the source.
         const prints: Array<Uint8Array | null> = []
         for (const id of m.ids) {
           try {
             prints.push(fastFingerprintChunk(await store.getChunk(id)))
-          } catch {
+          } catch (err) {
+            if (!(err instanceof MissingChunkError))
+              this.c.logger.warn(
+                { chunk: id, peer, reason: (err as Error).message },
+                'a held chunk could not be read for its fingerprints',
+              )
             prints.push(null)
           }
         }

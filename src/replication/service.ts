@@ -535,7 +535,7 @@ export class ReplicationService {
       try {
         const running = this.protectors.get(vm)
         const protection = running?.protection ?? (await this.files.readProtection(vm))
-        const { state } = await this.files.readState(vm)
+        const state = await this.files.readSourceState(vm)
         await this.stopProtector(vm)
         this.ownedEpochs.delete(vm)
         const prior = await this.replicas.read(vm)
@@ -663,7 +663,7 @@ export class ReplicationService {
   private async startProtector(p: Protection): Promise<void> {
     const hv = this.init.hypervisor
     if (!hv) return
-    this.ownedEpochs.set(p.vm, (await this.files.readState(p.vm)).state.epoch)
+    this.ownedEpochs.set(p.vm, (await this.files.readSourceState(p.vm)).epoch)
     const protector = new VmProtector(
       p,
       this.protectorParts(() => this.producing),

@@ -65,6 +65,8 @@ const CHANGE_LOG_MAX_FRACTION = 0.5
 /** Change log record: magic, body length, CRC-32 of the body; body: seq (f64), entry count (u32), entries. */
 const LOG_MAGIC = 0x524d434c
 const LOG_HEADER_BYTES = 12
+/** The body's seq and entry count, before its entries. */
+const LOG_BODY_HEAD_BYTES = 12
 const LOG_ENTRY_BYTES = 2 + 4 + CHUNK_ID_BYTES
 
 /** The manifest files of a VM as last written or read: a base at `base`, a log up to `seq`. */
@@ -128,15 +130,19 @@ export class ProtectionFiles {
     await this.atomicWrite(p.vm, 'protection.json', JSON.stringify(p, null, 2))
   }
 
+  /** The state alone, without its manifests (an empty one when there is none or it is unreadable). */
+  async readSourceState(vm: string): Promise<SourceState> {
+    try {
+      return sourceStateSchema.parse(JSON.parse(await readFile(join(this.dir(vm), 'state.json'), 'utf8')))
+    } catch {
+      return emptySourceState()
+    }
+  }
+
   async readState(
     vm: string,
   ): Promise<{ state: SourceState; manifests: Array<Array<ChunkId | null>> | null }> {
-    let state: SourceState
-    try {
-      state = sourceStateSchema.parse(JSON.parse(await readFile(join(this.dir(vm), 'state.json'), 'utf8')))
-    } catch {
-      return { state: emptySourceState(), manifests: null }
-    }
+    const state = await this.readSourceState(vm)
     if (state.seq === null) return { state, manifests: null }
     const found = await this.readManifests(vm, state.seq, state.disks.length)
     // A state without its manifests cannot be diffed against: the next point is a full read.
@@ -196,7 +202,9 @@ export class ProtectionFiles {
           if (files.seq !== seq) continue
         }
         return { manifests, files }
-      } catch {}
+      } catch {
+        // A base missing a disk's file or unreadable: an older one may still rebuild the point.
+      }
     }
     return null
   }
@@ -230,11 +238,9 @@ export class ProtectionFiles {
       else {
         let baseBytes = 0
         for (let i = 0; i < manifests.length; i++) {
-          const path = this.manifestPath(vm, state.seq, i)
           const bytes = packManifest(manifests[i])
           baseBytes += bytes.length
-          await writeFile(`${path}.tmp`, bytes, { flush: true })
-          await rename(`${path}.tmp`, path)
+          await this.atomicWrite(vm, manifestName(state.seq, i), bytes)
         }
         // A log of an earlier use of this seq as a base must not extend the new one.
         await rm(this.logPath(vm, state.seq), { force: true })
@@ -260,7 +266,7 @@ export class ProtectionFiles {
    * epoch) is kept in a bare state: protected again, the VM's seqs go on rising (DESIGN.md §3).
    */
   async remove(vm: string): Promise<void> {
-    const { state } = await this.readState(vm)
+    const state = await this.readSourceState(vm)
     const floor = seqFloorOf(state)
     await rm(this.dir(vm), { recursive: true, force: true })
     this.manifestFiles.delete(vm)
@@ -269,7 +275,7 @@ export class ProtectionFiles {
   }
 
   private manifestPath(vm: string, seq: number, disk: number): string {
-    return join(this.dir(vm), `manifest-${seq}-${disk}.bin`)
+    return join(this.dir(vm), manifestName(seq, disk))
   }
 
   /** Appends a record after the log's valid bytes; false (a new base is written instead) on error. */
@@ -293,10 +299,10 @@ export class ProtectionFiles {
     return join(this.dir(vm), `changes-${base}.log`)
   }
 
-  private async atomicWrite(vm: string, name: string, text: string): Promise<void> {
+  private async atomicWrite(vm: string, name: string, data: string | Uint8Array): Promise<void> {
     const dir = this.dir(vm)
     await mkdir(dir, { recursive: true })
-    await writeFile(join(dir, `${name}.tmp`), text, { flush: true })
+    await writeFile(join(dir, `${name}.tmp`), data, { flush: true })
     await rename(join(dir, `${name}.tmp`), join(dir, name))
   }
 }
@@ -317,6 +323,10 @@ export function unpackManifest(bytes: Uint8Array): Array<ChunkId | null> {
   return out
 }
 
+function manifestName(seq: number, disk: number): string {
+  return `manifest-${seq}-${disk}.bin`
+}
+
 /** The log record taking `from` to `to` (null when a disk changed size: a new base then). */
 function changeRecord(
   seq: number,
@@ -335,11 +345,11 @@ function changeRecord(
 /** One log record: the entries of `indexes` (per disk) as they are in `manifests`, for point `seq`. */
 function encodeLogRecord(seq: number, manifests: Array<Array<ChunkId | null>>, indexes: number[][]): Buffer {
   const count = indexes.reduce((n, list) => n + list.length, 0)
-  const out = Buffer.alloc(LOG_HEADER_BYTES + 12 + count * LOG_ENTRY_BYTES)
+  const out = Buffer.alloc(LOG_HEADER_BYTES + LOG_BODY_HEAD_BYTES + count * LOG_ENTRY_BYTES)
   const body = out.subarray(LOG_HEADER_BYTES)
   body.writeDoubleLE(seq, 0)
   body.writeUInt32LE(count, 8)
-  let at = 12
+  let at = LOG_BODY_HEAD_BYTES
   indexes.forEach((list, disk) => {
     for (const index of list) {
       body.writeUInt16LE(disk, at)
@@ -362,10 +372,10 @@ function* readLogRecords(log: Buffer): Generator<{ seq: number; body: Buffer; en
     if (log.readUInt32LE(at) !== LOG_MAGIC) return
     const length = log.readUInt32LE(at + 4)
     const end = at + LOG_HEADER_BYTES + length
-    if (length < 12 || end > log.length) return
+    if (length < LOG_BODY_HEAD_BYTES || end > log.length) return
     const body = log.subarray(at + LOG_HEADER_BYTES, end)
     if (crc32(body) !== log.readUInt32LE(at + 8)) return
-    if (12 + body.readUInt32LE(8) * LOG_ENTRY_BYTES !== length) return
+    if (LOG_BODY_HEAD_BYTES + body.readUInt32LE(8) * LOG_ENTRY_BYTES !== length) return
     yield { seq: body.readDoubleLE(0), body, end }
     at = end
   }
@@ -374,7 +384,7 @@ function* readLogRecords(log: Buffer): Generator<{ seq: number; body: Buffer; en
 /** Applies a record's entries; false if one falls outside the manifests (a log of other disks). */
 function applyLogRecord(manifests: Array<Array<ChunkId | null>>, body: Buffer): boolean {
   const count = body.readUInt32LE(8)
-  for (let i = 0, at = 12; i < count; i++, at += LOG_ENTRY_BYTES) {
+  for (let i = 0, at = LOG_BODY_HEAD_BYTES; i < count; i++, at += LOG_ENTRY_BYTES) {
     const disk = body.readUInt16LE(at)
     const index = body.readUInt32LE(at + 2)
     if (disk >= manifests.length || index >= manifests[disk].length) return false
