@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path'
 import type { ChunkStore, RecoveryPoint } from '../chunkstore/index.js'
 import { type Hypervisor, openDisk, type VmInfo } from '../hyperv/index.js'
 import { ReplicationError } from './errors.js'
-import type { ChunkId } from './ids.js'
+import { PackedManifest } from './packed-manifest.js'
 import type { ReplicaDisks, ReplicaRecord } from './replica-disk.js'
 import { findPoint, readManifestIds } from './replica-store.js'
 import type { ReplicationLogger } from './session.js'
@@ -168,7 +168,7 @@ export async function ownAfterPromotion(
     targets,
     createdAt: Date.now(),
   }
-  let manifests: Array<Array<ChunkId | null>> | null = null
+  let manifests: PackedManifest[] | null = null
   const state: SourceState = {
     seq: null,
     epoch,
@@ -180,7 +180,8 @@ export async function ownAfterPromotion(
   }
   if (last) {
     manifests = []
-    for (let i = 0; i < last.disks.length; i++) manifests.push(await readManifestIds(store, last, i))
+    for (let i = 0; i < last.disks.length; i++)
+      manifests.push(PackedManifest.fromIds(await readManifestIds(store, last, i)))
     Object.assign(state, {
       seq: last.seq,
       seqEpoch: last.epoch,

@@ -57,6 +57,7 @@ export {
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
+export { PackedManifest } from './packed-manifest.js'
 export {
   configDigest,
   describePointSignature,
@@ -100,7 +101,7 @@ export {
   type SessionStats,
   TargetSession,
 } from './session.js'
-export { type Protection, ProtectionFiles, packManifest, unpackManifest } from './settings.js'
+export { type Protection, ProtectionFiles } from './settings.js'
 export {
   type CandidateNode,
   nextHop,

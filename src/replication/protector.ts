@@ -22,6 +22,7 @@ import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { LinkStatus, LinkTable } from './link.js'
 import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
+import { PackedManifest } from './packed-manifest.js'
 import { type PointSigner, signedFields, signPoint } from './point-signature.js'
 import { RootCache } from './root-cache.js'
 import { PointScheduler } from './scheduler.js'
@@ -130,7 +131,7 @@ export class VmProtector {
   readonly progress = new Map<string, TargetProgress>()
   private readonly scheduler: PointScheduler
   private state!: SourceState
-  private manifests: Array<Array<ChunkId | null>> | null = null
+  private manifests: PackedManifest[] | null = null
   /** Merkle node ids of the manifests above, so each point rehashes only its changed branches. */
   private roots: RootCache | null = null
   /**
@@ -282,7 +283,7 @@ export class VmProtector {
     const info = await this.c.hypervisor.getVm(vm)
     const point = await this.c.hypervisor.createPoint(vm, { sinceReference: this.state.reference, signal })
     steps.mark('take')
-    let manifests: Array<Array<ChunkId | null>> | null = null
+    let manifests: PackedManifest[] | null = null
     // The point the files hold: the new one is written as its changes to it, not in full.
     let changes: ManifestChanges | undefined
     let reference: string | null = null
@@ -306,12 +307,15 @@ export class VmProtector {
       for (const l of live) l.mode = this.modeFor(l.session.state, prev !== null)
       manifests = []
       const changed: number[][] = []
+      // Disks read whole (no manifest to compare with): the change log says "all", not every index.
+      const whole: boolean[] = []
       for (let i = 0; i < point.disks.length; i++) {
         const disk = await this.c.hypervisor.openPointDisk(point, i)
         try {
           const r = await this.readDisk(point, i, disk, geometry[i].chunkSize, prev?.[i] ?? null, live)
           manifests.push(r.ids)
           changed.push(r.changed)
+          whole.push(!prev?.[i])
         } finally {
           await disk.close()
         }
@@ -356,7 +360,10 @@ export class VmProtector {
         seqEpoch: this.state.epoch,
         time: point.time,
         disks: geometry,
-        changeLog: [...this.state.changeLog, { seq, indexes: changed }].slice(-CHANGE_LOG_POINTS),
+        changeLog: [
+          ...this.state.changeLog,
+          { seq, indexes: changed.map((list, i) => (whole[i] ? null : list)) },
+        ].slice(-CHANGE_LOG_POINTS),
       }
     } finally {
       for (const l of live) await l.session.close().catch(() => {})
@@ -414,7 +421,9 @@ export class VmProtector {
     const log = this.state.changeLog
     const needed = log.filter((e) => e.seq > lastSeq)
     const covered = log.some((e) => e.seq === lastSeq) || needed.length === this.state.seq - lastSeq
-    return covered ? 'log' : 'full'
+    // A point that read a disk whole (a first point, or a new size) changed all of it: a full manifest.
+    const whole = needed.some((e) => e.indexes.some((list) => list === null))
+    return covered && !whole ? 'log' : 'full'
   }
 
   /**
@@ -431,12 +440,12 @@ export class VmProtector {
     diskIndex: number,
     disk: VirtualDisk,
     chunkSize: number,
-    prev: Array<ChunkId | null> | null,
+    prev: PackedManifest | null,
     live: Live[],
-  ): Promise<{ ids: Array<ChunkId | null>; changed: number[] }> {
+  ): Promise<{ ids: PackedManifest; changed: number[] }> {
     const virtualSize = point.disks[diskIndex].virtualSize
     const count = Math.ceil(virtualSize / chunkSize)
-    const ids: Array<ChunkId | null> = prev ? [...prev] : new Array(count).fill(null)
+    const ids = prev ? prev.clone() : PackedManifest.zeros(count)
     const tracked = point.disks[diskIndex].changed
     const byChunk =
       prev && tracked
@@ -448,7 +457,6 @@ export class VmProtector {
         : null
     const toRead = byChunk ? [...byChunk.keys()] : await dataChunks(disk, chunkSize, count)
     const changed: number[] = []
-    const changedSet = new Set<number>()
     for (const l of live) {
       l.offered[diskIndex] = new Set()
       l.entries[diskIndex] = []
@@ -471,12 +479,12 @@ export class VmProtector {
       this.steps?.add('read.io', hashStart - readStart)
       const read: ChangedChunk[] = []
       for (const { index, bytes } of chunks) {
-        const id = isZero(bytes) ? null : this.hash(bytes).toString('hex')
-        const before = prev ? prev[index] : undefined
-        if (prev && id === before) continue
-        ids[index] = id
+        const hash = isZero(bytes) ? null : this.hash(bytes)
+        if (prev?.holds(index, hash)) continue
+        const before = prev ? prev.get(index) : undefined
+        const id = hash ? hash.toString('hex') : null
+        ids.setBytes(index, hash)
         changed.push(index)
-        changedSet.add(index)
         batchIndexes.push(index)
         if (id !== null) read.push({ index, id, bytes, before })
       }
@@ -538,9 +546,19 @@ export class VmProtector {
       // Never leave a read running on a disk the caller is about to close.
       await next?.catch(() => {})
     }
-    // With no tracking (first point, or the reference was lost) every chunk was read: `changed`
-    // then holds each chunk whose id differs from the previous manifest, zero ones included.
-    if (!prev) for (let i = 0; i < count; i++) if (ids[i] === null && !changedSet.has(i)) changed.push(i)
+    // Without tracking, a chunk of the previous manifest that is no longer in a data extent (its
+    // block was deallocated, e.g. trimmed) was not read: it is zero now. (A disk read whole, with
+    // no previous manifest, is "all changed" in the change log: its zero chunks are not listed.)
+    if (prev && !byChunk) {
+      const read = new Set(toRead)
+      for (const i of prev.dataIndexes())
+        if (!read.has(i)) {
+          ids.set(i, null)
+          changed.push(i)
+          // An entry of every target's manifest, like the zero chunks a read found.
+          for (const l of live) l.offered[diskIndex].add(i)
+        }
+    }
     await this.offerExtras(live, diskIndex, disk, chunkSize, virtualSize, ids)
     return { ids, changed: changed.sort((a, b) => a - b) }
   }
@@ -616,29 +634,30 @@ export class VmProtector {
     disk: VirtualDisk,
     chunkSize: number,
     virtualSize: number,
-    ids: Array<ChunkId | null>,
+    ids: PackedManifest,
   ): Promise<void> {
     for (const l of live) {
       const wanted = new Set<number>(l.offered[diskIndex])
-      if (l.mode === 'full') for (let i = 0; i < ids.length; i++) if (ids[i] !== null) wanted.add(i)
+      if (l.mode === 'full') for (const i of ids.dataIndexes()) wanted.add(i)
       if (l.mode === 'log') {
         const since = l.session.state.lastSeq ?? 0
+        // (No entry after `since` reads a disk whole: modeFor chose 'full' then.)
         for (const e of this.state.changeLog)
           if (e.seq > since) for (const i of e.indexes[diskIndex] ?? []) wanted.add(i)
       }
       const sorted = [...wanted].sort((a, b) => a - b)
       l.entries[diskIndex] = sorted
-        .filter((i) => l.mode !== 'full' || ids[i] !== null)
-        .map((index) => ({ index, id: ids[index] }))
+        .filter((i) => l.mode !== 'full' || !ids.isZero(i))
+        .map((index) => ({ index, id: ids.get(index) }))
       if (l.session.error) continue
-      const extra = sorted.filter((i) => !l.offered[diskIndex].has(i) && ids[i] !== null)
+      const extra = sorted.filter((i) => !l.offered[diskIndex].has(i) && !ids.isZero(i))
       if (l.mode === 'full') this.seedTotal(l, extra.length * chunkSize)
       try {
         for (let at = 0; at < extra.length; at += READ_BATCH_CHUNKS * 8) {
           const items: OfferItem[] = extra.slice(at, at + READ_BATCH_CHUNKS * 8).map((index) => {
             const length = chunkLength(index, chunkSize, virtualSize)
             return {
-              id: ids[index] as ChunkId,
+              id: ids.get(index) as ChunkId,
               length,
               load: async () => {
                 const bytes = Buffer.allocUnsafe(length)

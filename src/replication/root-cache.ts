@@ -18,11 +18,11 @@ import {
   treeShape,
   ZERO_HEX,
 } from '../chunkstore/index.js'
-import type { ChunkId } from './ids.js'
+import { PAGE_ENTRIES, type PackedManifest } from './packed-manifest.js'
 
 const ID = 32
 
-export type Manifest = ReadonlyArray<ChunkId | null>
+export type Manifest = PackedManifest
 
 interface Tree {
   alg: HashAlgorithm
@@ -128,25 +128,23 @@ export class RootCache {
   /** Recomputes the ids of `nodes` at level k from their entries (chunk ids or level k-1 ids). */
   private rehash(levels: Buffer[], k: number, nodes: number[], ids: Manifest, chunkCount: number): void {
     const entries = k === 0 ? chunkCount : levels[k - 1].length / ID
-    const scratch = Buffer.alloc(this.fanout * ID)
     for (const j of nodes) {
       const from = j * this.fanout
       const to = Math.min(entries, from + this.fanout)
       if (from >= to) continue
-      const packed = scratch.subarray(0, (to - from) * ID)
-      if (k === 0) {
-        // One hex decode per node, not per id: a per-id write was most of a full build (100 GiB,
-        // 409,600 ids: ~400 of ~600 ms). Ids are 64 hex digits; anything else takes the slow path.
-        let hex = ''
-        for (let i = from; i < to; i++) hex += ids[i] ?? ZERO_HEX
-        if (hex.length !== packed.length * 2 || packed.write(hex, 0, packed.length, 'hex') !== packed.length)
-          for (let i = from; i < to; i++) {
-            const id = ids[i]
-            const at = (i - from) * ID
-            if (id) packed.write(id, at, ID, 'hex')
-            else packed.fill(0, at, at + ID)
-          }
-      } else levels[k - 1].copy(packed, 0, from * ID, to * ID)
+      let packed: Buffer
+      if (k > 0) packed = levels[k - 1].subarray(from * ID, to * ID)
+      else {
+        // A level-0 node's entries: a run of one page of the manifest (at the default fanout, the
+        // page itself); a page of zeros is a zero node, unhashed.
+        const run = to <= ids.length && samePage(from, to) ? ids.run(from, to) : runOf(ids, from, to)
+        if (run === null) {
+          levels[k].fill(0, j * ID, (j + 1) * ID)
+          this.stats.nodesHashed++
+          continue
+        }
+        packed = run
+      }
       packedNodeId(k, packed, this.hash).copy(levels[k], j * ID)
       this.stats.nodesHashed++
     }
@@ -157,6 +155,17 @@ export class RootCache {
     const root = chunkCount === 0 || top.length === 0 ? ZERO_HEX : top.subarray(0, ID).toString('hex')
     return { alg: this.alg, chunkSize, chunkCount, levels, root }
   }
+}
+
+function samePage(from: number, to: number): boolean {
+  return Math.floor(from / PAGE_ENTRIES) === Math.floor((to - 1) / PAGE_ENTRIES)
+}
+
+/** Entries [from, to) of a manifest across pages, in file layout (zeros past its end). */
+function runOf(ids: Manifest, from: number, to: number): Buffer {
+  const out = Buffer.alloc((to - from) * ID)
+  for (let i = from; i < Math.min(to, ids.length); i++) ids.copyEntry(i, out, (i - from) * ID)
+  return out
 }
 
 function levelCounts(chunkCount: number, depth: number, fanout: number): number[] {

@@ -13,8 +13,7 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { z } from 'zod'
 import { CHUNK_ID_BYTES } from './constants.js'
-import type { ChunkId } from './ids.js'
-import { idFromBytes, idToBytes, isZeroIdBytes } from './ids.js'
+import { PAGE_ENTRIES, PackedManifest } from './packed-manifest.js'
 
 /** Changed-chunk history kept per VM, so a target a few points behind still gets an incremental. */
 export const CHANGE_LOG_POINTS = 64
@@ -48,7 +47,13 @@ const sourceStateSchema = z.object({
   reference: z.string().nullable(),
   time: z.number().int().nullable(),
   disks: z.array(z.object({ virtualSize: z.number().int(), chunkSize: z.number().int() })),
-  changeLog: z.array(z.object({ seq: z.number().int(), indexes: z.array(z.array(z.number().int())) })),
+  /**
+   * Per point, per disk: the chunk indexes it changed, or null when it read the disk whole (a
+   * first point, a new size): listing every index made state.json O(disk) for 64 points.
+   */
+  changeLog: z.array(
+    z.object({ seq: z.number().int(), indexes: z.array(z.array(z.number().int()).nullable()) }),
+  ),
   /** Last point each target acknowledged. */
   targets: z.record(z.string(), z.object({ seq: z.number().int(), time: z.number().int() })),
   /**
@@ -82,7 +87,7 @@ interface ManifestFiles {
 /** The point before: its seq and its manifests (what the files hold when they are at `fromSeq`). */
 export interface ManifestChanges {
   fromSeq: number
-  from: ReadonlyArray<ReadonlyArray<ChunkId | null>>
+  from: readonly PackedManifest[]
 }
 
 export function emptySourceState(): SourceState {
@@ -139,9 +144,7 @@ export class ProtectionFiles {
     }
   }
 
-  async readState(
-    vm: string,
-  ): Promise<{ state: SourceState; manifests: Array<Array<ChunkId | null>> | null }> {
+  async readState(vm: string): Promise<{ state: SourceState; manifests: PackedManifest[] | null }> {
     const state = await this.readSourceState(vm)
     if (state.seq === null) return { state, manifests: null }
     const found = await this.readManifests(vm, state.seq, state.disks.length)
@@ -161,7 +164,7 @@ export class ProtectionFiles {
     vm: string,
     seq: number,
     disks: number,
-  ): Promise<{ manifests: Array<Array<ChunkId | null>>; files: ManifestFiles } | null> {
+  ): Promise<{ manifests: PackedManifest[]; files: ManifestFiles } | null> {
     let names: string[]
     try {
       names = await readdir(this.dir(vm))
@@ -178,12 +181,12 @@ export class ProtectionFiles {
     ].sort((a, b) => b - a)
     for (const base of bases) {
       try {
-        const manifests: Array<Array<ChunkId | null>> = []
+        const manifests: PackedManifest[] = []
         let baseBytes = 0
         for (let i = 0; i < disks; i++) {
-          const bytes = await readFile(this.manifestPath(vm, base, i))
-          baseBytes += bytes.length
-          manifests.push(unpackManifest(bytes))
+          const m = await readManifestFile(this.manifestPath(vm, base, i))
+          baseBytes += m.length * CHUNK_ID_BYTES
+          manifests.push(m)
         }
         const files: ManifestFiles = { base, seq: base, disks, baseBytes, logBytes: 0 }
         if (base < seq) {
@@ -217,7 +220,7 @@ export class ProtectionFiles {
   async writeState(
     vm: string,
     state: SourceState,
-    manifests: Array<Array<ChunkId | null>> | null,
+    manifests: readonly PackedManifest[] | null,
     changes?: ManifestChanges,
   ): Promise<void> {
     const dir = this.dir(vm)
@@ -238,9 +241,9 @@ export class ProtectionFiles {
       else {
         let baseBytes = 0
         for (let i = 0; i < manifests.length; i++) {
-          const bytes = packManifest(manifests[i])
-          baseBytes += bytes.length
-          await this.atomicWrite(vm, manifestName(state.seq, i), bytes)
+          const m = manifests[i]
+          baseBytes += m.length * CHUNK_ID_BYTES
+          await this.atomicWrite(vm, manifestName(state.seq, i), manifestPages(m))
         }
         // A log of an earlier use of this seq as a base must not extend the new one.
         await rm(this.logPath(vm, state.seq), { force: true })
@@ -299,7 +302,11 @@ export class ProtectionFiles {
     return join(this.dir(vm), `changes-${base}.log`)
   }
 
-  private async atomicWrite(vm: string, name: string, data: string | Uint8Array): Promise<void> {
+  private async atomicWrite(
+    vm: string,
+    name: string,
+    data: string | Uint8Array | Iterable<Uint8Array>,
+  ): Promise<void> {
     const dir = this.dir(vm)
     await mkdir(dir, { recursive: true })
     await writeFile(join(dir, `${name}.tmp`), data, { flush: true })
@@ -307,20 +314,28 @@ export class ProtectionFiles {
   }
 }
 
-export function packManifest(ids: ReadonlyArray<ChunkId | null>): Uint8Array {
-  const out = new Uint8Array(ids.length * CHUNK_ID_BYTES)
-  ids.forEach((id, i) => {
-    if (id !== null) idToBytes(id, out, i * CHUNK_ID_BYTES)
-  })
-  return out
+/** A manifest's file bytes, a page at a time (no copy of the whole manifest). */
+function* manifestPages(m: PackedManifest): Generator<Uint8Array> {
+  for (let p = 0; p < m.pageCount; p++) yield m.pageBytes(p)
 }
 
-export function unpackManifest(bytes: Uint8Array): Array<ChunkId | null> {
-  const n = Math.floor(bytes.length / CHUNK_ID_BYTES)
-  const out: Array<ChunkId | null> = new Array(n)
-  for (let i = 0; i < n; i++)
-    out[i] = isZeroIdBytes(bytes, i * CHUNK_ID_BYTES) ? null : idFromBytes(bytes, i * CHUNK_ID_BYTES)
-  return out
+/** A manifest file read a page at a time (pages of zeros are held as none). */
+async function readManifestFile(path: string): Promise<PackedManifest> {
+  const fh = await open(path, 'r')
+  try {
+    const { size } = await fh.stat()
+    const m = PackedManifest.zeros(Math.floor(size / CHUNK_ID_BYTES))
+    const page = Buffer.alloc(PAGE_ENTRIES * CHUNK_ID_BYTES)
+    for (let p = 0; p < m.pageCount; p++) {
+      const want = m.pageBytes(p).length
+      const { bytesRead } = await fh.read(page, 0, want, p * page.length)
+      if (bytesRead !== want) throw new Error(`${path}: ${bytesRead} bytes of page ${p}, expected ${want}`)
+      m.setPage(p, page.subarray(0, want))
+    }
+    return m
+  } finally {
+    await fh.close()
+  }
 }
 
 function manifestName(seq: number, disk: number): string {
@@ -330,20 +345,19 @@ function manifestName(seq: number, disk: number): string {
 /** The log record taking `from` to `to` (null when a disk changed size: a new base then). */
 function changeRecord(
   seq: number,
-  from: ReadonlyArray<ReadonlyArray<ChunkId | null>>,
-  to: Array<Array<ChunkId | null>>,
+  from: readonly PackedManifest[],
+  to: readonly PackedManifest[],
 ): Buffer | null {
   if (from.length !== to.length || from.some((m, i) => m.length !== to[i].length)) return null
-  const indexes = to.map((m, disk) => {
-    const out: number[] = []
-    for (let i = 0; i < m.length; i++) if (m[i] !== from[disk][i]) out.push(i)
-    return out
-  })
-  return encodeLogRecord(seq, to, indexes)
+  return encodeLogRecord(
+    seq,
+    to,
+    to.map((m, disk) => m.differences(from[disk])),
+  )
 }
 
 /** One log record: the entries of `indexes` (per disk) as they are in `manifests`, for point `seq`. */
-function encodeLogRecord(seq: number, manifests: Array<Array<ChunkId | null>>, indexes: number[][]): Buffer {
+function encodeLogRecord(seq: number, manifests: readonly PackedManifest[], indexes: number[][]): Buffer {
   const count = indexes.reduce((n, list) => n + list.length, 0)
   const out = Buffer.alloc(LOG_HEADER_BYTES + LOG_BODY_HEAD_BYTES + count * LOG_ENTRY_BYTES)
   const body = out.subarray(LOG_HEADER_BYTES)
@@ -354,8 +368,7 @@ function encodeLogRecord(seq: number, manifests: Array<Array<ChunkId | null>>, i
     for (const index of list) {
       body.writeUInt16LE(disk, at)
       body.writeUInt32LE(index, at + 2)
-      const id = manifests[disk][index]
-      if (id !== null && id !== undefined) idToBytes(id, body, at + 6)
+      manifests[disk].copyEntry(index, body, at + 6)
       at += LOG_ENTRY_BYTES
     }
   })
@@ -382,13 +395,13 @@ function* readLogRecords(log: Buffer): Generator<{ seq: number; body: Buffer; en
 }
 
 /** Applies a record's entries; false if one falls outside the manifests (a log of other disks). */
-function applyLogRecord(manifests: Array<Array<ChunkId | null>>, body: Buffer): boolean {
+function applyLogRecord(manifests: PackedManifest[], body: Buffer): boolean {
   const count = body.readUInt32LE(8)
   for (let i = 0, at = LOG_BODY_HEAD_BYTES; i < count; i++, at += LOG_ENTRY_BYTES) {
     const disk = body.readUInt16LE(at)
     const index = body.readUInt32LE(at + 2)
     if (disk >= manifests.length || index >= manifests[disk].length) return false
-    manifests[disk][index] = isZeroIdBytes(body, at + 6) ? null : idFromBytes(body, at + 6)
+    manifests[disk].setBytes(index, body.subarray(at + 6, at + 6 + CHUNK_ID_BYTES))
   }
   return true
 }

@@ -7,8 +7,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { ChunkId } from '../../src/replication/ids.js'
+import { PackedManifest } from '../../src/replication/packed-manifest.js'
 import { emptySourceState, ProtectionFiles, type SourceState } from '../../src/replication/settings.js'
 
+/** Manifests in the tests' notation: hex ids, null for zero; packed where they meet the files. */
 type Manifests = Array<Array<ChunkId | null>>
 
 const id = (s: string): ChunkId => createHash('sha256').update(s).digest('hex')
@@ -43,16 +45,40 @@ function change(m: Manifests, entries: Array<[number, number, ChunkId | null]>):
 
 const files = () => readdir(join(root, VM))
 
+const pack = (m: Manifests) => m.map((d) => PackedManifest.fromIds(d))
+
+/** ProtectionFiles, spoken to in the tests' notation. */
+class Files {
+  private readonly f = new ProtectionFiles(root)
+  writeState(
+    vm: string,
+    state: SourceState,
+    m: Manifests | null,
+    changes?: { fromSeq: number; from: Manifests },
+  ) {
+    return this.f.writeState(
+      vm,
+      state,
+      m && pack(m),
+      changes && { fromSeq: changes.fromSeq, from: pack(changes.from) },
+    )
+  }
+  async readState(vm: string): Promise<{ state: SourceState; manifests: Manifests | null }> {
+    const { state, manifests } = await this.f.readState(vm)
+    return { state, manifests: manifests?.map((d) => d.toArray()) ?? null }
+  }
+}
+
 /** Point 1 written as a base, point 2 (one entry changed) as a log record. */
 async function twoPoints() {
-  const f = new ProtectionFiles(root)
+  const f = new Files()
   const m1 = initial()
   await f.writeState(VM, stateAt(1, m1), m1)
   const m2 = change(m1, [[0, 1, id('two')]])
   await f.writeState(VM, stateAt(2, m2), m2, { fromSeq: 1, from: m1 })
   return { f, m1, m2 }
 }
-const fresh = () => new ProtectionFiles(root)
+const fresh = () => new Files()
 
 describe('manifests as a base and a change log', () => {
   it('a point of a few changes appends them (bytes of the changes, not of the manifests); a restart rebuilds it', async () => {

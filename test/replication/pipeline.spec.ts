@@ -1,7 +1,7 @@
 // The replication engine in one process: real chunk stores on disk, a fake hypervisor over raw
 // files, an in-memory network. Chain, fan-out, policy, deltas, dedup, corruption, replica disks.
 import { randomBytes } from 'node:crypto'
-import { rm } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { openDisk } from '../../src/hyperv/index.js'
@@ -197,6 +197,47 @@ describe('replication pipeline (in process)', () => {
     await b.mesh.unhandle(CHUNKS_PROTOCOL)
     // Each delta is the tracked 64 KiB block, and nothing failed on the way.
     expect(await coarseWrites(b, a, scattered(4, MiB))).toBe(4 * 64 * 1024)
+  })
+
+  it('without change tracking, chunks whose blocks were released become zero on the target', async () => {
+    const a = await makeNode('A', 's1', true)
+    const b = await makeNode('B', 's2', false)
+    await cluster.hv.createVm('thin', [8 * MiB])
+    await cluster.hv.write('thin', 0, 1 * MiB, randomBytes(2 * MiB))
+    await a.service.protect({
+      vm: 'thin',
+      rpoSeconds: 2,
+      rtoSeconds: 120,
+      to: ['B'],
+      chain: false,
+      copies: null,
+    })
+    const seeded = await until('seed on B', async () => (await b.store.lastPoint('thin')) ?? null)
+    // The seed read the disk whole: its change-log entry says so instead of listing every chunk
+    // (for a 1 TiB disk, 4 Mi numbers in state.json, rewritten at each of the next 64 points).
+    // (The target holds the point before the source saves the state that names it.)
+    const state = await until('the seed in the source state', async () => {
+      const s = JSON.parse(await readFile(join(a.dir, 'replication', 'thin', 'state.json'), 'utf8'))
+      return s.changeLog.length > 0 && s
+    })
+    expect(state.changeLog[0].indexes).toEqual([null])
+    expect(state.changeLog.slice(1).every((e: { indexes: unknown[] }) => Array.isArray(e.indexes[0]))).toBe(
+      true,
+    )
+
+    // The guest releases the blocks, and the hypervisor loses its change tracking: the next point
+    // reads the disk's map, where those chunks are no data extent any more.
+    await cluster.hv.deallocate('thin', 0)
+    await cluster.hv.loseTracking('thin')
+    const zeros = Buffer.alloc(2 * MiB)
+    await until('a point on B without the released data', async () => {
+      const last = await b.store.lastPoint('thin')
+      return (
+        last &&
+        last.seq > seeded.seq &&
+        (await restoredBytes(b, 'thin', 1 * MiB, 2 * MiB, last.seq)).equals(zeros)
+      )
+    })
   })
 
   it('a corrupted chunk is rejected by hash, sent again, and the sender is named in the log', async () => {

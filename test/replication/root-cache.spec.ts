@@ -4,8 +4,9 @@
 import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { PackedManifest } from '../../src/replication/packed-manifest.js'
 import { manifestRoot } from '../../src/replication/point-signature.js'
-import { RootCache } from '../../src/replication/root-cache.js'
+import { RootCache as PackedRootCache } from '../../src/replication/root-cache.js'
 
 const CHUNK = 4096
 const FANOUT = 16
@@ -18,6 +19,31 @@ async function fullRoot(virtualSize: number, ids: ReadonlyArray<string | null>, 
   const b = new TreeBuilder(shape, hashFunction('blake3'), async () => {})
   for (let i = 0; i < shape.chunkCount; i++) await b.push(Buffer.from(ids[i] ?? ZERO_HEX, 'hex'))
   return (await b.finish()).toString('hex')
+}
+
+/** The packed manifest of an id array, the same object for the same array (RootCache keys by it). */
+const packedOf = new WeakMap<ReadonlyArray<string | null>, PackedManifest>()
+function packed(ids: ReadonlyArray<string | null>): PackedManifest {
+  let m = packedOf.get(ids)
+  if (!m) {
+    m = PackedManifest.fromIds(ids)
+    packedOf.set(ids, m)
+  }
+  return m
+}
+
+/** RootCache spoken to in id arrays (the tests' notation). */
+class RootCache extends PackedRootCache {
+  override root(
+    virtualSize: number,
+    chunkSize: number,
+    ids: PackedManifest | ReadonlyArray<string | null>,
+    base?: { ids: PackedManifest | ReadonlyArray<string | null>; changed: Iterable<number> } | null,
+  ): string {
+    const p = (m: PackedManifest | ReadonlyArray<string | null>) =>
+      m instanceof PackedManifest ? m : packed(m)
+    return super.root(virtualSize, chunkSize, p(ids), base && { ids: p(base.ids), changed: base.changed })
+  }
 }
 
 describe('RootCache', () => {

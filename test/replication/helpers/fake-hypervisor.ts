@@ -2,7 +2,7 @@
 // write() which records dirty ranges; a point copies the disks (small test disks) so the point is
 // frozen while writes continue. Only what replication uses is implemented.
 import { randomUUID } from 'node:crypto'
-import { copyFile, rm } from 'node:fs/promises'
+import { copyFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type {
   ChangedRange,
@@ -69,6 +69,21 @@ export class FakeHypervisor {
     } else v.dirty[disk].push({ offset, length: bytes.length })
   }
 
+  /**
+   * Releases every block of a disk (a guest trimming all of it): it reads as zeros, and its map
+   * says zero. Not tracked: a point after it sees the change only by reading the disk's map.
+   */
+  async deallocate(vm: string, disk: number): Promise<void> {
+    const { path, virtualSize } = this.get(vm).info.disks[disk]
+    await truncate(path, 0)
+    await truncate(path, virtualSize)
+  }
+
+  /** Ends change tracking: the next point of each VM reads its disks' data extents whole. */
+  async loseTracking(vm: string): Promise<void> {
+    this.get(vm).generation++
+  }
+
   async read(vm: string, disk: number, offset: number, length: number): Promise<Buffer> {
     const d = await openDisk(this.get(vm).info.disks[disk].path, { format: 'raw' })
     try {
@@ -109,7 +124,12 @@ export class FakeHypervisor {
     const files: string[] = []
     for (const d of v.info.disks) {
       const copy = join(this.dir, `point-${id}-${files.length}.raw`)
-      await copyFile(d.path, copy)
+      // A disk with no block allocated stays so (copyFile allocates every block): its map says
+      // zero, as a dynamic disk's does for deallocated blocks.
+      if ((await stat(d.path)).blocks === 0) {
+        await writeFile(copy, '')
+        await truncate(copy, d.virtualSize)
+      } else await copyFile(d.path, copy)
       files.push(copy)
     }
     const point: ConsistencyPoint = {
