@@ -471,7 +471,7 @@ export class PointReceiver {
           base: { virtualSize: number; chunkSize: number; root: string }
           changes: Map<number, ChunkId | null>
         }
-      | { ids: Array<ChunkId | null> }
+      | { whole: Map<number, ChunkId | null> }
     > = []
     for (const [position, d] of header.disks.entries()) {
       if (d.index !== position)
@@ -494,17 +494,12 @@ export class PointReceiver {
           }
         changes.set(e.index, e.id)
       }
-      if (baseDisk) plans.push({ base: baseDisk, changes })
-      else {
-        const ids: Array<ChunkId | null> = new Array(count).fill(null)
-        for (const [i, id] of changes) ids[i] = id
-        plans.push({ ids })
-      }
+      plans.push(baseDisk ? { base: baseDisk, changes } : { whole: changes })
     }
     // With a base, the ids it holds are held by its committed point (and commitPoint checks every
     // id under the nodes that change): asking for this point's own entries keeps the check at the
     // size of the change, not of the disk.
-    const asked = plans.flatMap((p) => ('ids' in p ? p.ids : [...p.changes.values()]))
+    const asked = plans.flatMap((p) => [...('whole' in p ? p.whole : p.changes).values()])
     const named = [...new Set(asked.filter((id): id is ChunkId => id !== null))]
     const missing = await store.has(named)
     if (missing.length > 0)
@@ -515,8 +510,8 @@ export class PointReceiver {
       for (const [i, d] of header.disks.entries()) {
         const plan = plans[i]
         const root =
-          'ids' in plan
-            ? await buildManifest(store, lease, d.virtualSize, d.chunkSize, plan.ids)
+          'whole' in plan
+            ? await buildManifest(store, lease, d.virtualSize, d.chunkSize, plan.whole)
             : await patchManifest(store, lease, plan.base, plan.changes)
         disks.push({
           disk: String(d.index),
