@@ -484,7 +484,8 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     })
 
     // The raw stream again, of bytes that are not in any cache, as a disk's are (informational):
-    // the reference's one block stays in L2, and on this machine kind that alone changes the figure.
+    // the reference's one block stays in the CPU's caches. Here its CPU per GiB was higher and its
+    // median mostly lower, but within a spread between runs wider than the difference.
     const ring = Array.from({ length: DISTINCT_RING_BYTES / (256 * 1024) }, () => randomBytes(256 * 1024))
     const distinctRuns: number[] = []
     const distinctCpu0 = cpuSeconds(peer.child.pid)
