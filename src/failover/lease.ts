@@ -240,17 +240,21 @@ export class OwnerLease {
       { host, waitMs },
       "waiting for the failed host's owner lease to run out before starting its VMs",
     )
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        clearTimeout(timer)
-        reject(options.signal?.reason)
-      }
-      const timer = setTimeout(() => {
-        options.signal?.removeEventListener('abort', onAbort)
-        resolve()
-      }, waitMs)
-      options.signal?.addEventListener('abort', onAbort, { once: true })
-    })
+    // A timer may fire a millisecond before the wall clock reaches its end (libuv counts whole
+    // milliseconds of a loop time taken earlier): it is waited again until `until` has passed.
+    for (let left = waitMs; left > 0; left = until - Date.now())
+      await new Promise<void>((resolve, reject) => {
+        options.signal?.throwIfAborted()
+        const onAbort = () => {
+          clearTimeout(timer)
+          reject(options.signal?.reason)
+        }
+        const timer = setTimeout(() => {
+          options.signal?.removeEventListener('abort', onAbort)
+          resolve()
+        }, left)
+        options.signal?.addEventListener('abort', onAbort, { once: true })
+      })
   }
 
   /** Waits for the check in flight. */

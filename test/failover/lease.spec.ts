@@ -2,7 +2,7 @@
 // verdict over last contacts, and the lease's actions with a recording hypervisor: an isolated
 // owner turns off the VMs another site could promote, and on quorum's return either stays a
 // replica of a newer owner or restarts the VM after winning a new epoch.
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   EpochLedger,
   EpochQuorumError,
@@ -227,7 +227,19 @@ function harness(
   const silence = (ms: number) => {
     for (const k of lastSeen.keys()) lastSeen.set(k, Date.now() - ms)
   }
-  return { lease, hv, ledger, producing, owned, notes, claims, world, silence, reconciled: () => reconciled }
+  return {
+    lease,
+    hv,
+    ledger,
+    producing,
+    owned,
+    notes,
+    claims,
+    world,
+    silence,
+    lastSeen,
+    reconciled: () => reconciled,
+  }
 }
 
 describe('owner lease', () => {
@@ -414,5 +426,24 @@ describe('owner lease', () => {
     expect(first).toBe('returned')
     h.silence(0)
     await expect(h.lease.waitOut('b1', { signal: AbortSignal.timeout(20) })).rejects.toThrow()
+  })
+
+  it('a timer that fires early starts nothing before the lease has run out by the wall clock', async () => {
+    const h = harness()
+    h.silence(4700)
+    const until = (h.lastSeen.get('b1') ?? 0) + 4750
+    // libuv may fire a timer up to a millisecond before Date.now() reaches its end; here, 20 ms.
+    const real = globalThis.setTimeout
+    const early = vi
+      .spyOn(globalThis, 'setTimeout')
+      .mockImplementation(((fn: () => void, ms?: number) =>
+        real(fn, Math.max(0, (ms ?? 0) - 20))) as unknown as typeof setTimeout)
+    try {
+      await h.lease.waitOut('b1')
+      expect(Date.now()).toBeGreaterThanOrEqual(until)
+      expect(early).toHaveBeenCalled()
+    } finally {
+      early.mockRestore()
+    }
   })
 })
