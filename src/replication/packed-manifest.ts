@@ -168,6 +168,13 @@ export class PackedManifest {
     return out
   }
 
+  /** How many entries are not zero. */
+  dataCount(): number {
+    let n = 0
+    for (const _ of this.dataIndexes()) n++
+    return n
+  }
+
   /** Every entry in hex, null for zero (tests, and small manifests). */
   toArray(): Array<ChunkId | null> {
     return Array.from({ length: this.length }, (_, i) => this.get(i))

@@ -332,17 +332,25 @@ export class TargetSession {
   }
 
   /** Commits a point whose chunks are all stored; throws CommitRefusedError on a nack. */
-  async commit(point: PointHeader, entries: ManifestEntry[][]): Promise<void> {
+  /**
+   * Sends the point, its manifest entries per disk (a frame at a time, made as they are sent: a
+   * full manifest need not exist as entries all at once) and the commit; waits for the answer.
+   */
+  async commit(point: PointHeader, entries: ReadonlyArray<Iterable<ManifestEntry>>): Promise<void> {
     await this.settle()
     const signal = this.init.signal
     await this.points.send({ type: 'point', point }, signal)
     for (let disk = 0; disk < entries.length; disk++) {
-      const list = entries[disk]
-      for (let at = 0; at < list.length; at += MAX_ENTRIES_PER_FRAME)
-        await this.points.send(
-          { type: 'manifest', seq: point.seq, disk, entries: list.slice(at, at + MAX_ENTRIES_PER_FRAME) },
-          signal,
-        )
+      let frame: ManifestEntry[] = []
+      const flush = async () => {
+        await this.points.send({ type: 'manifest', seq: point.seq, disk, entries: frame }, signal)
+        frame = []
+      }
+      for (const e of entries[disk]) {
+        frame.push(e)
+        if (frame.length === MAX_ENTRIES_PER_FRAME) await flush()
+      }
+      if (frame.length > 0) await flush()
     }
     await this.points.send({ type: 'commit', seq: point.seq }, signal)
     this.lastActivity = Date.now()

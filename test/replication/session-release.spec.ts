@@ -2,15 +2,18 @@
 // (protector.ts ReadBuffers): a session releases each item it is given exactly once, only when
 // it is done with the item's bytes (stored on the target, held there already, or a repeat), a
 // rejected chunk only after its resend is stored, and never an item still in flight when the
-// session fails. A real receiver and chunk store over the in-memory network.
+// session fails. And a commit's manifest goes out a frame at a time from a list made as it is
+// read. A real receiver and chunk store over the in-memory network.
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type ChunkStore, hashFunction, openChunkStore } from '../../src/chunkstore/index.js'
+import { MAX_ENTRIES_PER_FRAME } from '../../src/replication/constants.js'
 import {
   CHUNKS_PROTOCOL,
+  type ManifestEntry,
   type OfferItem,
   POINTS_PROTOCOL,
   PointReceiver,
@@ -127,5 +130,53 @@ describe('OfferItem release (session.ts)', () => {
     await expect(session.settle()).rejects.toThrow('target gone')
     await new Promise((r) => setTimeout(r, 50))
     for (const t of items) expect(t.releases).toEqual([])
+  })
+})
+
+describe('TargetSession.commit', () => {
+  it('sends a full manifest of more entries than a frame holds from a lazy list, a frame at a time', async () => {
+    const bytes = randomBytes(64 * 1024)
+    const id = hashFunction(store.hashAlgorithm)(bytes).toString('hex')
+    await store.putChunk(id, bytes)
+    await store.flush()
+    const count = MAX_ENTRIES_PER_FRAME + 4464 // two frames
+    const chunkSize = 256 * 1024
+    let made = 0
+    function* entries(): Generator<ManifestEntry> {
+      // Every other chunk holds the one stored chunk; the rest are zero and not listed.
+      for (let index = 0; index < 2 * count; index += 2) {
+        made++
+        yield { index, id }
+      }
+    }
+    const session = await open()
+    await session.commit(
+      {
+        vm: 'vm',
+        vmId: 'vm-id',
+        seq: 1,
+        epoch: 0,
+        time: Date.now(),
+        consistency: 'crash',
+        baseSeq: null,
+        alg: store.hashAlgorithm,
+        source: 'A',
+        rpoSeconds: 60,
+        forward: [],
+        config: {},
+        disks: [{ index: 0, virtualSize: 2 * count * chunkSize, chunkSize, entries: count }],
+      },
+      [entries()],
+    )
+    await session.close()
+    expect(made).toBe(count)
+    const point = await store.lastPoint('vm')
+    expect(point?.seq).toBe(1)
+    let at = 0
+    for await (const held of store.readManifest(point!.disks[0])) {
+      expect(held === id, `entry ${at}`).toBe(at % 2 === 0)
+      at++
+    }
+    expect(at).toBe(2 * count)
   })
 })
