@@ -27,10 +27,12 @@ import {
   encodePointsMessage,
   type ManifestEntry,
   type NackReason,
+  type PointDiskHeader,
   type PointHeader,
   type PointsMessage,
   VM_NAME_PATTERN,
 } from './messages.js'
+import { PackedManifest } from './packed-manifest.js'
 import {
   checkSignedRoots,
   type MemberKeys,
@@ -435,7 +437,7 @@ export class PointReceiver {
   /** Commits a received point; null when committed (or already held), else why not. */
   async commit(
     header: PointHeader,
-    entries: ManifestEntry[][],
+    entries: DiskEntries[],
     peer: string,
   ): Promise<{ reason: NackReason; message: string; missing: ChunkId[] } | null> {
     const store = this.c.store
@@ -471,12 +473,11 @@ export class PointReceiver {
           base: { virtualSize: number; chunkSize: number; root: string }
           changes: Map<number, ChunkId | null>
         }
-      | { whole: Map<number, ChunkId | null> }
+      | { whole: PackedManifest }
     > = []
     for (const [position, d] of header.disks.entries()) {
       if (d.index !== position)
         return { reason: 'invalid', message: 'disks must be listed in index order', missing: [] }
-      const count = Math.ceil(d.virtualSize / d.chunkSize)
       const baseDisk = base?.disks[d.index]
       if (base && !(baseDisk && baseDisk.virtualSize === d.virtualSize && baseDisk.chunkSize === d.chunkSize))
         return {
@@ -484,26 +485,24 @@ export class PointReceiver {
           message: `disk ${d.index} changed geometry since point ${header.baseSeq}`,
           missing: [],
         }
-      const changes = new Map<number, ChunkId | null>()
-      for (const e of entries[d.index] ?? []) {
-        if (e.index >= count)
-          return {
-            reason: 'invalid',
-            message: `entry for chunk ${e.index} past disk ${d.index}'s ${count} chunks`,
-            missing: [],
-          }
-        changes.set(e.index, e.id)
-      }
-      plans.push(baseDisk ? { base: baseDisk, changes } : { whole: changes })
+      const got = entries[position]
+      if (got.invalid) return { reason: 'invalid', message: `disk ${d.index}: ${got.invalid}`, missing: [] }
+      if (baseDisk) plans.push({ base: baseDisk, changes: got.changes })
+      else if (got.whole) plans.push({ whole: got.whole })
+      else return { reason: 'invalid', message: `disk ${d.index}: entries against no base`, missing: [] }
     }
     // With a base, the ids it holds are held by its committed point (and commitPoint checks every
     // id under the nodes that change): asking for this point's own entries keeps the check at the
-    // size of the change, not of the disk.
-    const asked = plans.flatMap((p) => [...('whole' in p ? p.whole : p.changes).values()])
-    const named = [...new Set(asked.filter((id): id is ChunkId => id !== null))]
-    const missing = await store.has(named)
-    if (missing.length > 0)
-      return { reason: 'missing-chunks', message: `${missing.length} chunk(s) not stored here`, missing }
+    // size of the change, not of the disk. A full manifest is asked about a batch at a time.
+    const missing = new Set<ChunkId>()
+    for (const got of entries)
+      for (const batch of got.named()) for (const id of await store.has(batch)) missing.add(id)
+    if (missing.size > 0)
+      return {
+        reason: 'missing-chunks',
+        message: `${missing.size} chunk(s) not stored here`,
+        missing: [...missing],
+      }
     const lease = store.lease()
     try {
       const disks = []
@@ -585,21 +584,74 @@ export class PointReceiver {
 }
 
 /** Reads the manifest frames of a point up to its commit frame. */
+/** Most chunks a disk of a received point may have: a 64 TiB disk (VHDX's largest) of 256 KiB chunks. */
+const MAX_POINT_DISK_CHUNKS = 2 ** 28
+
+/**
+ * One disk's manifest entries of a received point, kept as they arrive: a full manifest packed (32
+ * bytes a data chunk, nothing for zero pages, where an object per entry cost ~120 bytes), entries
+ * against a base by chunk index. An entry past the disk's end is remembered: the point is refused.
+ */
+export class DiskEntries {
+  readonly whole: PackedManifest | null
+  readonly changes = new Map<number, ChunkId | null>()
+  received = 0
+  invalid: string | null = null
+  private readonly count: number
+
+  constructor(disk: PointDiskHeader, full: boolean) {
+    const count = Math.ceil(disk.virtualSize / disk.chunkSize)
+    if (count > MAX_POINT_DISK_CHUNKS)
+      this.invalid = `disk ${disk.index} has ${count} chunks, more than any disk`
+    this.whole = full && !this.invalid ? PackedManifest.zeros(count) : null
+    this.count = count
+  }
+
+  add(e: ManifestEntry): void {
+    this.received++
+    if (this.invalid) return
+    if (e.index >= this.count) {
+      this.invalid = `entry for chunk ${e.index} past its ${this.count} chunks`
+      return
+    }
+    if (this.whole) this.whole.set(e.index, e.id)
+    else this.changes.set(e.index, e.id)
+  }
+
+  /** The chunk ids the entries name (not zero), a batch at a time, each batch without repeats. */
+  *named(batch = MAX_IDS_PER_FRAME): Generator<ChunkId[]> {
+    const ids = this.whole
+      ? (function* (m: PackedManifest) {
+          for (const i of m.dataIndexes()) yield m.get(i) as ChunkId
+        })(this.whole)
+      : this.changes.values()
+    let out = new Set<ChunkId>()
+    for (const id of ids) {
+      if (id === null) continue
+      out.add(id)
+      if (out.size >= batch) {
+        yield [...out]
+        out = new Set()
+      }
+    }
+    if (out.size > 0) yield [...out]
+  }
+}
+
 async function collectManifests(
   ch: MessageChannel<PointsMessage>,
   header: PointHeader,
-): Promise<ManifestEntry[][]> {
-  const entries: ManifestEntry[][] = header.disks.map(() => [])
-  const expected = header.disks.map((d) => d.entries)
+): Promise<DiskEntries[]> {
+  const entries = header.disks.map((d) => new DiskEntries(d, header.baseSeq === null))
   for (;;) {
     const m = await ch.next()
     if (m === null) throw new FrameError(`stream ended inside point ${header.seq}`, 'points')
     if (m.type === 'commit') {
       if (m.seq !== header.seq) throw new FrameError(`commit ${m.seq} inside point ${header.seq}`, 'points')
       header.disks.forEach((d, i) => {
-        if (entries[i].length !== d.entries)
+        if (entries[i].received !== d.entries)
           throw new FrameError(
-            `disk ${d.index}: ${entries[i].length} of ${d.entries} manifest entries`,
+            `disk ${d.index}: ${entries[i].received} of ${d.entries} manifest entries`,
             'points',
           )
       })
@@ -608,8 +660,8 @@ async function collectManifests(
     if (m.type !== 'manifest' || m.seq !== header.seq)
       throw new FrameError(`unexpected '${m.type}' frame inside point ${header.seq}`, 'points')
     const i = header.disks.findIndex((d) => d.index === m.disk)
-    if (i < 0 || entries[i].length + m.entries.length > expected[i])
+    if (i < 0 || entries[i].received + m.entries.length > header.disks[i].entries)
       throw new FrameError(`manifest frame for disk ${m.disk} overruns the point`, 'points')
-    for (const e of m.entries) entries[i].push(e)
+    for (const e of m.entries) entries[i].add(e)
   }
 }

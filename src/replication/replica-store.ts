@@ -11,6 +11,7 @@ import {
   ZERO_HEX,
 } from '../chunkstore/index.js'
 import type { ChunkId } from './ids.js'
+import { PackedManifest } from './packed-manifest.js'
 
 export type { ChunkStore, RecoveryPoint }
 
@@ -37,25 +38,27 @@ export async function readManifestIds(
 }
 
 /**
- * Builds a manifest tree from ids in disk order (an array, or a map by chunk index whose absent
- * chunks are zero: a thin disk's full point names only its data chunks) and appends its new nodes
- * to the store (made durable by the commitPoint that follows). Returns the root id.
+ * Builds a manifest tree from ids in disk order (an array, or a packed manifest: a full point's as
+ * a receiver collects it) and appends its new nodes to the store (made durable by the commitPoint
+ * that follows). Returns the root id.
  */
 export async function buildManifest(
   store: ChunkStore,
   lease: ChunkLease,
   virtualSize: number,
   chunkSize: number,
-  ids: ReadonlyArray<ChunkId | null> | ReadonlyMap<number, ChunkId | null>,
+  ids: ReadonlyArray<ChunkId | null> | PackedManifest,
 ): Promise<string> {
   const shape = treeShape(virtualSize, chunkSize, MERKLE_FANOUT)
   const builder = new TreeBuilder(shape, store.hash, nodeSink(store, lease))
   const at =
-    ids instanceof Map ? (i: number) => ids.get(i) : (i: number) => (ids as ReadonlyArray<ChunkId | null>)[i]
-  for (let i = 0; i < shape.chunkCount; i++) {
-    const id = at(i)
-    await builder.push(id ? Buffer.from(id, 'hex') : ZERO_ID)
-  }
+    ids instanceof PackedManifest
+      ? (i: number) => (i < ids.length ? ids.run(i, i + 1) : null)
+      : (i: number) => {
+          const id = ids[i]
+          return id ? Buffer.from(id, 'hex') : null
+        }
+  for (let i = 0; i < shape.chunkCount; i++) await builder.push(at(i) ?? ZERO_ID)
   return (await builder.finish()).toString('hex')
 }
 

@@ -13,9 +13,11 @@ import { type ChunkStore, hashFunction, openChunkStore } from '../../src/chunkst
 import { MAX_ENTRIES_PER_FRAME } from '../../src/replication/constants.js'
 import {
   CHUNKS_PROTOCOL,
+  type CommitRefusedError,
   type ManifestEntry,
   type OfferItem,
   POINTS_PROTOCOL,
+  type PointHeader,
   PointReceiver,
   TargetSession,
 } from '../../src/replication/index.js'
@@ -134,13 +136,33 @@ describe('OfferItem release (session.ts)', () => {
 })
 
 describe('TargetSession.commit', () => {
-  it('sends a full manifest of more entries than a frame holds from a lazy list, a frame at a time', async () => {
+  const chunkSize = 256 * 1024
+  const header = (seq: number, virtualSize: number, entries: number): PointHeader => ({
+    vm: 'vm',
+    vmId: 'vm-id',
+    seq,
+    epoch: 0,
+    time: Date.now(),
+    consistency: 'crash',
+    baseSeq: null,
+    alg: store.hashAlgorithm,
+    source: 'A',
+    rpoSeconds: 60,
+    forward: [],
+    config: {},
+    disks: [{ index: 0, virtualSize, chunkSize, entries }],
+  })
+  async function stored(): Promise<string> {
     const bytes = randomBytes(64 * 1024)
     const id = hashFunction(store.hashAlgorithm)(bytes).toString('hex')
     await store.putChunk(id, bytes)
     await store.flush()
+    return id
+  }
+
+  it('sends a full manifest of more entries than a frame holds from a lazy list, a frame at a time', async () => {
+    const id = await stored()
     const count = MAX_ENTRIES_PER_FRAME + 4464 // two frames
-    const chunkSize = 256 * 1024
     let made = 0
     function* entries(): Generator<ManifestEntry> {
       // Every other chunk holds the one stored chunk; the rest are zero and not listed.
@@ -150,24 +172,7 @@ describe('TargetSession.commit', () => {
       }
     }
     const session = await open()
-    await session.commit(
-      {
-        vm: 'vm',
-        vmId: 'vm-id',
-        seq: 1,
-        epoch: 0,
-        time: Date.now(),
-        consistency: 'crash',
-        baseSeq: null,
-        alg: store.hashAlgorithm,
-        source: 'A',
-        rpoSeconds: 60,
-        forward: [],
-        config: {},
-        disks: [{ index: 0, virtualSize: 2 * count * chunkSize, chunkSize, entries: count }],
-      },
-      [entries()],
-    )
+    await session.commit(header(1, 2 * count * chunkSize, count), [entries()])
     await session.close()
     expect(made).toBe(count)
     const point = await store.lastPoint('vm')
@@ -178,5 +183,39 @@ describe('TargetSession.commit', () => {
       at++
     }
     expect(at).toBe(2 * count)
+  })
+
+  it('refuses a manifest that names chunks past its disk, too many chunks, or chunks not held; then commits a good one', async () => {
+    const id = await stored()
+    const session = await open()
+    const refused = (p: Promise<void>) =>
+      p.then(
+        () => null,
+        (err: CommitRefusedError) => [err.reason, err.message],
+      )
+    expect(await refused(session.commit(header(1, 4 * chunkSize, 1), [[{ index: 4, id }]]))).toEqual([
+      'invalid',
+      expect.stringMatching(/disk 0: entry for chunk 4 past its 4 chunks/),
+    ])
+    expect(await refused(session.commit(header(2, 2 ** 50, 0), [[]]))).toEqual([
+      'invalid',
+      expect.stringMatching(/disk 0 has 4294967296 chunks, more than any disk/),
+    ])
+    const absent = '11'.repeat(32)
+    expect(
+      await refused(
+        session.commit(header(3, 4 * chunkSize, 2), [
+          [
+            { index: 0, id },
+            { index: 1, id: absent },
+          ],
+        ]),
+      ),
+    ).toEqual(['missing-chunks', expect.stringMatching(/1 chunk\(s\) not stored here/)])
+    expect(await store.lastPoint('vm')).toBeUndefined()
+    // The receiver still serves this stream: a good point commits.
+    await session.commit(header(4, 4 * chunkSize, 1), [[{ index: 3, id }]])
+    await session.close()
+    expect((await store.lastPoint('vm'))?.seq).toBe(4)
   })
 })
