@@ -10,7 +10,8 @@ import { chunkLength, diffRanges, extractDelta, shouldSendDelta } from './delta.
 import type { ChunkId } from './ids.js'
 import type { LinkTable } from './link.js'
 import type { ManifestEntry, PointHeader } from './messages.js'
-import { findPoint, fromStoreId, readManifestIds } from './replica-store.js'
+import { type EntryList, fullEntries, PackedManifest } from './packed-manifest.js'
+import { findPoint, fromStoreId } from './replica-store.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
 import { nextHop } from './targets.js'
 
@@ -78,7 +79,7 @@ export class Forwarder {
       const held = last === null ? undefined : await findPoint(store, point.vm, last)
       // A point of another epoch under that number is another point (failover, failback).
       const base = held && held.epoch === session.state.epoch ? held : undefined
-      const entries: ManifestEntry[][] = []
+      const entries: EntryList[] = []
       for (let i = 0; i < point.disks.length; i++) {
         const d = point.disks[i]
         const b = base?.disks[i]
@@ -102,19 +103,24 @@ export class Forwarder {
               )
             if (items.length >= OFFER_BATCH) await flush()
           }
+          entries.push(list)
         } else {
-          const ids = await readManifestIds(store, point, i)
-          ids.forEach((id, index) => {
+          // The whole manifest, read as it is offered: 32 bytes a data chunk kept for the commit,
+          // whose entries are made again as they are sent (no array of the disk's ids).
+          const ids = PackedManifest.zeros(Math.ceil(d.virtualSize / d.chunkSize))
+          let index = 0
+          for await (const hex of store.readManifest(d)) {
+            const id = fromStoreId(hex)
             if (id !== null) {
-              list.push({ index, id })
+              ids.set(index, id)
               items.push(this.item(id, null, chunkLength(index, d.chunkSize, d.virtualSize)))
+              if (items.length >= OFFER_BATCH) await flush()
             }
-          })
+            index++
+          }
+          entries.push(fullEntries(ids))
         }
-        for (let at = 0; at < items.length; at += OFFER_BATCH)
-          await session.offer(items.slice(at, at + OFFER_BATCH))
-        items.length = 0
-        entries.push(list)
+        if (items.length > 0) await flush()
       }
       await session.commit(
         {

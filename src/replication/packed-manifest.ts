@@ -12,6 +12,7 @@
 import { CHUNK_ID_BYTES } from './constants.js'
 import type { ChunkId } from './ids.js'
 import { idFromBytes, idToBytes, isZeroIdBytes } from './ids.js'
+import type { ManifestEntry } from './messages.js'
 
 const ID = CHUNK_ID_BYTES
 /** Entries in a page: one level-0 Merkle node's worth at the default fanout (MERKLE_FANOUT). */
@@ -199,5 +200,22 @@ export class PackedManifest {
     if (!Number.isInteger(i) || i < 0 || i >= this.length)
       throw new RangeError(`manifest entry ${i} is outside 0..${this.length - 1}`)
     return Math.floor(i / PAGE_ENTRIES)
+  }
+}
+
+/** Manifest entries of one disk for a commit: a list, or a full manifest's made on demand. */
+export type EntryList = { readonly length: number } & Iterable<ManifestEntry>
+
+/**
+ * Every data chunk of a manifest as entries, made as they are iterated (TargetSession.commit sends
+ * them a frame at a time): a full manifest sent to a target costs no object per chunk beforehand
+ * (~120 bytes a chunk: 47 MiB for a full 100 GiB disk, per target).
+ */
+export function fullEntries(ids: PackedManifest): EntryList {
+  return {
+    length: ids.dataCount(),
+    *[Symbol.iterator]() {
+      for (const index of ids.dataIndexes()) yield { index, id: ids.get(index) }
+    },
   }
 }

@@ -21,8 +21,8 @@ import {
 import type { ChunkId } from './ids.js'
 import type { LagTracker } from './lag.js'
 import type { LinkStatus, LinkTable } from './link.js'
-import type { ByteRange, ManifestEntry, PointHeader } from './messages.js'
-import { PackedManifest } from './packed-manifest.js'
+import type { ByteRange, PointHeader } from './messages.js'
+import { type EntryList, fullEntries, PackedManifest } from './packed-manifest.js'
 import { type PointSigner, signedFields, signPoint } from './point-signature.js'
 import { RootCache } from './root-cache.js'
 import { PointScheduler } from './scheduler.js'
@@ -103,23 +103,6 @@ interface ChangedChunk {
   bytes: Uint8Array
   /** Its id in the previous point (null: zero), undefined without one. */
   before: ChunkId | null | undefined
-}
-
-/** Manifest entries of one disk for a commit: a list, or a full manifest's made on demand. */
-type EntryList = { readonly length: number } & Iterable<ManifestEntry>
-
-/**
- * Every data chunk of a manifest as entries, made as they are iterated: a full manifest sent to a
- * target costs no object per chunk of the disk beforehand (120 bytes a chunk: 47 MiB for a full
- * 100 GiB disk, per target).
- */
-function fullEntries(ids: PackedManifest): EntryList {
-  return {
-    length: ids.dataCount(),
-    *[Symbol.iterator]() {
-      for (const index of ids.dataIndexes()) yield { index, id: ids.get(index) }
-    },
-  }
 }
 
 /**
