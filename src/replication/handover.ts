@@ -17,9 +17,9 @@ import { join, resolve } from 'node:path'
 import type { ChunkStore, RecoveryPoint } from '../chunkstore/index.js'
 import { type Hypervisor, openDisk, type VmInfo } from '../hyperv/index.js'
 import { ReplicationError } from './errors.js'
-import { PackedManifest } from './packed-manifest.js'
+import type { PackedManifest } from './packed-manifest.js'
 import type { ReplicaDisks, ReplicaRecord } from './replica-disk.js'
-import { findPoint, readManifestIds } from './replica-store.js'
+import { findPoint, readPackedManifest } from './replica-store.js'
 import type { ReplicationLogger } from './session.js'
 import type { Protection, ProtectionFiles, SourceState } from './settings.js'
 
@@ -180,8 +180,7 @@ export async function ownAfterPromotion(
   }
   if (last) {
     manifests = []
-    for (let i = 0; i < last.disks.length; i++)
-      manifests.push(PackedManifest.fromIds(await readManifestIds(store, last, i)))
+    for (let i = 0; i < last.disks.length; i++) manifests.push(await readPackedManifest(store, last, i))
     Object.assign(state, {
       seq: last.seq,
       seqEpoch: last.epoch,

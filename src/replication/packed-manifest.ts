@@ -219,3 +219,16 @@ export function fullEntries(ids: PackedManifest): EntryList {
     },
   }
 }
+
+/** Entries in frames of at most `max` (a manifest frame's limit), made as they are iterated. */
+export function* entryFrames(entries: Iterable<ManifestEntry>, max: number): Generator<ManifestEntry[]> {
+  let frame: ManifestEntry[] = []
+  for (const e of entries) {
+    frame.push(e)
+    if (frame.length === max) {
+      yield frame
+      frame = []
+    }
+  }
+  if (frame.length > 0) yield frame
+}

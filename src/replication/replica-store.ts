@@ -37,6 +37,23 @@ export async function readManifestIds(
   return out
 }
 
+/** The manifest of `disk` of a held point, packed (32 bytes a data chunk, nothing for zero pages). */
+export async function readPackedManifest(
+  store: ChunkStore,
+  point: RecoveryPoint,
+  disk: number,
+): Promise<PackedManifest> {
+  const d = point.disks[disk]
+  const out = PackedManifest.zeros(Math.ceil(d.virtualSize / d.chunkSize))
+  let index = 0
+  for await (const hex of store.readManifest(d)) {
+    const id = fromStoreId(hex)
+    if (id !== null) out.set(index, id)
+    index++
+  }
+  return out
+}
+
 /**
  * Builds a manifest tree from ids in disk order (an array, or a packed manifest: a full point's as
  * a receiver collects it) and appends its new nodes to the store (made durable by the commitPoint

@@ -19,14 +19,14 @@ import type { ChunkId } from './ids.js'
 import {
   decodePointsMessage,
   encodePointsMessage,
-  type ManifestEntry,
   POINTS_PROTOCOL,
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
+import { type EntryList, entryFrames, fullEntries } from './packed-manifest.js'
 import { checkSignedRoots, type MemberKeys, manifestRoot, verifyPointHeader } from './point-signature.js'
 import { addPeerCounts, type PullResult, pullChunks } from './puller.js'
-import { buildManifest, findPoint, readManifestIds } from './replica-store.js'
+import { buildManifest, findPoint, readManifestIds, readPackedManifest } from './replica-store.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
 /** Fetching a point's header and manifests from one holder gives up after this long. */
@@ -58,15 +58,10 @@ export async function serveFetch(
     })
     return
   }
-  const entries: ManifestEntry[][] = []
-  for (let i = 0; i < point.disks.length; i++) {
-    const ids = await readManifestIds(store, point, i)
-    const list: ManifestEntry[] = []
-    ids.forEach((id, index) => {
-      if (id !== null) list.push({ index, id })
-    })
-    entries.push(list)
-  }
+  // Each disk's manifest packed, its entries made again frame by frame as they are sent.
+  const entries: EntryList[] = []
+  for (let i = 0; i < point.disks.length; i++)
+    entries.push(fullEntries(await readPackedManifest(store, point, i)))
   const config = (point.config ?? {}) as Record<string, unknown>
   const header: PointHeader = {
     vm: point.vm,
@@ -92,13 +87,8 @@ export async function serveFetch(
   }
   await ch.send({ type: 'point', point: header })
   for (let disk = 0; disk < entries.length; disk++)
-    for (let at = 0; at < entries[disk].length; at += MAX_ENTRIES_PER_FRAME)
-      await ch.send({
-        type: 'manifest',
-        seq: point.seq,
-        disk,
-        entries: entries[disk].slice(at, at + MAX_ENTRIES_PER_FRAME),
-      })
+    for (const frame of entryFrames(entries[disk], MAX_ENTRIES_PER_FRAME))
+      await ch.send({ type: 'manifest', seq: point.seq, disk, entries: frame })
   await ch.send({ type: 'commit', seq: point.seq })
 }
 

@@ -35,6 +35,7 @@ import {
   type PointHeader,
   type PointsMessage,
 } from './messages.js'
+import { entryFrames } from './packed-manifest.js'
 
 /** How a node reaches its peers: MeshNode satisfies it; tests use an in-memory network. */
 export interface ReplicationNetwork {
@@ -340,18 +341,9 @@ export class TargetSession {
     await this.settle()
     const signal = this.init.signal
     await this.points.send({ type: 'point', point }, signal)
-    for (let disk = 0; disk < entries.length; disk++) {
-      let frame: ManifestEntry[] = []
-      const flush = async () => {
+    for (let disk = 0; disk < entries.length; disk++)
+      for (const frame of entryFrames(entries[disk], MAX_ENTRIES_PER_FRAME))
         await this.points.send({ type: 'manifest', seq: point.seq, disk, entries: frame }, signal)
-        frame = []
-      }
-      for (const e of entries[disk]) {
-        frame.push(e)
-        if (frame.length === MAX_ENTRIES_PER_FRAME) await flush()
-      }
-      if (frame.length > 0) await flush()
-    }
     await this.points.send({ type: 'commit', seq: point.seq }, signal)
     this.lastActivity = Date.now()
     this.awaitingReply = true

@@ -3,7 +3,12 @@
 import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { PAGE_ENTRIES, PackedManifest } from '../../src/replication/packed-manifest.js'
+import {
+  entryFrames,
+  fullEntries,
+  PAGE_ENTRIES,
+  PackedManifest,
+} from '../../src/replication/packed-manifest.js'
 
 const id = (s: string) => createHash('sha256').update(s).digest('hex')
 
@@ -109,5 +114,29 @@ describe('PackedManifest', () => {
       ),
       { numRuns: 100 },
     )
+  })
+
+  it('fullEntries lists the data chunks in order; entryFrames cuts them into frames as they are read', () => {
+    const m = PackedManifest.zeros(3 * PAGE_ENTRIES)
+    for (const i of [7, PAGE_ENTRIES, 3 * PAGE_ENTRIES - 1]) m.set(i, id(`${i}`))
+    const list = fullEntries(m)
+    expect(list.length).toBe(3)
+    expect([...list]).toEqual(
+      [7, PAGE_ENTRIES, 3 * PAGE_ENTRIES - 1].map((index) => ({ index, id: id(`${index}`) })),
+    )
+    expect([...entryFrames(list, 2)].map((f) => f.length)).toEqual([2, 1])
+    expect([...entryFrames(list, 3)].map((f) => f.length)).toEqual([3])
+    expect([...entryFrames([], 3)]).toEqual([])
+    // Lazy: the first frame is out before the rest of the entries are made.
+    let made = 0
+    const counted = (function* () {
+      for (let index = 0; index < 10; index++) {
+        made++
+        yield { index, id: null }
+      }
+    })()
+    const frames = entryFrames(counted, 4)
+    expect(frames.next().value).toHaveLength(4)
+    expect(made).toBe(4)
   })
 })
