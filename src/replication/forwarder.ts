@@ -10,8 +10,8 @@ import { chunkLength, diffRanges, extractDelta, shouldSendDelta } from './delta.
 import type { ChunkId } from './ids.js'
 import type { LinkTable } from './link.js'
 import type { ManifestEntry, PointHeader } from './messages.js'
-import { type EntryList, fullEntries, PackedManifest } from './packed-manifest.js'
-import { findPoint, fromStoreId } from './replica-store.js'
+import { type EntryList, fullEntries } from './packed-manifest.js'
+import { findPoint, fromStoreId, readPackedManifest } from './replica-store.js'
 import { type OfferItem, type ReplicationLogger, type ReplicationNetwork, TargetSession } from './session.js'
 import { nextHop } from './targets.js'
 
@@ -105,19 +105,12 @@ export class Forwarder {
           }
           entries.push(list)
         } else {
-          // The whole manifest, read as it is offered: 32 bytes a data chunk kept for the commit,
+          // The whole manifest, offered as it is read: 32 bytes a data chunk kept for the commit,
           // whose entries are made again as they are sent (no array of the disk's ids).
-          const ids = PackedManifest.zeros(Math.ceil(d.virtualSize / d.chunkSize))
-          let index = 0
-          for await (const hex of store.readManifest(d)) {
-            const id = fromStoreId(hex)
-            if (id !== null) {
-              ids.set(index, id)
-              items.push(this.item(id, null, chunkLength(index, d.chunkSize, d.virtualSize)))
-              if (items.length >= OFFER_BATCH) await flush()
-            }
-            index++
-          }
+          const ids = await readPackedManifest(store, point, i, async (index, id) => {
+            items.push(this.item(id, null, chunkLength(index, d.chunkSize, d.virtualSize)))
+            if (items.length >= OFFER_BATCH) await flush()
+          })
           entries.push(fullEntries(ids))
         }
         if (items.length > 0) await flush()

@@ -308,15 +308,12 @@ export class VmProtector {
       for (const l of live) l.mode = this.modeFor(l.session.state, prev !== null)
       manifests = []
       const changed: number[][] = []
-      // Disks read whole (no manifest to compare with): the change log says "all", not every index.
-      const whole: boolean[] = []
       for (let i = 0; i < point.disks.length; i++) {
         const disk = await this.c.hypervisor.openPointDisk(point, i)
         try {
           const r = await this.readDisk(point, i, disk, geometry[i].chunkSize, prev?.[i] ?? null, live)
           manifests.push(r.ids)
           changed.push(r.changed)
-          whole.push(!prev?.[i])
         } finally {
           await disk.close()
         }
@@ -363,7 +360,8 @@ export class VmProtector {
         disks: geometry,
         changeLog: [
           ...this.state.changeLog,
-          { seq, indexes: changed.map((list, i) => (whole[i] ? null : list)) },
+          // A disk read whole (no manifest to compare with) is "all" in the log, not every index.
+          { seq, indexes: changed.map((list, i) => (prev?.[i] ? list : null)) },
         ].slice(-CHANGE_LOG_POINTS),
       }
     } finally {

@@ -493,14 +493,22 @@ export class PointReceiver {
     }
     // With a base, the ids it holds are held by its committed point (and commitPoint checks every
     // id under the nodes that change): asking for this point's own entries keeps the check at the
-    // size of the change, not of the disk. A full manifest is asked about a batch at a time.
+    // size of the change, not of the disk. A full manifest is asked about a batch at a time; the
+    // nack names as many missing ids as its frame carries (the rest are only counted: an id
+    // lacking in two batches past that many may count twice).
     const missing = new Set<ChunkId>()
+    let lacking = 0
     for (const got of entries)
-      for (const batch of got.named()) for (const id of await store.has(batch)) missing.add(id)
-    if (missing.size > 0)
+      for (const batch of got.named())
+        for (const id of await store.has(batch)) {
+          if (missing.has(id)) continue
+          lacking++
+          if (missing.size < MAX_IDS_PER_FRAME) missing.add(id)
+        }
+    if (lacking > 0)
       return {
         reason: 'missing-chunks',
-        message: `${missing.size} chunk(s) not stored here`,
+        message: `${lacking} chunk(s) not stored here`,
         missing: [...missing],
       }
     const lease = store.lease()
@@ -583,7 +591,6 @@ export class PointReceiver {
   }
 }
 
-/** Reads the manifest frames of a point up to its commit frame. */
 /** Most chunks a disk of a received point may have: a 64 TiB disk (VHDX's largest) of 256 KiB chunks. */
 const MAX_POINT_DISK_CHUNKS = 2 ** 28
 
@@ -592,7 +599,7 @@ const MAX_POINT_DISK_CHUNKS = 2 ** 28
  * bytes a data chunk, nothing for zero pages, where an object per entry cost ~120 bytes), entries
  * against a base by chunk index. An entry past the disk's end is remembered: the point is refused.
  */
-export class DiskEntries {
+class DiskEntries {
   readonly whole: PackedManifest | null
   readonly changes = new Map<number, ChunkId | null>()
   received = 0
@@ -638,6 +645,7 @@ export class DiskEntries {
   }
 }
 
+/** Reads the manifest frames of a point up to its commit frame. */
 async function collectManifests(
   ch: MessageChannel<PointsMessage>,
   header: PointHeader,

@@ -37,18 +37,25 @@ export async function readManifestIds(
   return out
 }
 
-/** The manifest of `disk` of a held point, packed (32 bytes a data chunk, nothing for zero pages). */
+/**
+ * The manifest of `disk` of a held point, packed (32 bytes a data chunk, nothing for zero pages).
+ * `onData` is awaited for each data chunk as it is read (a chain hop offers them meanwhile).
+ */
 export async function readPackedManifest(
   store: ChunkStore,
   point: RecoveryPoint,
   disk: number,
+  onData?: (index: number, id: ChunkId) => Promise<void> | void,
 ): Promise<PackedManifest> {
   const d = point.disks[disk]
   const out = PackedManifest.zeros(Math.ceil(d.virtualSize / d.chunkSize))
   let index = 0
   for await (const hex of store.readManifest(d)) {
     const id = fromStoreId(hex)
-    if (id !== null) out.set(index, id)
+    if (id !== null) {
+      out.set(index, id)
+      await onData?.(index, id)
+    }
     index++
   }
   return out

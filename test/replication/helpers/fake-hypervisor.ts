@@ -79,7 +79,7 @@ export class FakeHypervisor {
     await truncate(path, virtualSize)
   }
 
-  /** Ends change tracking: the next point of each VM reads its disks' data extents whole. */
+  /** Ends change tracking of `vm`: its next point reads its disks' data extents whole. */
   async loseTracking(vm: string): Promise<void> {
     this.get(vm).generation++
   }
