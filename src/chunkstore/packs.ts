@@ -430,7 +430,6 @@ export class PackWriter {
 
   private async roll(): Promise<OpenPack> {
     const sealed = this.active
-    if (sealed && !this.dirty.has(sealed.pack)) await sealed.file.close()
     if (!this.active && this.resume && this.resume.length < this.sizeLimit) {
       const file = await this.fs.open(join(this.dir, packFileName(this.resume.pack)), 'r+', {
         direct: this.direct,
@@ -444,7 +443,12 @@ export class PackWriter {
     const file = await this.fs.open(join(this.dir, packFileName(pack)), 'wx', { direct: this.direct })
     await this.fs.syncDir(this.dir)
     this.active = openPack(pack, file, 0)
+    // The sealed pack is closed by whoever is last with it: here when nothing is left to sync,
+    // else by the sync() that finds it clean and no longer active. Decided only now that the new
+    // pack is active: a sync() that finished while it was opening found the sealed pack still
+    // active and left it open.
     if (sealed && this.dirty.has(sealed.pack)) this.maybeBackgroundSync(sealed)
+    else if (sealed) await sealed.file.close()
     return this.active
   }
 }
