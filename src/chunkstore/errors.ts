@@ -56,6 +56,14 @@ export class PointNotFoundError extends ChunkStoreError {
   }
 }
 
+/** A point a lease pins (a restore reading it) cannot be deleted until the lease is released. */
+export class PointPinnedError extends ChunkStoreError {
+  override name = 'PointPinnedError'
+  constructor(readonly point: string) {
+    super(`point ${point} is being read (a restore pins it); it can be deleted once that is done`)
+  }
+}
+
 export class PointExistsError extends ChunkStoreError {
   override name = 'PointExistsError'
   constructor(readonly point: string) {

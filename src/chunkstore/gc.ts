@@ -7,6 +7,7 @@
 
 import { join } from 'node:path'
 import { GC_BATCH_KEYS, GC_COMPACT_LIVE_RATIO } from './constants.js'
+import { PointPinnedError } from './errors.js'
 import {
   CHUNK_RANGE,
   type ChunkEntry,
@@ -53,8 +54,14 @@ export async function collectGarbage(store: ChunkStore, options: GcOptions = {})
     for (const p of points) {
       options.signal?.throwIfAborted()
       const name = pointName(p)
-      if (keep.has(name)) continue
-      await store.deletePoint(name)
+      // A point a restore is reading is kept this time; the next collection takes it.
+      if (keep.has(name) || store.isPointPinned(name)) continue
+      try {
+        await store.deletePoint(name)
+      } catch (err) {
+        if (err instanceof PointPinnedError) continue
+        throw err
+      }
       report.deletedPoints.push(name)
     }
   }

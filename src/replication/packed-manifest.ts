@@ -203,6 +203,15 @@ export class PackedManifest {
   }
 }
 
+/** Entry i as its 32 bytes (null: zero, or past the end), of a packed manifest or an id array. */
+export function idBytesAt(ids: ReadonlyArray<ChunkId | null> | PackedManifest): (i: number) => Buffer | null {
+  if (ids instanceof PackedManifest) return (i) => (i < ids.length ? ids.run(i, i + 1) : null)
+  return (i) => {
+    const id = ids[i]
+    return id ? Buffer.from(id, 'hex') : null
+  }
+}
+
 /** Manifest entries of one disk for a commit: a list, or a full manifest's made on demand. */
 export type EntryList = { readonly length: number } & Iterable<ManifestEntry>
 

@@ -31,6 +31,7 @@ import { MAX_DISKS_PER_POINT } from './constants.js'
 import { PointSignatureError } from './errors.js'
 import type { ChunkId } from './ids.js'
 import type { PointHeader } from './messages.js'
+import { idBytesAt, type PackedManifest } from './packed-manifest.js'
 
 export const POINT_SIGNATURE_KIND = 'recovery-point'
 
@@ -95,16 +96,14 @@ export const configDigest = (config: unknown): string =>
 export async function manifestRoot(
   virtualSize: number,
   chunkSize: number,
-  ids: ReadonlyArray<ChunkId | null>,
+  ids: ReadonlyArray<ChunkId | null> | PackedManifest,
   alg: HashAlgorithm,
 ): Promise<string> {
   const shape = treeShape(virtualSize, chunkSize, MERKLE_FANOUT)
   const builder = new TreeBuilder(shape, hashFunction(alg), async () => {})
   const zero = Buffer.from(ZERO_HEX, 'hex')
-  for (let i = 0; i < shape.chunkCount; i++) {
-    const id = ids[i]
-    await builder.push(id ? Buffer.from(id, 'hex') : zero)
-  }
+  const at = idBytesAt(ids)
+  for (let i = 0; i < shape.chunkCount; i++) await builder.push(at(i) ?? zero)
   return (await builder.finish()).toString('hex')
 }
 

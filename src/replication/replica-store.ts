@@ -11,7 +11,7 @@ import {
   ZERO_HEX,
 } from '../chunkstore/index.js'
 import type { ChunkId } from './ids.js'
-import { PackedManifest } from './packed-manifest.js'
+import { idBytesAt, PackedManifest } from './packed-manifest.js'
 
 export type { ChunkStore, RecoveryPoint }
 
@@ -24,17 +24,6 @@ export function hashHex(store: ChunkStore, bytes: Uint8Array): ChunkId {
 /** null for the zero flag, the id otherwise. */
 export function fromStoreId(hex: string): ChunkId | null {
   return hex === ZERO_HEX ? null : hex
-}
-
-/** Every chunk id of one disk of a point, in disk order (null: zero chunk). */
-export async function readManifestIds(
-  store: ChunkStore,
-  point: RecoveryPoint,
-  disk: number,
-): Promise<Array<ChunkId | null>> {
-  const out: Array<ChunkId | null> = []
-  for await (const hex of store.readManifest(point.disks[disk])) out.push(fromStoreId(hex))
-  return out
 }
 
 /**
@@ -75,13 +64,7 @@ export async function buildManifest(
 ): Promise<string> {
   const shape = treeShape(virtualSize, chunkSize, MERKLE_FANOUT)
   const builder = new TreeBuilder(shape, store.hash, nodeSink(store, lease))
-  const at =
-    ids instanceof PackedManifest
-      ? (i: number) => (i < ids.length ? ids.run(i, i + 1) : null)
-      : (i: number) => {
-          const id = ids[i]
-          return id ? Buffer.from(id, 'hex') : null
-        }
+  const at = idBytesAt(ids)
   for (let i = 0; i < shape.chunkCount; i++) await builder.push(at(i) ?? ZERO_ID)
   return (await builder.finish()).toString('hex')
 }

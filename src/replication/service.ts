@@ -345,7 +345,7 @@ export class ReplicationService {
    */
   async restore(
     vm: string,
-    options: { seq?: number; disk?: number; out: string; format: 'raw' | 'vhdx' },
+    options: { seq?: number; disk?: number; out: string; format: 'raw' | 'vhdx'; batchIds?: number },
   ): Promise<Omit<RestoreResult, 'point'> & { point: PointSummary }> {
     const r = await restoreDisk(
       {

@@ -8,6 +8,7 @@ import {
   materialise,
   nodeStoreFs,
   openChunkStore,
+  PointPinnedError,
   putDisks,
   type StoreFs,
   verifyStore,
@@ -250,5 +251,33 @@ describe('garbage collection', () => {
     // a@2 and a@3 share an hour bucket: the newer (a@3) is kept.
     expect(gc.deletedPoints).toEqual(['a@2'])
     expect((await store.listPoints('a')).map((p) => p.seq)).toEqual([3, 4, 5])
+  })
+
+  it('keeps a point a lease pins (a restore reading it), chunks and all, until the lease is released', async () => {
+    const a = join(tmp.dir, 'a.raw')
+    makeRawDisk(a, 8 * MiB, 8 * MiB, false)
+    const store = await open()
+    await put(store, a, 'a')
+    const first = readFileSync(a)
+    makeRawDisk(a, 8 * MiB, 8 * MiB, false) // every chunk rewritten
+    await put(store, a, 'a')
+    const lease = store.lease()
+    lease.pinPoint('a@1')
+    await expect(store.deletePoint('a@1')).rejects.toThrow(PointPinnedError)
+    // Retention passes it over, and no chunk it names is freed.
+    const kept = await collectGarbage(store, { policy: { keepLast: 1 } })
+    expect(kept.deletedPoints).toEqual([])
+    expect(kept.freedChunks).toBe(0)
+    expect((await readBack(store, 'a@1')).equals(first)).toBe(true)
+    // A second pin of the same point by another lease holds it after the first is released.
+    const other = store.lease()
+    other.pinPoint('a@1')
+    lease.release()
+    expect((await collectGarbage(store, { policy: { keepLast: 1 } })).deletedPoints).toEqual([])
+    other.release()
+    const freed = await collectGarbage(store, { policy: { keepLast: 1 } })
+    expect(freed.deletedPoints).toEqual(['a@1'])
+    expect(freed.freedChunks).toBe(32 + 1) // its 8 MiB of chunks and its root
+    expect((await verifyStore(store)).ok).toBe(true)
   })
 })

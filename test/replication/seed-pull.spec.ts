@@ -79,8 +79,8 @@ async function thirdCopy(
   return { a, c, old, fresh }
 }
 
-async function restoreFile(n: TestNode, out: string) {
-  const r = await n.service.restore('web', { out, format: 'raw' })
+async function restoreFile(n: TestNode, out: string, batchIds?: number) {
+  const r = await n.service.restore('web', { out, format: 'raw', batchIds })
   return { r, bytes: await readFile(out) }
 }
 
@@ -168,7 +168,8 @@ describe('restore from peers', () => {
     const e = await makeNode('E')
     expect(await e.store.lastPoint('web')).toBeUndefined()
 
-    const { r, bytes } = await restoreFile(e, join(cluster.root, 'e.raw'))
+    // 40 distinct data chunks, looked up and pulled 16 at a time: three rounds, counted as one.
+    const { r, bytes } = await restoreFile(e, join(cluster.root, 'e.raw'), 16)
     console.log('restore on E:', JSON.stringify(r.pulled))
     expect(bytes.equals(await cluster.hv.read('web', 0, 0, 16 * MiB))).toBe(true)
     // The newest point is C's; B holds the 8 MiB of older data too and serves part of it.
