@@ -4,7 +4,7 @@
 //   readManifest / diffManifests, commitPoint(point), listPoints(vm), materialise(...).
 import { ChunkStore, type ChunkStoreInit } from './store.js'
 
-export { DEFAULT_CHUNK_SIZE, MERKLE_FANOUT } from './constants.js'
+export { DEFAULT_CHUNK_SIZE, MATERIALISE_CONCURRENCY, MERKLE_FANOUT } from './constants.js'
 export * from './errors.js'
 export { nodeStoreFs, type StoreFile, type StoreFs } from './fs.js'
 export { collectGarbage, type GcOptions, type GcReport } from './gc.js'

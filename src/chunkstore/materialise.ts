@@ -15,6 +15,13 @@ export interface MaterialiseOptions {
   targetIsZero?: boolean
   signal?: AbortSignal
   onProgress?: (doneChunks: number) => void
+  /**
+   * The chunks to write, by ascending index, instead of the point's manifest read from the store
+   * (a restore of a point fetched from a peer, whose manifest this store does not hold). Chunks
+   * left out are not written. At most MATERIALISE_CONCURRENCY chunks are read ahead of the one
+   * being written: an entry's chunk must stay in the store until a few entries after it are out.
+   */
+  entries?: AsyncIterable<{ index: number; hex: string }>
 }
 
 export interface MaterialiseResult {
@@ -40,6 +47,10 @@ export async function materialise(
   if (options.base && !baseDisk) throw new InvalidPointError('the base point has no such disk')
 
   async function* work(): AsyncGenerator<{ index: number; hex: string }> {
+    if (options.entries) {
+      yield* options.entries
+      return
+    }
     if (baseDisk) {
       for await (const c of store.diffChanges(baseDisk, disk))
         yield { index: c.index, hex: c.after.toString('hex') }

@@ -7,12 +7,16 @@
 //   chunks:  get ids ───────────────▶ chunk… missing ids          (every holder at once, puller.ts;
 //                                                                   each chunk hashed as it is stored)
 //
-// then writes the file from its own store. The fetched point is not committed here (this node does
-// not become a replica of the VM): its manifest tree and chunks are kept from GC by a lease until
-// the file is written. Holders come from the mesh's gossip (replicas held, with their last point).
+// and writes the file from its own store, a batch of chunks at a time: each batch's lacking chunks
+// are pulled just before it is written. The fetched point is not committed here (this node does
+// not become a replica of the VM): only its chunks are stored, each batch's kept from GC by a
+// lease until written. A point held here is pinned instead. Holders come from the mesh's gossip
+// (replicas held, with their last point).
+import { rm } from 'node:fs/promises'
 import {
   type ChunkLease,
   type ChunkStore,
+  MATERIALISE_CONCURRENCY,
   materialise,
   pointName,
   type RecoveryPoint,
@@ -32,7 +36,7 @@ import {
 import { type EntryList, entryFrames, fullEntries, PackedManifest } from './packed-manifest.js'
 import { checkSignedRoots, type MemberKeys, manifestRoot, verifyPointHeader } from './point-signature.js'
 import { addPeerCounts, type PullResult, pullChunks } from './puller.js'
-import { buildManifest, findPoint, readPackedManifest } from './replica-store.js'
+import { findPoint, readPackedManifest } from './replica-store.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
 /** Fetching a point's header and manifests from one holder gives up after this long. */
@@ -194,7 +198,11 @@ export interface RestoreResult {
 
 /**
  * Writes one disk of a point (default: the newest known) to a new file. The point and its chunks
- * come from this node's store; whatever it lacks is fetched from the VM's holders, several at once.
+ * come from this node's store; whatever it lacks is fetched from the VM's holders, several at once,
+ * a batch at a time as the file is written (what a restore holds grows with the batch, not the
+ * disk). A failed restore leaves no file behind. Measured on a local restore (4 KiB chunks), the
+ * live heap's peak went from 37 to 19 MiB at 131,072 data chunks and from 81 to 21 MiB at 262,144,
+ * against every id held as hex in arrays and a lease entry each.
  */
 export async function restoreDisk(
   parts: RestoreParts,
@@ -203,7 +211,7 @@ export async function restoreDisk(
 ): Promise<RestoreResult> {
   const { store } = parts
   const diskIndex = o.disk ?? 0
-  const lease = store.lease()
+  const pin = store.lease()
   try {
     let point = o.seq === undefined ? await store.lastPoint(vm) : await findPoint(store, vm, o.seq)
     const holders = parts.holders(vm)
@@ -227,22 +235,21 @@ export async function restoreDisk(
         throw new ReplicationError(
           `point ${vm}@${h.seq} on ${fetched.peer} uses ${h.alg} chunk ids; this store uses ${store.hashAlgorithm}`,
         )
-      const d = h.disks[diskIndex]
-      if (!d)
+      if (!h.disks[diskIndex])
         throw new ReplicationError(`point ${vm}@${h.seq} has no disk ${diskIndex} (it has ${h.disks.length})`)
       manifest = fetched.manifests[diskIndex]
+      // Described, not stored: the roots are those checked against the source's signature.
       point = {
         vm,
         seq: h.seq,
         epoch: h.epoch,
         time: h.time,
         consistency: h.consistency,
-        // Only the restored disk gets a manifest here; the others are described, not held.
-        disks: h.disks.map((x) => ({
+        disks: h.disks.map((x, i) => ({
           disk: String(x.index),
           virtualSize: x.virtualSize,
           chunkSize: x.chunkSize,
-          root: '0'.repeat(64),
+          root: fetched.roots[i],
           hash: store.hashAlgorithm,
         })),
         config: h.config,
@@ -252,7 +259,7 @@ export async function restoreDisk(
       if (!point) throw new PointNotFoundError(vm, o.seq ?? null, { peersAsked: 0 })
       // Pinned, the point keeps every chunk it names from GC: no protection per chunk. Looked up
       // again once pinned, in case retention deleted it in between.
-      lease.pinPoint(pointName(point))
+      pin.pinPoint(pointName(point))
       const seq = point.seq
       point = await findPoint(store, vm, seq)
       if (!point) throw new PointNotFoundError(vm, seq, { peersAsked: 0 })
@@ -262,139 +269,173 @@ export async function restoreDisk(
         )
       manifest = await readPackedManifest(store, point, diskIndex)
     }
-    let pulled = await pullLacking(parts, vm, point.seq, manifest, {
-      lease,
-      // A fetched point is not committed here: each of its chunks needs the lease.
+    const pulled: NonNullable<RestoreResult['pulled']> = { pointFrom, chunks: 0, bytes: 0, byPeer: {} }
+    const entries = heldEntries(parts, {
+      vm,
+      seq: point.seq,
+      manifest,
+      // A fetched point is not committed here: its chunks need a lease while they are written.
       protect: fetched !== null,
       peers: holders.map((h) => h.peer),
       signal: o.signal,
       batchIds: o.batchIds ?? RESTORE_BATCH_IDS,
+      pulled,
     })
-    if (pulled) pulled.pointFrom = pointFrom
-    else if (pointFrom) pulled = { pointFrom, chunks: 0, bytes: 0, byPeer: {} }
-    if (pointFrom) {
-      const d = point.disks[diskIndex]
-      d.root = await buildManifest(store, lease, d.virtualSize, d.chunkSize, manifest)
-    }
     const d = point.disks[diskIndex]
     const target = await createDisk(o.out, { format: o.format, virtualSize: d.virtualSize })
+    let r: Awaited<ReturnType<typeof materialise>>
     try {
-      const r = await materialise(store, point, diskIndex, target, { targetIsZero: true })
-      return { point, disk: diskIndex, bytesWritten: r.bytesWritten, ...(pulled ? { pulled } : {}) }
-    } finally {
-      await target.close()
+      r = await materialise(store, point, diskIndex, target, {
+        targetIsZero: true,
+        entries,
+        signal: o.signal,
+      })
+    } catch (err) {
+      await target.close().catch(() => {})
+      await rm(o.out, { force: true })
+      throw err
+    }
+    await target.close()
+    if (pulled.chunks > 0)
+      parts.logger.info(
+        { vm, seq: point.seq, pointFrom, chunks: pulled.chunks, byPeer: pulled.byPeer },
+        `restore of ${vm}@${point.seq}: pulled ${pulled.chunks} chunk(s) from ${holders.length} peer(s)`,
+      )
+    return {
+      point,
+      disk: diskIndex,
+      bytesWritten: r.bytesWritten,
+      ...(pulled.chunks > 0 || pointFrom ? { pulled } : {}),
     }
   } finally {
-    lease.release()
+    pin.release()
   }
 }
 
 /**
- * Pulls from `peers` the chunks of `manifest` this node lacks, a batch of distinct ids at a time:
- * what a restore holds grows with the batch, not with the disk. Measured on a local restore of
- * 262,144 data chunks, the live heap's peak was 81 MiB with every id in arrays of hex strings and
- * a lease entry each, 18 MiB now (and 17 MiB at half as many chunks). null: nothing was lacking.
+ * The data entries of `manifest` by ascending index, each chunk in this store when it is
+ * yielded: a batch of entries at a time, the chunks the store lacks are pulled from `peers`
+ * (counted into `pulled`) before the batch is yielded. Each batch's chunks are leased until the
+ * entries after it are far enough on that materialise has read them all (`protect`: every chunk
+ * of the batch; else only those pulled, the rest being a pinned point's).
  */
-async function pullLacking(
+async function* heldEntries(
   parts: RestoreParts,
-  vm: string,
-  seq: number,
-  manifest: PackedManifest,
-  o: { lease: ChunkLease; protect: boolean; peers: string[]; signal?: AbortSignal; batchIds: number },
-): Promise<RestoreResult['pulled'] | null> {
+  o: {
+    vm: string
+    seq: number
+    manifest: PackedManifest
+    protect: boolean
+    peers: string[]
+    signal?: AbortSignal
+    batchIds: number
+    pulled: NonNullable<RestoreResult['pulled']>
+  },
+): AsyncGenerator<{ index: number; hex: string }> {
   const { store } = parts
-  const total: NonNullable<RestoreResult['pulled']> = { pointFrom: null, chunks: 0, bytes: 0, byPeer: {} }
-  let lackingNoPeer = 0
-  let pulledAny = false
-  for (const batch of distinctIdBatches(manifest, o.batchIds)) {
-    o.signal?.throwIfAborted()
-    if (o.protect) for (const id of batch) o.lease.protect(id)
-    const lacking = await store.has(batch)
-    if (lacking.length === 0) continue
-    // Without a peer, the rest is only counted, for the error.
-    if (o.peers.length === 0) {
-      lackingNoPeer += lacking.length
-      continue
-    }
-    const pull = (ids: ChunkId[]) =>
-      pullChunks(ids, {
-        network: parts.network,
-        store,
-        peers: o.peers,
-        logger: parts.logger,
-        lease: o.lease,
-        signal: o.signal,
-      })
-    const r = await pull(lacking)
-    if (r.missing.length > 0) {
-      // One more round for what a stream that failed on the way left behind.
-      const again = await pull(r.missing)
-      r.fetched += again.fetched
-      r.bytes += again.bytes
-      r.missing = again.missing
-      for (const [peer, s] of Object.entries(again.byPeer)) {
-        const into = r.byPeer[peer]
-        addPeerCounts(into, s)
-        into.error = s.error ?? into.error
+  // Leases of batches yielded, with the count of entries yielded when each batch ended.
+  const leases: Array<{ lease: ChunkLease; endedAt: number }> = []
+  let yielded = 0
+  const pull = (ids: ChunkId[], lease: ChunkLease) =>
+    pullChunks(ids, {
+      network: parts.network,
+      store,
+      peers: o.peers,
+      logger: parts.logger,
+      lease,
+      signal: o.signal,
+    })
+  try {
+    for (const batch of entryBatches(o.manifest, o.batchIds)) {
+      o.signal?.throwIfAborted()
+      const lease = store.lease()
+      leases.push({ lease, endedAt: Number.POSITIVE_INFINITY })
+      const ids = [...new Set(batch.map((e) => e.hex))]
+      if (o.protect) for (const id of ids) lease.protect(id)
+      const lacking = await store.has(ids)
+      if (lacking.length > 0) {
+        if (o.peers.length === 0)
+          throw new ReplicationError(
+            `${lacking.length} chunk(s) of ${o.vm}@${o.seq} are not on this node and no peer holds ${o.vm}`,
+          )
+        const r = await pull(lacking, lease)
+        if (r.missing.length > 0) {
+          // One more round for what a stream that failed on the way left behind.
+          const again = await pull(r.missing, lease)
+          r.fetched += again.fetched
+          r.bytes += again.bytes
+          r.missing = again.missing
+          for (const [peer, s] of Object.entries(again.byPeer)) {
+            const into = r.byPeer[peer]
+            addPeerCounts(into, s)
+            into.error = s.error ?? into.error
+          }
+        }
+        if (r.missing.length > 0)
+          throw new ReplicationError(
+            `${r.missing.length} chunk(s) of ${o.vm}@${o.seq} could not be fetched from ${o.peers.length} peer(s)`,
+          )
+        o.pulled.chunks += r.fetched
+        o.pulled.bytes += r.bytes
+        for (const [peer, s] of Object.entries(r.byPeer)) {
+          o.pulled.byPeer[peer] ??= { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
+          const into = o.pulled.byPeer[peer]
+          addPeerCounts(into, s)
+          into.error = s.error ?? into.error
+        }
       }
+      for (const e of batch) {
+        yield e
+        yielded++
+        // materialise reads at most MATERIALISE_CONCURRENCY entries ahead of its writes.
+        while (leases.length > 0 && yielded - leases[0].endedAt > MATERIALISE_CONCURRENCY)
+          leases.shift()?.lease.release()
+      }
+      leases[leases.length - 1].endedAt = yielded
     }
-    if (r.missing.length > 0)
-      throw new ReplicationError(
-        `${r.missing.length} chunk(s) of ${vm}@${seq} could not be fetched from ${o.peers.length} peer(s)`,
-      )
-    pulledAny = true
-    total.chunks += r.fetched
-    total.bytes += r.bytes
-    for (const [peer, s] of Object.entries(r.byPeer)) {
-      total.byPeer[peer] ??= { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
-      const into = total.byPeer[peer]
-      addPeerCounts(into, s)
-      into.error = s.error ?? into.error
-    }
+  } finally {
+    for (const l of leases) l.lease.release()
   }
-  if (lackingNoPeer > 0)
-    throw new ReplicationError(
-      `${lackingNoPeer} chunk(s) of ${vm}@${seq} are not on this node and no peer holds ${vm}`,
-    )
-  if (!pulledAny) return null
-  parts.logger.info(
-    { vm, seq, chunks: total.chunks, byPeer: total.byPeer },
-    `restore of ${vm}@${seq}: pulled ${total.chunks} chunk(s) from ${o.peers.length} peer(s)`,
-  )
-  return total
 }
 
-/** The distinct data ids of a manifest in batches of up to `max` (a repeat in a later batch is then held). */
-function* distinctIdBatches(manifest: PackedManifest, max: number): Generator<ChunkId[]> {
-  let batch = new Set<ChunkId>()
+/** The data entries of a manifest by ascending index, in batches of up to `max`. */
+function* entryBatches(
+  manifest: PackedManifest,
+  max: number,
+): Generator<Array<{ index: number; hex: ChunkId }>> {
+  let batch: Array<{ index: number; hex: ChunkId }> = []
   for (const index of manifest.dataIndexes()) {
-    const id = manifest.get(index)
-    if (id !== null) batch.add(id)
-    if (batch.size === max) {
-      yield [...batch]
-      batch = new Set()
+    const hex = manifest.get(index)
+    if (hex === null) continue
+    batch.push({ index, hex })
+    if (batch.length === max) {
+      yield batch
+      batch = []
     }
   }
-  if (batch.size > 0) yield [...batch]
+  if (batch.length > 0) yield batch
 }
 
 /** The point from the first holder that has it (the newest holder first). */
-/** A fetched point is used only if its source signed it and its manifests have the signed roots. */
+/**
+ * A fetched point is used only if its source signed it and its manifests have the signed roots.
+ * Returns those roots ([] for a point of another hash algorithm, which the caller refuses).
+ */
 async function verifyFetched(
   parts: RestoreParts,
   header: PointHeader,
   manifests: PackedManifest[],
-): Promise<void> {
+): Promise<string[]> {
   const fields = await verifyPointHeader(header, parts.memberKey)
-  // Another algorithm's point is refused by the caller, with that reason.
   const alg = parts.store.hashAlgorithm
-  if (header.alg !== alg) return
+  if (header.alg !== alg) return []
   const roots = await Promise.all(
     header.disks.map((d, i) =>
       manifestRoot(d.virtualSize, d.chunkSize, manifests[i] ?? PackedManifest.zeros(0), alg),
     ),
   )
   checkSignedRoots(fields, roots, header)
+  return roots
 }
 
 async function fetchFromHolders(
@@ -403,14 +444,14 @@ async function fetchFromHolders(
   seq: number | null,
   holders: PointHolder[],
   signal?: AbortSignal,
-): Promise<{ peer: string; header: PointHeader; manifests: PackedManifest[] }> {
+): Promise<{ peer: string; header: PointHeader; manifests: PackedManifest[]; roots: string[] }> {
   const candidates = seq === null ? holders : holders.filter((h) => h.seq >= seq)
   let lastError: Error | null = null
   for (const h of candidates) {
     try {
       const fetched = await fetchPoint(parts.network, h.peer, vm, seq ?? h.seq, signal)
-      await verifyFetched(parts, fetched.header, fetched.manifests)
-      return { peer: h.peer, ...fetched }
+      const roots = await verifyFetched(parts, fetched.header, fetched.manifests)
+      return { peer: h.peer, ...fetched, roots }
     } catch (err) {
       lastError = err as Error
       parts.logger.warn(

@@ -345,7 +345,14 @@ export class ReplicationService {
    */
   async restore(
     vm: string,
-    options: { seq?: number; disk?: number; out: string; format: 'raw' | 'vhdx'; batchIds?: number },
+    options: {
+      seq?: number
+      disk?: number
+      out: string
+      format: 'raw' | 'vhdx'
+      batchIds?: number
+      signal?: AbortSignal
+    },
   ): Promise<Omit<RestoreResult, 'point'> & { point: PointSummary }> {
     const r = await restoreDisk(
       {

@@ -3,9 +3,10 @@
 // once, and the source pushes only the rest; a holder sending bad chunks is routed around; a node
 // without the point restores it from the holders.
 import { randomBytes } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { collectGarbage } from '../../src/chunkstore/index.js'
 import {
   CHUNKS_PROTOCOL_1_0,
   type ChunksMessage,
@@ -194,6 +195,52 @@ describe('restore from peers', () => {
     const refused = restoreFile(e, join(cluster.root, 'e2.raw')).then(() => 'restored')
     await expect(refused).rejects.toThrow(/not a current member/)
   }, 60_000)
+
+  it('a held point is pinned while it is restored: retention running meanwhile keeps it', async () => {
+    const a = await makeNode('A', true)
+    const b = await makeNode('B')
+    await cluster.hv.createVm('web', [16 * MiB])
+    const old = randomBytes(8 * MiB)
+    await cluster.hv.write('web', 0, 0, old)
+    await protect(a, ['B'])
+    await until('seed on B', async () => b.store.lastPoint('web'))
+    // B's first point holds the old 8 MiB only; the next adds 2 MiB at 12 MiB.
+    await cluster.hv.write('web', 0, 12 * MiB, randomBytes(2 * MiB))
+    await until('a second point on B', async () => ((await b.store.lastPoint('web'))?.seq ?? 0) > 1)
+    const expected = Buffer.concat([old, Buffer.alloc(8 * MiB)])
+    const out = join(cluster.root, 'b1.raw')
+    let done = false
+    const restoring = b.service.restore('web', { seq: 1, out, format: 'raw', batchIds: 4 }).finally(() => {
+      done = true
+    })
+    let runs = 0
+    let passedOver = 0
+    while (!done) {
+      const gc = await collectGarbage(b.store, { policy: { keepLast: 1 } })
+      if (!gc.deletedPoints.includes('web@1')) passedOver++
+      runs++
+    }
+    const r = await restoring
+    expect(r.pulled).toBeUndefined()
+    expect((await readFile(out)).equals(expected)).toBe(true)
+    expect(runs).toBeGreaterThan(0)
+    expect(passedOver).toBe(runs)
+    // Released, the point goes at the next collection.
+    expect((await collectGarbage(b.store, { policy: { keepLast: 1 } })).deletedPoints).toContain('web@1')
+  }, 60_000)
+
+  it('a restore that fails on the way leaves no file', async () => {
+    await makeNode('A', true)
+    const b = await makeNode('B')
+    await thirdCopy([b])
+    const out = join(cluster.root, 'stopped.raw')
+    const stop = new AbortController()
+    stop.abort(new Error('stopped by the operator'))
+    await expect(b.service.restore('web', { out, format: 'raw', signal: stop.signal })).rejects.toThrow(
+      /stopped by the operator/,
+    )
+    await expect(stat(out)).rejects.toThrow(/ENOENT/)
+  })
 
   it('names the VM when no peer holds it', async () => {
     const e = await makeNode('E')
