@@ -18,7 +18,7 @@ export const MAX_IDS_PER_FRAME = 8192
 export const MAX_PRINT_IDS = 128
 /** Manifest entries (chunk index + id) in one MANIFEST frame. */
 export const MAX_ENTRIES_PER_FRAME = 65_536
-/** Distinct chunk ids a restore looks up (and pulls, when lacking) at a time. */
+/** Data chunks a restore looks up, pulls when lacking, and writes, a batch at a time. */
 export const RESTORE_BATCH_IDS = 65_536
 /** Changed ranges in one sub-chunk delta. */
 export const MAX_DELTA_RANGES = 1024

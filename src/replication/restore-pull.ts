@@ -178,7 +178,7 @@ export interface RestoreOptions {
   out: string
   format: 'raw' | 'vhdx'
   signal?: AbortSignal
-  /** Distinct chunk ids looked up and pulled at a time (default RESTORE_BATCH_IDS). */
+  /** Data chunks looked up, pulled when lacking, and written at a time (default RESTORE_BATCH_IDS). */
   batchIds?: number
 }
 
