@@ -381,25 +381,19 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     // The variant that writes nothing runs first: the disk's writes slow this machine for a while
     // after they are done (alternated, the first run without writes went 725 MiB/s, the next two
     // after a durable run 538 and 501).
-    const least = { durable: [] as number[], dropped: [] as number[] }
-    const leastCpu = { durable: [0, 0], dropped: [0, 0] } as Record<keyof typeof least, number[]>
+    const least = {} as Record<'dropped' | 'durable', { runs: number[]; cpu: string }>
     mark('ceiling-start')
-    for (const variant of ['dropped', 'durable'] as const)
-      for (let k = 0; k < CEILING_RUNS; k++) {
-        const before = cpuSeconds(peer.child.pid)
-        least[variant].push(
-          await storedThroughput(node, peer.peerId, disk, seedMiB * MiB, variant === 'durable'),
-        )
-        const after = cpuSeconds(peer.child.pid)
-        leastCpu[variant][0] += after.own[0] + after.own[1] - before.own[0] - before.own[1]
-        leastCpu[variant][1] += after.peer[0] + after.peer[1] - before.peer[0] - before.peer[1]
-      }
-    mark('ceiling-end')
-    const ceiling = percentile(least.durable, 50)
-    const leastNote = (variant: keyof typeof least) => {
-      const [sender, receiver] = leastCpu[variant].map((s) => (s * 1024) / (seedMiB * CEILING_RUNS))
-      return `median of ${CEILING_RUNS}, all runs (MiB/s): ${least[variant].map((r) => r.toFixed(0)).join(', ')}; CPU-s per GiB: sender ${sender.toFixed(2)}, receiver ${receiver.toFixed(2)}`
+    for (const variant of ['dropped', 'durable'] as const) {
+      const before = cpuSeconds(peer.child.pid)
+      const runs: number[] = []
+      for (let k = 0; k < CEILING_RUNS; k++)
+        runs.push(await storedThroughput(node, peer.peerId, disk, seedMiB * MiB, variant === 'durable'))
+      least[variant] = { runs, cpu: cpuNote(before, cpuSeconds(peer.child.pid), seedMiB * CEILING_RUNS) }
     }
+    mark('ceiling-end')
+    const ceiling = percentile(least.durable.runs, 50)
+    const leastNote = (variant: keyof typeof least) =>
+      `median of ${CEILING_RUNS}, all runs (MiB/s): ${least[variant].runs.map((r) => r.toFixed(0)).join(', ')}; ${least[variant].cpu}`
     rows.push({
       name: `least work of any seed of ${seedMiB} MiB: read, hash, send, verify, write durably (ceiling)`,
       value: ceiling,
@@ -410,10 +404,10 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     })
     rows.push({
       name: `the same without the write: read, hash, send, verify, drop (informational)`,
-      value: percentile(least.dropped, 50),
+      value: percentile(least.dropped.runs, 50),
       unit: 'MiB/s',
       limit: reference,
-      ratio: percentile(least.dropped, 50) / reference,
+      ratio: percentile(least.dropped.runs, 50) / reference,
       note: `what the durable write costs the ceiling (these runs come before any of its writes); ${leastNote('dropped')}`,
     })
 

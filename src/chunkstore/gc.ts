@@ -54,8 +54,8 @@ export async function collectGarbage(store: ChunkStore, options: GcOptions = {})
     for (const p of points) {
       options.signal?.throwIfAborted()
       const name = pointName(p)
-      // A point a restore is reading is kept this time; the next collection takes it.
-      if (keep.has(name) || store.isPointPinned(name)) continue
+      if (keep.has(name)) continue
+      // A point a restore is reading (pinned) is kept this time; the next collection takes it.
       try {
         await store.deletePoint(name)
       } catch (err) {

@@ -18,6 +18,8 @@ export const MAX_IDS_PER_FRAME = 8192
 export const MAX_PRINT_IDS = 128
 /** Manifest entries (chunk index + id) in one MANIFEST frame. */
 export const MAX_ENTRIES_PER_FRAME = 65_536
+/** Most chunks a disk of a point may have: a 64 TiB disk (VHDX's largest) of 256 KiB chunks. */
+export const MAX_POINT_DISK_CHUNKS = 2 ** 28
 /** Data chunks a restore looks up, pulls when lacking, and writes, a batch at a time. */
 export const RESTORE_BATCH_IDS = 65_536
 /** Changed ranges in one sub-chunk delta. */

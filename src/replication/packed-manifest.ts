@@ -221,8 +221,13 @@ export type EntryList = { readonly length: number } & Iterable<ManifestEntry>
  * (~120 bytes a chunk: 47 MiB for a full 100 GiB disk, per target).
  */
 export function fullEntries(ids: PackedManifest): EntryList {
+  let length: number | null = null
   return {
-    length: ids.dataCount(),
+    // Counted when asked (a commit's header), not by a reader that only iterates.
+    get length() {
+      length ??= ids.dataCount()
+      return length
+    },
     *[Symbol.iterator]() {
       for (const index of ids.dataIndexes()) yield { index, id: ids.get(index) }
     },

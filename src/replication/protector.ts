@@ -549,14 +549,17 @@ export class VmProtector {
     // block was deallocated, e.g. trimmed) was not read: it is zero now. (A disk read whole, with
     // no previous manifest, is "all changed" in the change log: its zero chunks are not listed.)
     if (prev && !byChunk) {
-      const read = new Set(toRead)
-      for (const i of prev.dataIndexes())
-        if (!read.has(i)) {
+      // Both lists ascend: a walk along `toRead`, not a set of every data chunk.
+      let r = 0
+      for (const i of prev.dataIndexes()) {
+        while (r < toRead.length && toRead[r] < i) r++
+        if (toRead[r] !== i) {
           ids.set(i, null)
           changed.push(i)
           // An entry of every target's manifest, like the zero chunks a read found.
           for (const l of live) l.offered[diskIndex].add(i)
         }
+      }
     }
     await this.offerExtras(live, diskIndex, disk, chunkSize, virtualSize, ids)
     return { ids, changed: changed.sort((a, b) => a - b) }

@@ -52,6 +52,11 @@ export interface PeerPullStats {
   error: string | null
 }
 
+/** A peer's stats before any pull. */
+export function emptyPeerStats(): PeerPullStats {
+  return { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
+}
+
 /** Adds the counts of `s` to `into` (its error is the caller's to merge). */
 export function addPeerCounts(into: PeerPullStats, s: PeerPullStats): void {
   into.chunks += s.chunks
@@ -98,7 +103,7 @@ export async function pullChunks(ids: ChunkId[], init: PullInit): Promise<PullRe
   const lacking = await init.store.has([...new Set(ids)])
   const queue: Want[] = lacking.map((id) => ({ id, tried: new Set() }))
   const byPeer: Record<string, PeerPullStats> = {}
-  for (const p of init.peers) byPeer[p] = { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
+  for (const p of init.peers) byPeer[p] = emptyPeerStats()
   const live = new Set(init.peers)
   const result: PullResult = { fetched: 0, bytes: 0, byPeer, missing: [] }
   let inFlight = 0

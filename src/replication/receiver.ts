@@ -14,7 +14,13 @@ import {
 } from '../chunkstore/index.js'
 import type { DuplexByteStream } from '../mesh/index.js'
 import { MessageChannel } from './channel.js'
-import { ACK_BATCH_BYTES, ACK_BATCH_IDS, MAX_IDS_PER_FRAME, STORE_BATCH_CHUNKS } from './constants.js'
+import {
+  ACK_BATCH_BYTES,
+  ACK_BATCH_IDS,
+  MAX_IDS_PER_FRAME,
+  MAX_POINT_DISK_CHUNKS,
+  STORE_BATCH_CHUNKS,
+} from './constants.js'
 import { rebuildChunk } from './delta.js'
 import { ChunkHashMismatchError, FrameError, PointSignatureError } from './errors.js'
 import { fastFingerprintChunk } from './fingerprints.js'
@@ -590,9 +596,6 @@ export class PointReceiver {
     return { reason: 'signature', message: err.message, missing: [] }
   }
 }
-
-/** Most chunks a disk of a received point may have: a 64 TiB disk (VHDX's largest) of 256 KiB chunks. */
-const MAX_POINT_DISK_CHUNKS = 2 ** 28
 
 /**
  * One disk's manifest entries of a received point, kept as they arrive: a full manifest packed (32

@@ -23,7 +23,7 @@ import {
 } from '../chunkstore/index.js'
 import { createDisk } from '../hyperv/index.js'
 import { MessageChannel } from './channel.js'
-import { MAX_ENTRIES_PER_FRAME, RESTORE_BATCH_IDS } from './constants.js'
+import { MAX_ENTRIES_PER_FRAME, MAX_POINT_DISK_CHUNKS, RESTORE_BATCH_IDS } from './constants.js'
 import { FrameError, PointNotFoundError, ReplicationError } from './errors.js'
 import type { ChunkId } from './ids.js'
 import {
@@ -35,7 +35,7 @@ import {
 } from './messages.js'
 import { type EntryList, entryFrames, fullEntries, PackedManifest } from './packed-manifest.js'
 import { checkSignedRoots, type MemberKeys, manifestRoot, verifyPointHeader } from './point-signature.js'
-import { addPeerCounts, type PullResult, pullChunks } from './puller.js'
+import { addPeerCounts, emptyPeerStats, type PullResult, pullChunks } from './puller.js'
 import { findPoint, readPackedManifest } from './replica-store.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
@@ -130,7 +130,11 @@ export async function fetchPoint(
       throw new FrameError(`sent ${header.vm}@${header.seq} for ${vm}@${seq ?? 'newest'}`, 'points', peer)
     const manifests = header.disks.map((d, position) => {
       if (d.index !== position) throw new FrameError('disks out of order', 'points', peer)
-      return PackedManifest.zeros(Math.ceil(d.virtualSize / d.chunkSize))
+      const count = Math.ceil(d.virtualSize / d.chunkSize)
+      // The header is the holder's word: a disk of more chunks than any would be held here whole.
+      if (count > MAX_POINT_DISK_CHUNKS)
+        throw new FrameError(`disk ${d.index} has ${count} chunks, more than any disk`, 'points', peer)
+      return PackedManifest.zeros(count)
     })
     const counts = header.disks.map(() => 0)
     for (;;) {
@@ -336,8 +340,9 @@ async function* heldEntries(
   // Leases of batches yielded, with the count of entries yielded when each batch ended.
   const leases: Array<{ lease: ChunkLease; endedAt: number }> = []
   let yielded = 0
-  const pull = (ids: ChunkId[], lease: ChunkLease) =>
-    pullChunks(ids, {
+  // Every round's counts go into `pulled`.
+  const pull = async (ids: ChunkId[], lease: ChunkLease) => {
+    const r = await pullChunks(ids, {
       network: parts.network,
       store,
       peers: o.peers,
@@ -345,9 +350,20 @@ async function* heldEntries(
       lease,
       signal: o.signal,
     })
+    o.pulled.chunks += r.fetched
+    o.pulled.bytes += r.bytes
+    for (const [peer, s] of Object.entries(r.byPeer)) {
+      o.pulled.byPeer[peer] ??= emptyPeerStats()
+      const into = o.pulled.byPeer[peer]
+      addPeerCounts(into, s)
+      into.error = s.error ?? into.error
+    }
+    return r
+  }
   try {
-    for (const batch of entryBatches(o.manifest, o.batchIds)) {
+    for (const frame of entryFrames(fullEntries(o.manifest), o.batchIds)) {
       o.signal?.throwIfAborted()
+      const batch = frame.flatMap((e) => (e.id === null ? [] : [{ index: e.index, hex: e.id }]))
       const lease = store.lease()
       leases.push({ lease, endedAt: Number.POSITIVE_INFINITY })
       const ids = [...new Set(batch.map((e) => e.hex))]
@@ -358,31 +374,13 @@ async function* heldEntries(
           throw new ReplicationError(
             `${lacking.length} chunk(s) of ${o.vm}@${o.seq} are not on this node and no peer holds ${o.vm}`,
           )
-        const r = await pull(lacking, lease)
-        if (r.missing.length > 0) {
-          // One more round for what a stream that failed on the way left behind.
-          const again = await pull(r.missing, lease)
-          r.fetched += again.fetched
-          r.bytes += again.bytes
-          r.missing = again.missing
-          for (const [peer, s] of Object.entries(again.byPeer)) {
-            const into = r.byPeer[peer]
-            addPeerCounts(into, s)
-            into.error = s.error ?? into.error
-          }
-        }
+        let r = await pull(lacking, lease)
+        // One more round for what a stream that failed on the way left behind.
+        if (r.missing.length > 0) r = await pull(r.missing, lease)
         if (r.missing.length > 0)
           throw new ReplicationError(
             `${r.missing.length} chunk(s) of ${o.vm}@${o.seq} could not be fetched from ${o.peers.length} peer(s)`,
           )
-        o.pulled.chunks += r.fetched
-        o.pulled.bytes += r.bytes
-        for (const [peer, s] of Object.entries(r.byPeer)) {
-          o.pulled.byPeer[peer] ??= { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
-          const into = o.pulled.byPeer[peer]
-          addPeerCounts(into, s)
-          into.error = s.error ?? into.error
-        }
       }
       for (const e of batch) {
         yield e
@@ -396,24 +394,6 @@ async function* heldEntries(
   } finally {
     for (const l of leases) l.lease.release()
   }
-}
-
-/** The data entries of a manifest by ascending index, in batches of up to `max`. */
-function* entryBatches(
-  manifest: PackedManifest,
-  max: number,
-): Generator<Array<{ index: number; hex: ChunkId }>> {
-  let batch: Array<{ index: number; hex: ChunkId }> = []
-  for (const index of manifest.dataIndexes()) {
-    const hex = manifest.get(index)
-    if (hex === null) continue
-    batch.push({ index, hex })
-    if (batch.length === max) {
-      yield batch
-      batch = []
-    }
-  }
-  if (batch.length > 0) yield batch
 }
 
 /** The point from the first holder that has it (the newest holder first). */

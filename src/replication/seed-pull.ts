@@ -15,7 +15,7 @@
 // pull per query is bounded by a deadline well under the source's stall timeout (session.ts).
 import type { ChunkLease, ChunkStore } from '../chunkstore/index.js'
 import type { ChunkId } from './ids.js'
-import { addPeerCounts, type PeerPullStats, pullChunks } from './puller.js'
+import { addPeerCounts, emptyPeerStats, type PeerPullStats, pullChunks } from './puller.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 
 /** Time a target spends pulling one query's lacking ids before it leaves the rest to the source. */
@@ -139,7 +139,7 @@ export class SeedPuller {
     seed.leftToSource += still.length
     seed.updatedAt = Date.now()
     for (const [peer, s] of Object.entries(r.byPeer)) {
-      const into = seed.byPeer[peer] ?? { chunks: 0, bytes: 0, bad: 0, lacked: 0, error: null }
+      const into = seed.byPeer[peer] ?? emptyPeerStats()
       seed.byPeer[peer] = into
       addPeerCounts(into, s)
       if (s.error && s.error !== 'stopped') into.error = s.error

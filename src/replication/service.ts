@@ -34,7 +34,7 @@ import { describePointSignature, type PointSignatureStatus } from './point-signa
 import { DEFAULT_CHUNK_BYTES, type TargetProgress, VmProtector } from './protector.js'
 import { PointReceiver, type ReceiverStats } from './receiver.js'
 import { ReplicaDisks, replicaDiskPath } from './replica-disk.js'
-import { type PointHolder, type RestoreResult, restoreDisk } from './restore-pull.js'
+import { type PointHolder, type RestoreOptions, type RestoreResult, restoreDisk } from './restore-pull.js'
 import { SeedPuller, type SeedStats } from './seed-pull.js'
 import type { ReplicationLogger, ReplicationNetwork } from './session.js'
 import { type Protection, ProtectionFiles } from './settings.js'
@@ -345,14 +345,7 @@ export class ReplicationService {
    */
   async restore(
     vm: string,
-    options: {
-      seq?: number
-      disk?: number
-      out: string
-      format: 'raw' | 'vhdx'
-      batchIds?: number
-      signal?: AbortSignal
-    },
+    options: RestoreOptions,
   ): Promise<Omit<RestoreResult, 'point'> & { point: PointSummary }> {
     const r = await restoreDisk(
       {

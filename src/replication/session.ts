@@ -332,10 +332,10 @@ export class TargetSession {
     this.check()
   }
 
-  /** Commits a point whose chunks are all stored; throws CommitRefusedError on a nack. */
   /**
-   * Sends the point, its manifest entries per disk (a frame at a time, made as they are sent: a
-   * full manifest need not exist as entries all at once) and the commit; waits for the answer.
+   * Commits a point whose chunks are all stored: sends the point, its manifest entries per disk (a
+   * frame at a time, made as they are sent: a full manifest need not exist as entries all at once)
+   * and the commit, and waits for the answer. Throws CommitRefusedError on a nack.
    */
   async commit(point: PointHeader, entries: ReadonlyArray<Iterable<ManifestEntry>>): Promise<void> {
     await this.settle()

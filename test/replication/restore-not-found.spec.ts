@@ -73,4 +73,34 @@ describe('restore of a point held nowhere', () => {
       /^no recovery point 9 of VM 'web': looked for on this node and on 0 peers \(no peer holds that point of it\)$/,
     )
   })
+  it("a holder's header naming a disk of more chunks than any disk is refused before anything is held", async () => {
+    const e = await restorer()
+    const node = cluster.net.node('B', 'site-B')
+    node.setReplicas([{ vm: 'web', lastPoint: { seq: 3, time: Date.now() }, epoch: 0 }])
+    node.handle(POINTS_PROTOCOL, async (stream) => {
+      const ch = new MessageChannel<PointsMessage>(stream, encodePointsMessage, decodePointsMessage)
+      if ((await ch.next())?.type !== 'fetch') return ch.end()
+      // 2^50 bytes in 4 KiB chunks: 2^38 chunks, whose packed manifest would need 8 TiB.
+      await ch.send({
+        type: 'point',
+        point: {
+          vm: 'web',
+          vmId: 'web',
+          seq: 3,
+          epoch: 0,
+          time: Date.now(),
+          consistency: 'crash',
+          baseSeq: null,
+          alg: 'blake3',
+          source: 'A',
+          rpoSeconds: 1,
+          forward: [],
+          config: {},
+          disks: [{ index: 0, virtualSize: 2 ** 50, chunkSize: 4096, entries: 0 }],
+        },
+      })
+      await ch.end()
+    })
+    await expect(restore(e)).rejects.toThrow(/disk 0 has 274877906944 chunks, more than any disk/)
+  })
 })
